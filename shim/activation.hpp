@@ -1,0 +1,19 @@
+// Deciding whether a process activates, and what it caches by default.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pyimport {
+
+inline constexpr const char* kActiveMarker = "PYIMPORT_ACTIVE_PID";
+
+// A rank started by an MPI launcher that is not a descendant (child, or a
+// later exec) of a process in which the shim already activated.
+bool launched_as_rank(std::string& why_not);
+// The process is a Python interpreter (or embeds one).
+bool is_python();
+// The directories this interpreter will import from.
+std::vector<std::string> default_prefixes();
+
+} // namespace pyimport

@@ -1,0 +1,52 @@
+// Every PYIMPORT_* variable, in one table. The README's configuration table is
+// written from this list; tests/unit/test_config.cpp checks the parser.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pyimport {
+
+// X(field, variable, type, default, meaning)
+#define PYIMPORT_OPTIONS(X)                                                                        \
+    X(disable, "PYIMPORT_DISABLE", Bool, "0", "1 forces the library inert in every process")      \
+    X(prefixes, "PYIMPORT_PREFIX", PathList, "",                                                   \
+      "colon-separated directories to snapshot; empty means the interpreter's own search path")   \
+    X(max_bytes, "PYIMPORT_MAX_BYTES", Size, "1G",                                                 \
+      "largest snapshot rank 0 may build (suffix K, M, G); larger means the job runs uncached")    \
+    X(content_suffixes, "PYIMPORT_CONTENT", SuffixList, ".py,.pyc,.pth",                           \
+      "comma-separated file name endings whose bytes are cached (others: metadata only)")          \
+    X(log, "PYIMPORT_LOG", Level, "0", "diagnostics on stderr: 0 silent, 1 info, 2 debug, 3 trace") \
+    X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
+      "1 prints one summary per job at exit on rank 0's stderr")                                  \
+    X(any_program, "PYIMPORT_ANY_PROGRAM", Bool, "0",                                              \
+      "1 activates in any MPI-launched program, not only Python interpreters")                    \
+    X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, PYIMPORT_DEFAULT_MPI_LIBRARY,                     \
+      "MPI library the active shim loads")
+
+struct Config {
+    bool disable = false;
+    std::vector<std::string> prefixes;
+    uint64_t max_bytes = 0;
+    std::vector<std::string> content_suffixes;
+    int log = 0;
+    bool stats = false;
+    bool any_program = false;
+    std::string mpi_library;
+};
+
+// Reads the variables through `lookup` (getenv in production). On a bad value
+// returns false and sets `error` to one line naming the variable and what it
+// accepts; `config` then holds defaults for the rest.
+using EnvLookup = const char* (*)(const char* name);
+bool parse_config(EnvLookup lookup, Config& config, std::string& error);
+
+// Typed parsers, exposed for the unit tests.
+bool parse_bool(const char* text, bool& out);
+bool parse_size(const char* text, uint64_t& out);
+bool parse_level(const char* text, int& out);
+bool parse_path_list(const char* text, std::vector<std::string>& out);
+bool parse_suffix_list(const char* text, std::vector<std::string>& out);
+
+} // namespace pyimport

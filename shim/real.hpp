@@ -1,0 +1,125 @@
+// The one table of every libc entry point the shim interposes, and the real
+// function each wrapper forwards to. Real functions are found with
+// dlsym(RTLD_NEXT, name) so that other preloaded tools (Darshan, profilers)
+// stack with this one; they are resolved once, eagerly from the constructor
+// and lazily if a wrapper runs before it (pitfall: other constructors call in
+// early).
+#pragma once
+
+#include <cstdarg>
+#include <cstddef>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <utime.h>
+
+struct statx;
+struct timeval;
+struct timespec;
+
+// X(name, return type, (parameter list))
+#define PYIMPORT_REAL_FUNCTIONS(X)                                                                 \
+    /* open family (wrap_open.cpp) */                                                              \
+    X(open, int, (const char*, int, ...))                                                          \
+    X(open64, int, (const char*, int, ...))                                                        \
+    X(__open_2, int, (const char*, int))                                                           \
+    X(__open64_2, int, (const char*, int))                                                         \
+    X(openat, int, (int, const char*, int, ...))                                                   \
+    X(openat64, int, (int, const char*, int, ...))                                                 \
+    X(__openat_2, int, (int, const char*, int))                                                    \
+    X(__openat64_2, int, (int, const char*, int))                                                  \
+    X(creat, int, (const char*, mode_t))                                                           \
+    X(creat64, int, (const char*, mode_t))                                                         \
+    X(fopen, FILE*, (const char*, const char*))                                                    \
+    X(fopen64, FILE*, (const char*, const char*))                                                  \
+    /* stat family (wrap_stat.cpp) */                                                              \
+    X(stat, int, (const char*, struct stat*))                                                      \
+    X(stat64, int, (const char*, struct stat64*))                                                  \
+    X(lstat, int, (const char*, struct stat*))                                                     \
+    X(lstat64, int, (const char*, struct stat64*))                                                 \
+    X(fstat, int, (int, struct stat*))                                                             \
+    X(fstat64, int, (int, struct stat64*))                                                         \
+    X(fstatat, int, (int, const char*, struct stat*, int))                                         \
+    X(fstatat64, int, (int, const char*, struct stat64*, int))                                     \
+    X(__xstat, int, (int, const char*, struct stat*))                                              \
+    X(__xstat64, int, (int, const char*, struct stat64*))                                          \
+    X(__lxstat, int, (int, const char*, struct stat*))                                             \
+    X(__lxstat64, int, (int, const char*, struct stat64*))                                         \
+    X(__fxstat, int, (int, int, struct stat*))                                                     \
+    X(__fxstat64, int, (int, int, struct stat64*))                                                 \
+    X(__fxstatat, int, (int, int, const char*, struct stat*, int))                                 \
+    X(__fxstatat64, int, (int, int, const char*, struct stat64*, int))                             \
+    X(statx, int, (int, const char*, int, unsigned int, struct statx*))                            \
+    X(access, int, (const char*, int))                                                             \
+    X(faccessat, int, (int, const char*, int, int))                                                \
+    X(eaccess, int, (const char*, int))                                                            \
+    X(euidaccess, int, (const char*, int))                                                         \
+    X(readlink, ssize_t, (const char*, char*, size_t))                                             \
+    X(readlinkat, ssize_t, (int, const char*, char*, size_t))                                      \
+    /* directory streams (wrap_dir.cpp) */                                                         \
+    X(opendir, DIR*, (const char*))                                                                \
+    X(fdopendir, DIR*, (int))                                                                      \
+    X(readdir, struct dirent*, (DIR*))                                                             \
+    X(readdir64, struct dirent64*, (DIR*))                                                         \
+    X(readdir_r, int, (DIR*, struct dirent*, struct dirent**))                                     \
+    X(readdir64_r, int, (DIR*, struct dirent64*, struct dirent64**))                               \
+    X(rewinddir, void, (DIR*))                                                                     \
+    X(telldir, long, (DIR*))                                                                       \
+    X(seekdir, void, (DIR*, long))                                                                 \
+    X(closedir, int, (DIR*))                                                                       \
+    X(dirfd, int, (DIR*))                                                                          \
+    /* descriptors (wrap_fd.cpp) */                                                                \
+    X(close, int, (int))                                                                           \
+    X(close_range, int, (unsigned int, unsigned int, int))                                         \
+    X(dup, int, (int))                                                                             \
+    X(dup2, int, (int, int))                                                                       \
+    X(dup3, int, (int, int, int))                                                                  \
+    X(fcntl, int, (int, int, ...))                                                                 \
+    X(fcntl64, int, (int, int, ...))                                                               \
+    X(fchdir, int, (int))                                                                          \
+    /* changes under a prefix (wrap_change.cpp) */                                                 \
+    X(mkdir, int, (const char*, mode_t))                                                           \
+    X(mkdirat, int, (int, const char*, mode_t))                                                    \
+    X(rmdir, int, (const char*))                                                                   \
+    X(unlink, int, (const char*))                                                                  \
+    X(unlinkat, int, (int, const char*, int))                                                      \
+    X(rename, int, (const char*, const char*))                                                     \
+    X(renameat, int, (int, const char*, int, const char*))                                         \
+    X(renameat2, int, (int, const char*, int, const char*, unsigned int))                          \
+    X(link, int, (const char*, const char*))                                                       \
+    X(linkat, int, (int, const char*, int, const char*, int))                                      \
+    X(symlink, int, (const char*, const char*))                                                    \
+    X(symlinkat, int, (const char*, int, const char*))                                             \
+    X(chmod, int, (const char*, mode_t))                                                           \
+    X(fchmodat, int, (int, const char*, mode_t, int))                                              \
+    X(chown, int, (const char*, uid_t, gid_t))                                                     \
+    X(lchown, int, (const char*, uid_t, gid_t))                                                    \
+    X(fchownat, int, (int, const char*, uid_t, gid_t, int))                                        \
+    X(utime, int, (const char*, const struct utimbuf*))                                            \
+    X(utimes, int, (const char*, const struct timeval*))                                           \
+    X(lutimes, int, (const char*, const struct timeval*))                                          \
+    X(utimensat, int, (int, const char*, const struct timespec*, int))                             \
+    X(truncate, int, (const char*, off_t))                                                         \
+    X(truncate64, int, (const char*, off64_t))                                                     \
+    X(mknod, int, (const char*, mode_t, dev_t))                                                    \
+    X(mknodat, int, (int, const char*, mode_t, dev_t))                                             \
+    X(_exit, void, (int))
+
+namespace pyimport::real {
+
+#define PYIMPORT_DECLARE_REAL(name, ret, params)                                                   \
+    using name##_fn = ret(*) params;                                                               \
+    name##_fn name();
+PYIMPORT_REAL_FUNCTIONS(PYIMPORT_DECLARE_REAL)
+#undef PYIMPORT_DECLARE_REAL
+
+// Resolves the whole table; called once from the constructor.
+void resolve_all();
+
+} // namespace pyimport::real
+
+// Calls the real function: REAL(open)(path, flags).
+#define REAL(name) (::pyimport::real::name())

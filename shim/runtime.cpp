@@ -1,0 +1,233 @@
+// Start-up and exit of the shim in a process: decide, take part in the one
+// broadcast, serve; at exit, the summary and the end of the MPI session.
+#include "runtime.hpp"
+
+#include "activation.hpp"
+#include "config.hpp"
+#include "log.hpp"
+#include "real.hpp"
+#include "transport.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <unordered_map>
+#include <chrono>
+#include <cinttypes>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+namespace pyimport {
+
+thread_local int t_inside_shim __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace {
+std::atomic<Core*> g_core{nullptr};
+pid_t g_active_pid = 0;
+Transport* g_transport = nullptr;
+std::atomic<bool> g_shut_down{false};
+double g_broadcast_seconds = 0;
+int g_ranks = 0;
+bool g_gather_stats = false; // the same on every rank: decided by shared facts
+
+const char* getenv_raw(const char* name) { return getenv(name); }
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Rank 0 builds the image; the status travels first so that every rank
+// learns of a failure from the same broadcast and nobody waits for data.
+bool share_snapshot(Transport& transport, const Config& config, std::vector<char>& image) {
+    std::string error;
+    std::vector<char> status(1, 1);
+    if (transport.rank() == 0) {
+        BuildOptions options;
+        options.prefixes = config.prefixes.empty() ? default_prefixes() : config.prefixes;
+        options.prefixes_required = !config.prefixes.empty();
+        options.content_suffixes = config.content_suffixes;
+        options.max_bytes = config.max_bytes;
+        if (!build_snapshot(options, image, error)) {
+            status.assign(error.begin(), error.end());
+            status.insert(status.begin(), 0);
+            image.clear();
+        }
+    }
+    if (!transport.broadcast(status, error)) {
+        log_error("%s; running uncached", error.c_str());
+        return false;
+    }
+    if (status.empty() || status[0] == 0) {
+        if (transport.rank() == 0) log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
+        return false;
+    }
+    if (!transport.broadcast(image, error)) {
+        log_error("%s; running uncached", error.c_str());
+        return false;
+    }
+    return true;
+}
+
+void activate() {
+    std::string why_not;
+    if (!launched_as_rank(why_not)) return;
+    bool any_program = false;
+    if (const char* v = getenv("PYIMPORT_ANY_PROGRAM")) parse_bool(v, any_program);
+    if (!any_program && !is_python()) return;
+
+    Config config;
+    std::string error;
+    bool config_ok = parse_config(getenv_raw, config, error);
+    if (config.disable) return;
+    set_log_level(config.log);
+    if (!config_ok) {
+        log_error("%s", error.c_str());
+        return;
+    }
+    // Mark before anything can start a child: descendants stay inert.
+    char pid[32];
+    std::snprintf(pid, sizeof pid, "%d", static_cast<int>(getpid()));
+    setenv(kActiveMarker, pid, 1);
+
+    auto start = std::chrono::steady_clock::now();
+    std::unique_ptr<Transport> transport = open_mpi_transport(config.mpi_library, error);
+    if (!transport) {
+        log_error("%s; running uncached", error.c_str());
+        return;
+    }
+    set_log_rank(transport->rank());
+    g_active_pid = getpid();
+    g_transport = transport.release(); // lives until exit: see transport_mpi.cpp
+
+    std::vector<char> image;
+    if (!share_snapshot(*g_transport, config, image)) return;
+    g_broadcast_seconds = seconds_since(start);
+    g_ranks = g_transport->size();
+    g_gather_stats = config.stats;
+
+    Snapshot snapshot;
+    if (!snapshot.attach(image.data(), image.size(), error)) {
+        log_error("rank %d: %s; running uncached", g_transport->rank(), error.c_str());
+        return;
+    }
+    if (snapshot.header().groups_hash != credentials_hash()) {
+        PYIMPORT_LOG(LogLevel::info, "credentials differ from rank 0's; running uncached");
+        return;
+    }
+    auto* core = new Core(config, std::move(image), snapshot);
+    PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
+                 snapshot.entry_count(), core->tree().snapshot().size(), snapshot.root_count());
+    g_core.store(core, std::memory_order_release);
+}
+
+void print_summary(Core* core, std::vector<uint64_t>& counts, std::vector<std::string>& tops) {
+    const Snapshot& s = core->tree().snapshot();
+    log_line("snapshot of %u prefixes: %u entries, %.1f MiB, shared with %d ranks in %.3f s",
+             s.root_count(), s.entry_count(), s.size() / 1048576.0, g_ranks,
+             g_broadcast_seconds);
+    const int kinds = static_cast<int>(CallKind::count);
+    uint64_t served = 0, forwarded = 0;
+    std::string by_kind;
+    for (int k = 0; k < kinds; ++k) {
+        served += counts[k];
+        forwarded += counts[kinds + k];
+        char part[96];
+        std::snprintf(part, sizeof part, " %s %" PRIu64 "/%" PRIu64,
+                      call_kind_name(static_cast<CallKind>(k)), counts[k], counts[kinds + k]);
+        by_kind += part;
+    }
+    log_line("all ranks: %" PRIu64 " calls served, %" PRIu64 " forwarded (served/forwarded:%s)",
+             served, forwarded, by_kind.c_str());
+    // Every rank sent "count\tpath\tcaller" lines; merge by path.
+    struct Row {
+        uint64_t count;
+        std::string caller;
+    };
+    std::unordered_map<std::string, Row> rows;
+    for (const std::string& text : tops) {
+        size_t pos = 0;
+        while (pos < text.size()) {
+            size_t end = text.find('\n', pos);
+            if (end == std::string::npos) end = text.size();
+            std::string line = text.substr(pos, end - pos);
+            pos = end + 1;
+            size_t t1 = line.find('\t'), t2 = line.find('\t', t1 + 1);
+            if (t1 == std::string::npos || t2 == std::string::npos) continue;
+            Row& r = rows[line.substr(t1 + 1, t2 - t1 - 1)];
+            r.count += std::strtoull(line.c_str(), nullptr, 10);
+            if (r.caller.empty()) r.caller = line.substr(t2 + 1);
+        }
+    }
+    std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
+    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+        return a.second.count != b.second.count ? a.second.count > b.second.count
+                                                : a.first < b.first;
+    });
+    if (!sorted.empty()) log_line("most forwarded paths (count, path, asked by):");
+    for (size_t i = 0; i < sorted.size() && i < 10; ++i)
+        log_line("  %8" PRIu64 "  %s  %s", sorted[i].second.count, sorted[i].first.c_str(),
+                 sorted[i].second.caller.c_str());
+}
+
+} // namespace
+
+Core* current_core() {
+    Core* core = g_core.load(std::memory_order_acquire);
+    if (!core) return nullptr;
+    // getpid is a system call (glibc caches nothing since 2.25): a fork or
+    // vfork child sees its own pid and goes inert.
+    return getpid() == g_active_pid ? core : nullptr;
+}
+
+void shutdown_at_exit() {
+    if (!g_transport || getpid() != g_active_pid) return;
+    if (g_shut_down.exchange(true)) return;
+    t_inside_shim = 1;
+    Core* core = g_core.load(std::memory_order_acquire);
+    // Every rank that received the snapshot takes part, served or not (a rank
+    // that rejected it contributes zeros), so the collective always matches.
+    if (g_gather_stats) {
+        const int kinds = static_cast<int>(CallKind::count);
+        std::vector<uint64_t> values(2 * kinds);
+        std::string text;
+        if (core) {
+            CallCounts c = core->stats().counts();
+            for (int k = 0; k < kinds; ++k) {
+                values[k] = c.served[k];
+                values[kinds + k] = c.forwarded[k];
+            }
+            for (const auto& r : core->stats().top_forwarded(10))
+                text += std::to_string(r.count) + "\t" + r.path + "\t" + r.caller + "\n";
+        }
+        std::vector<std::string> texts;
+        g_transport->gather_at_exit(values, text, texts);
+        if (g_transport->rank() == 0 && core) print_summary(core, values, texts);
+    }
+    g_transport->finish();
+    t_inside_shim = 0;
+}
+
+} // namespace pyimport
+
+__attribute__((constructor)) static void pyimport_start() {
+    using namespace pyimport;
+    int saved = errno;
+    t_inside_shim = 1;
+    real::resolve_all();
+    try {
+        activate();
+    } catch (...) {
+        log_error("unexpected failure at start-up; running uncached");
+    }
+    t_inside_shim = 0;
+    errno = saved;
+}
+
+__attribute__((destructor)) static void pyimport_stop() {
+    int saved = errno;
+    try {
+        pyimport::shutdown_at_exit();
+    } catch (...) {
+    }
+    errno = saved;
+}

@@ -1,0 +1,436 @@
+#include "snapshot.hpp"
+
+#include "real.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <new>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <sys/sysmacros.h>
+#include <xxhash.h>
+
+namespace pyimport {
+
+uint64_t checksum(const void* data, size_t size) { return XXH3_64bits(data, size); }
+
+uint64_t credentials_hash() {
+    gid_t groups[256];
+    int count = getgroups(256, groups);
+    if (count < 0) count = 0;
+    std::sort(groups, groups + count);
+    uint64_t ids[4] = {getuid(), geteuid(), getgid(), getegid()};
+    return XXH3_64bits_withSeed(groups, sizeof(gid_t) * static_cast<size_t>(count),
+                                XXH3_64bits(ids, sizeof ids));
+}
+
+void to_stat(const StatRecord& r, struct stat& st) {
+    std::memset(&st, 0, sizeof st);
+    st.st_dev = makedev(r.dev_major, r.dev_minor);
+    st.st_ino = r.ino;
+    st.st_mode = r.mode;
+    st.st_nlink = r.nlink;
+    st.st_uid = r.uid;
+    st.st_gid = r.gid;
+    st.st_rdev = makedev(r.rdev_major, r.rdev_minor);
+    st.st_size = static_cast<off_t>(r.size);
+    st.st_blksize = r.blksize;
+    st.st_blocks = static_cast<blkcnt_t>(r.blocks);
+    st.st_atim = {r.atime.sec, r.atime.nsec};
+    st.st_mtim = {r.mtime.sec, r.mtime.nsec};
+    st.st_ctim = {r.ctime.sec, r.ctime.nsec};
+}
+
+std::string Snapshot::path(uint32_t index) const {
+    std::vector<std::string_view> parts;
+    for (uint32_t i = index; i != kNoEntry; i = entries_[i].parent) parts.push_back(name(i));
+    std::string out;
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
+        if (!out.empty() && out.back() != '/') out += '/';
+        out += *it;
+    }
+    return out;
+}
+
+bool Snapshot::attach(const void* image, size_t size, std::string& error) {
+    auto* bytes = static_cast<const char*>(image);
+    if (size < sizeof(Header)) return error = "snapshot truncated", false;
+    auto* h = reinterpret_cast<const Header*>(bytes);
+    if (std::memcmp(h->magic, kSnapshotMagic, sizeof h->magic) != 0)
+        return error = "snapshot has a bad magic number", false;
+    if (h->version != kSnapshotVersion || h->header_size != sizeof(Header) ||
+        h->sizeof_entry != sizeof(Entry))
+        return error = "snapshot was made by another version of pyimport", false;
+    if (h->total_size != size) return error = "snapshot size does not match its header", false;
+    if (checksum(bytes + sizeof(Header), size - sizeof(Header)) != h->checksum)
+        return error = "snapshot checksum mismatch (corrupt transfer)", false;
+    auto within = [&](uint64_t off, uint64_t len) { return off <= size && len <= size - off; };
+    if (!within(h->entries_off, uint64_t{h->entry_count} * sizeof(Entry)) ||
+        !within(h->listing_off, uint64_t{h->listing_count} * sizeof(ListingItem)) ||
+        !within(h->strings_off, h->strings_size) || !within(h->data_off, h->data_size) ||
+        h->root_count > h->entry_count || h->entries_off % 8 || h->listing_off % 8)
+        return error = "snapshot sections out of bounds", false;
+    auto* entries = reinterpret_cast<const Entry*>(bytes + h->entries_off);
+    for (uint32_t i = 0; i < h->entry_count; ++i) {
+        const Entry& e = entries[i];
+        if ((e.parent != kNoEntry && e.parent >= h->entry_count) ||
+            uint64_t{e.name_off} + e.name_len > h->strings_size ||
+            uint64_t{e.link_off} + e.link_len > h->strings_size ||
+            uint64_t{e.listing_begin} + e.listing_count > h->listing_count ||
+            e.content_off > h->data_size || e.content_len > h->data_size - e.content_off)
+            return error = "snapshot entry out of bounds", false;
+    }
+    auto* listing = reinterpret_cast<const ListingItem*>(bytes + h->listing_off);
+    for (uint32_t i = 0; i < h->listing_count; ++i)
+        if (listing[i].entry != kNoEntry && listing[i].entry >= h->entry_count)
+            return error = "snapshot listing out of bounds", false;
+    header_ = h;
+    entries_ = entries;
+    listing_ = listing;
+    strings_ = bytes + h->strings_off;
+    data_ = bytes + h->data_off;
+    return true;
+}
+
+namespace {
+
+constexpr unsigned kStatxMask = STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID;
+
+Timestamp to_timestamp(const struct statx_timestamp& t) { return {t.tv_sec, t.tv_nsec, 0}; }
+
+StatRecord to_record(const struct statx& s) {
+    StatRecord r{};
+    r.mask = s.stx_mask;
+    r.blksize = s.stx_blksize;
+    r.attributes = s.stx_attributes;
+    r.attributes_mask = s.stx_attributes_mask;
+    r.nlink = s.stx_nlink;
+    r.uid = s.stx_uid;
+    r.gid = s.stx_gid;
+    r.mode = s.stx_mode;
+    r.ino = s.stx_ino;
+    r.size = s.stx_size;
+    r.blocks = s.stx_blocks;
+    r.atime = to_timestamp(s.stx_atime);
+    r.btime = to_timestamp(s.stx_btime);
+    r.ctime = to_timestamp(s.stx_ctime);
+    r.mtime = to_timestamp(s.stx_mtime);
+    r.rdev_major = s.stx_rdev_major;
+    r.rdev_minor = s.stx_rdev_minor;
+    r.dev_major = s.stx_dev_major;
+    r.dev_minor = s.stx_dev_minor;
+    r.mnt_id = s.stx_mnt_id;
+    return r;
+}
+
+bool same_version(const StatRecord& a, const StatRecord& b) {
+    return a.ino == b.ino && a.size == b.size && a.mtime.sec == b.mtime.sec &&
+           a.mtime.nsec == b.mtime.nsec && a.ctime.sec == b.ctime.sec &&
+           a.ctime.nsec == b.ctime.nsec;
+}
+
+// Opens without touching atime where the kernel lets us (owner or root), so
+// that building the snapshot leaves the trees as they were.
+int open_quietly(int dirfd, const char* name, int flags) {
+    int fd = REAL(openat)(dirfd, name, flags | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = REAL(openat)(dirfd, name, flags);
+    return fd;
+}
+
+class Builder {
+public:
+    explicit Builder(const BuildOptions& options) : options_(options) {}
+
+    bool run(std::vector<char>& image, std::string& error);
+
+private:
+    struct Pending {
+        uint32_t index;
+        int fd; // open directory, owned
+    };
+
+    bool add_roots(std::string& error);
+    bool walk(uint32_t index, int dirfd, std::string& error);
+    void read_content(int dirfd, const char* name, Entry& entry);
+    bool wants_content(std::string_view name) const;
+    uint32_t add_string(std::string_view text);
+    bool over_budget(std::string& error);
+    bool encode(std::vector<char>& image, std::string& error);
+
+    const BuildOptions& options_;
+    std::vector<Entry> entries_;
+    std::vector<ListingItem> listing_;
+    std::string strings_;
+    std::vector<char> data_;
+    std::vector<int> root_fds_;
+};
+
+bool Builder::wants_content(std::string_view name) const {
+    for (const std::string& suffix : options_.content_suffixes)
+        if (name.size() >= suffix.size() && name.ends_with(suffix)) return true;
+    return false;
+}
+
+uint32_t Builder::add_string(std::string_view text) {
+    auto offset = static_cast<uint32_t>(strings_.size());
+    strings_.append(text);
+    return offset;
+}
+
+bool Builder::over_budget(std::string& error) {
+    uint64_t size = sizeof(Header) + entries_.size() * sizeof(Entry) +
+                    listing_.size() * sizeof(ListingItem) + strings_.size() + data_.size();
+    if (size <= options_.max_bytes) return false;
+    error = "the module trees need more than PYIMPORT_MAX_BYTES=" +
+            std::to_string(options_.max_bytes) +
+            " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
+    return true;
+}
+
+bool Builder::add_roots(std::string& error) {
+    std::vector<std::string> roots;
+    for (const std::string& prefix : options_.prefixes) {
+        char resolved[PATH_MAX];
+        if (!realpath(prefix.c_str(), resolved)) {
+            if (!options_.prefixes_required) continue;
+            error = "cannot use prefix " + prefix + ": " + std::strerror(errno) +
+                    "; running uncached";
+            return false;
+        }
+        roots.emplace_back(resolved);
+    }
+    // A prefix inside another is covered by the outer walk.
+    std::sort(roots.begin(), roots.end());
+    roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
+    std::vector<std::string> outer;
+    for (const std::string& root : roots) {
+        bool nested = false;
+        for (const std::string& o : outer)
+            if (o == "/" || (root.starts_with(o) && root[o.size()] == '/')) nested = true;
+        if (!nested) outer.push_back(root);
+    }
+    for (const std::string& root : outer) {
+        int fd = open_quietly(AT_FDCWD, root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            if (!options_.prefixes_required) continue;
+            error = "cannot read prefix " + root + ": " + std::strerror(errno) +
+                    "; running uncached";
+            return false;
+        }
+        Entry e{};
+        e.parent = kNoEntry;
+        e.name_off = add_string(root);
+        e.name_len = static_cast<uint32_t>(root.size());
+        e.flags = kIsRoot;
+        entries_.push_back(e);
+        root_fds_.push_back(fd);
+    }
+    return true;
+}
+
+void Builder::read_content(int dirfd, const char* name, Entry& entry) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        int fd = open_quietly(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) return; // unreadable: opens are forwarded and fail as they would
+        size_t start = data_.size();
+        bool ok = true;
+        for (;;) {
+            size_t used = data_.size();
+            data_.resize(used + 65536);
+            ssize_t n = ::read(fd, data_.data() + used, 65536);
+            if (n < 0 && errno == EINTR) {
+                data_.resize(used);
+                continue;
+            }
+            data_.resize(used + static_cast<size_t>(n < 0 ? 0 : n));
+            if (n < 0) ok = false;
+            if (n <= 0) break;
+        }
+        struct statx after{};
+        if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &after) != 0) ok = false;
+        REAL(close)(fd);
+        StatRecord now = to_record(after);
+        if (ok && same_version(now, entry.st) && now.size == data_.size() - start) {
+            entry.st = now; // atime as it is after the read
+            entry.flags |= kHasContent;
+            entry.content_off = start;
+            entry.content_len = data_.size() - start;
+            return;
+        }
+        data_.resize(start);
+        if (!ok) return;
+        entry.st = now; // changed while read: take the new version and try again
+    }
+}
+
+bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
+    // List the directory first; the listing becomes this entry's items in
+    // readdir order, and children get entries.
+    DIR* dir = REAL(fdopendir)(dirfd);
+    if (!dir) {
+        REAL(close)(dirfd);
+        return true;
+    }
+    struct Item {
+        std::string name;
+        uint64_t ino;
+        uint8_t type;
+    };
+    std::vector<Item> items;
+    bool listed = true;
+    for (;;) {
+        errno = 0;
+        struct dirent64* d = REAL(readdir64)(dir);
+        if (!d) {
+            if (errno != 0) listed = false;
+            break;
+        }
+        items.push_back({d->d_name, d->d_ino, d->d_type});
+    }
+    struct statx self{};
+    bool have_self = REAL(statx)(dirfd, "", AT_EMPTY_PATH, kStatxMask, &self) == 0;
+    if (have_self) entries_[index].st = to_record(self);
+
+    std::vector<uint32_t> subdirs;
+    std::vector<ListingItem> local;
+    size_t first_child = entries_.size();
+    for (const Item& item : items) {
+        ListingItem li{};
+        li.ino = item.ino;
+        li.type = item.type;
+        li.entry = kNoEntry;
+        if (item.name == "." || item.name == "..") {
+            li.dots = item.name == "." ? 1 : 2;
+            local.push_back(li);
+            continue;
+        }
+        struct statx sx{};
+        if (REAL(statx)(dirfd, item.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                        kStatxMask, &sx) != 0) {
+            listed = false; // vanished or not searchable: let lookups here go to the FS
+            break;
+        }
+        Entry e{};
+        e.st = to_record(sx);
+        e.parent = index;
+        e.name_off = add_string(item.name);
+        e.name_len = static_cast<uint32_t>(item.name.size());
+        if (S_ISLNK(e.st.mode)) {
+            std::vector<char> target(e.st.size + 2 > PATH_MAX ? e.st.size + 2 : PATH_MAX);
+            ssize_t n = REAL(readlinkat)(dirfd, item.name.c_str(), target.data(), target.size());
+            if (n < 0 || static_cast<size_t>(n) >= target.size()) {
+                listed = false;
+                break;
+            }
+            e.link_off = add_string({target.data(), static_cast<size_t>(n)});
+            e.link_len = static_cast<uint32_t>(n);
+        } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
+            read_content(dirfd, item.name.c_str(), e);
+        }
+        li.entry = static_cast<uint32_t>(entries_.size());
+        if (S_ISDIR(e.st.mode)) subdirs.push_back(li.entry);
+        entries_.push_back(e);
+        local.push_back(li);
+        if (over_budget(error)) {
+            REAL(closedir)(dir);
+            return false;
+        }
+    }
+    if (listed && have_self) {
+        entries_[index].listing_begin = static_cast<uint32_t>(listing_.size());
+        entries_[index].listing_count = static_cast<uint32_t>(local.size());
+        entries_[index].flags |= kHasListing;
+        listing_.insert(listing_.end(), local.begin(), local.end());
+    } else {
+        // Keep no half listing: drop the children made so far.
+        entries_.resize(first_child);
+        subdirs.clear();
+    }
+    for (uint32_t child : subdirs) {
+        std::string child_name(strings_.data() + entries_[child].name_off,
+                               entries_[child].name_len);
+        int fd = open_quietly(dirfd, child_name.c_str(),
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue; // not listable: lookups inside are forwarded
+        if (!walk(child, fd, error)) {
+            REAL(closedir)(dir);
+            return false;
+        }
+    }
+    REAL(closedir)(dir);
+    return true;
+}
+
+bool Builder::encode(std::vector<char>& image, std::string& error) {
+    auto align8 = [](uint64_t v) { return (v + 7) & ~uint64_t{7}; };
+    Header h{};
+    std::memcpy(h.magic, kSnapshotMagic, sizeof h.magic);
+    h.version = kSnapshotVersion;
+    h.header_size = sizeof(Header);
+    h.sizeof_entry = sizeof(Entry);
+    h.entry_count = static_cast<uint32_t>(entries_.size());
+    h.root_count = static_cast<uint32_t>(root_fds_.size());
+    h.listing_count = static_cast<uint32_t>(listing_.size());
+    h.entries_off = align8(sizeof(Header));
+    h.listing_off = align8(h.entries_off + entries_.size() * sizeof(Entry));
+    h.strings_off = h.listing_off + listing_.size() * sizeof(ListingItem);
+    h.strings_size = strings_.size();
+    h.data_off = align8(h.strings_off + h.strings_size);
+    h.data_size = data_.size();
+    h.total_size = h.data_off + h.data_size;
+    h.euid = geteuid();
+    h.egid = getegid();
+    h.groups_hash = credentials_hash();
+    if (h.total_size > options_.max_bytes) return over_budget(error), false;
+    image.assign(h.total_size, 0);
+    std::memcpy(image.data() + h.entries_off, entries_.data(), entries_.size() * sizeof(Entry));
+    std::memcpy(image.data() + h.listing_off, listing_.data(),
+                listing_.size() * sizeof(ListingItem));
+    std::memcpy(image.data() + h.strings_off, strings_.data(), strings_.size());
+    std::memcpy(image.data() + h.data_off, data_.data(), data_.size());
+    h.checksum = checksum(image.data() + sizeof(Header), image.size() - sizeof(Header));
+    std::memcpy(image.data(), &h, sizeof h);
+    return true;
+}
+
+bool Builder::run(std::vector<char>& image, std::string& error) {
+    if (!add_roots(error)) return false;
+    if (root_fds_.empty()) {
+        error = "none of the prefixes exists; running uncached";
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < root_fds_.size(); ++i) {
+        if (ok) ok = walk(static_cast<uint32_t>(i), root_fds_[i], error);
+        else REAL(close)(root_fds_[i]);
+    }
+    if (!ok) return false;
+    if (strings_.size() > UINT32_MAX || entries_.size() >= kNoEntry ||
+        listing_.size() >= kNoEntry) {
+        error = "the module trees are too large for one snapshot; narrow PYIMPORT_PREFIX";
+        return false;
+    }
+    return encode(image, error);
+}
+
+} // namespace
+
+bool build_snapshot(const BuildOptions& options, std::vector<char>& image, std::string& error) {
+    try {
+        Builder builder(options);
+        return builder.run(image, error);
+    } catch (const std::bad_alloc&) {
+        error = "out of memory while building the snapshot; running uncached";
+    } catch (...) {
+        error = "unexpected failure while building the snapshot; running uncached";
+    }
+    image.clear();
+    return false;
+}
+
+} // namespace pyimport

@@ -1,0 +1,30 @@
+// The one collective step, behind a small interface so that the core never
+// sees MPI. The MPI implementation (transport_mpi.cpp) loads the MPI library
+// at run time, only in processes that activate.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pyimport {
+
+class Transport {
+public:
+    virtual ~Transport() = default;
+    virtual int rank() const = 0;
+    virtual int size() const = 0;
+    // Rank 0's `bytes` replace every other rank's (any size, also > 2 GiB).
+    virtual bool broadcast(std::vector<char>& bytes, std::string& error) = 0;
+    // At exit only: element-wise sums of `values` and every rank's `text`, on rank 0.
+    virtual void gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
+                                std::vector<std::string>& texts) = 0;
+    // Ends the shim's use of MPI; the application's own MPI use is unaffected.
+    virtual void finish() = 0;
+};
+
+// Opens an MPI session with its own communicator over all ranks.
+std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error);
+
+} // namespace pyimport

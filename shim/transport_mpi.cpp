@@ -1,0 +1,142 @@
+// MPI transport. Uses MPI-4 sessions: the shim's session and communicator are
+// separate from the world model, so the application can still call MPI_Init
+// (directly, through mpi4py, or through ctypes) and MPI_Finalize as usual,
+// before or after us, and MPI_Initialized tells it the truth. MPICH 4.0 cannot
+// initialise again once every session is finalised, so the session stays open
+// until the process exits (finish()).
+#include "transport.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <dlfcn.h>
+#include <mpi.h>
+
+namespace pyimport {
+namespace {
+
+// Every MPI function the shim calls, resolved from the library it loads.
+#define PYIMPORT_MPI_FUNCTIONS(X)                                                                  \
+    X(MPI_Session_init)                                                                            \
+    X(MPI_Group_from_session_pset)                                                                 \
+    X(MPI_Comm_create_from_group)                                                                  \
+    X(MPI_Group_free)                                                                              \
+    X(MPI_Comm_rank)                                                                               \
+    X(MPI_Comm_size)                                                                               \
+    X(MPI_Bcast)                                                                                   \
+    X(MPI_Reduce)                                                                                  \
+    X(MPI_Gather)                                                                                  \
+    X(MPI_Gatherv)                                                                                 \
+    X(MPI_Comm_free)                                                                               \
+    X(MPI_Session_finalize)
+
+struct MpiFunctions {
+#define PYIMPORT_MPI_MEMBER(name) decltype(&name) name##_ = nullptr;
+    PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_MEMBER)
+#undef PYIMPORT_MPI_MEMBER
+};
+
+constexpr size_t kChunk = size_t{1} << 30; // MPI counts are int: send at most 1 GiB at a time
+
+class MpiTransport final : public Transport {
+public:
+    bool open(const std::string& library, std::string& error) {
+        handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (!handle_) {
+            error = std::string("cannot load the MPI library: ") + dlerror();
+            return false;
+        }
+#define PYIMPORT_MPI_RESOLVE(name)                                                                 \
+    mpi_.name##_ = reinterpret_cast<decltype(&name)>(dlsym(handle_, #name));                       \
+    if (!mpi_.name##_) {                                                                           \
+        error = library + " has no " #name " (MPI 4 sessions are needed)";                         \
+        return false;                                                                              \
+    }
+        PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_RESOLVE)
+#undef PYIMPORT_MPI_RESOLVE
+        if (mpi_.MPI_Session_init_(MPI_INFO_NULL, MPI_ERRORS_RETURN, &session_) != MPI_SUCCESS) {
+            error = "MPI_Session_init failed";
+            return false;
+        }
+        MPI_Group group;
+        if (mpi_.MPI_Group_from_session_pset_(session_, "mpi://WORLD", &group) != MPI_SUCCESS ||
+            mpi_.MPI_Comm_create_from_group_(group, "org.pyimport.snapshot", MPI_INFO_NULL,
+                                             MPI_ERRORS_RETURN, &comm_) != MPI_SUCCESS) {
+            error = "cannot create the shim's communicator";
+            return false;
+        }
+        mpi_.MPI_Group_free_(&group);
+        mpi_.MPI_Comm_rank_(comm_, &rank_);
+        mpi_.MPI_Comm_size_(comm_, &size_);
+        open_ = true;
+        return true;
+    }
+
+    int rank() const override { return rank_; }
+    int size() const override { return size_; }
+
+    bool broadcast(std::vector<char>& bytes, std::string& error) override {
+        uint64_t length = bytes.size();
+        if (mpi_.MPI_Bcast_(&length, 1, MPI_UINT64_T, 0, comm_) != MPI_SUCCESS) {
+            error = "MPI_Bcast failed";
+            return false;
+        }
+        if (rank_ != 0) bytes.resize(length);
+        for (uint64_t done = 0; done < length; done += kChunk) {
+            int count = static_cast<int>(std::min<uint64_t>(kChunk, length - done));
+            if (mpi_.MPI_Bcast_(bytes.data() + done, count, MPI_BYTE, 0, comm_) != MPI_SUCCESS) {
+                error = "MPI_Bcast failed";
+                return false;
+            }
+        }
+        return true;
+    }
+
+    void gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
+                        std::vector<std::string>& texts) override {
+        std::vector<uint64_t> sums(values.size());
+        mpi_.MPI_Reduce_(values.data(), sums.data(), static_cast<int>(values.size()),
+                         MPI_UINT64_T, MPI_SUM, 0, comm_);
+        if (rank_ == 0) values = sums;
+        int length = static_cast<int>(text.size());
+        std::vector<int> lengths(rank_ == 0 ? size_ : 0);
+        mpi_.MPI_Gather_(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm_);
+        std::vector<int> offsets(lengths.size());
+        int total = 0;
+        for (size_t i = 0; i < lengths.size(); ++i) {
+            offsets[i] = total;
+            total += lengths[i];
+        }
+        std::vector<char> all(rank_ == 0 ? total + 1 : 1);
+        mpi_.MPI_Gatherv_(text.data(), length, MPI_CHAR, all.data(), lengths.data(),
+                          offsets.data(), MPI_CHAR, 0, comm_);
+        texts.clear();
+        for (size_t i = 0; i < lengths.size(); ++i)
+            texts.emplace_back(all.data() + offsets[i], static_cast<size_t>(lengths[i]));
+    }
+
+    void finish() override {
+        if (!open_) return;
+        open_ = false;
+        mpi_.MPI_Comm_free_(&comm_);
+        mpi_.MPI_Session_finalize_(&session_);
+    }
+
+private:
+    void* handle_ = nullptr;
+    MpiFunctions mpi_;
+    MPI_Session session_ = MPI_SESSION_NULL;
+    MPI_Comm comm_ = MPI_COMM_NULL;
+    int rank_ = 0;
+    int size_ = 1;
+    bool open_ = false;
+};
+
+} // namespace
+
+std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error) {
+    auto transport = std::make_unique<MpiTransport>();
+    if (!transport->open(library, error)) return nullptr;
+    return transport;
+}
+
+} // namespace pyimport

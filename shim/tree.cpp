@@ -1,0 +1,247 @@
+#include "tree.hpp"
+
+#include <cerrno>
+#include <climits>
+#include <xxhash.h>
+
+namespace pyimport {
+namespace {
+
+uint64_t hash_child(uint32_t parent, std::string_view name) {
+    return XXH3_64bits_withSeed(name.data(), name.size(), parent);
+}
+
+std::string_view parent_path(std::string_view path) {
+    size_t slash = path.find_last_of('/');
+    if (slash == 0 || slash == std::string_view::npos) return "/";
+    return path.substr(0, slash);
+}
+
+std::string join(std::string_view dir, std::string_view name) {
+    std::string out(dir);
+    if (out.empty() || out.back() != '/') out += '/';
+    out += name;
+    return out;
+}
+
+constexpr int kMaxSymlinks = 40; // the kernel's MAXSYMLINKS
+
+} // namespace
+
+Tree::Tree(const Snapshot& snapshot) : snapshot_(snapshot) {
+    uint32_t count = snapshot.entry_count();
+    uint64_t capacity = 16;
+    while (capacity < uint64_t{count} * 2) capacity <<= 1;
+    slots_.assign(capacity, kNoEntry);
+    mask_ = capacity - 1;
+    for (uint32_t i = snapshot.root_count(); i < count; ++i) {
+        uint64_t slot = hash_child(snapshot.entry(i).parent, snapshot.name(i)) & mask_;
+        while (slots_[slot] != kNoEntry) slot = (slot + 1) & mask_;
+        slots_[slot] = i;
+    }
+    for (uint32_t r = 0; r < snapshot.root_count(); ++r) {
+        std::string_view p = snapshot.name(r);
+        while (p != "/") {
+            p = parent_path(p);
+            root_ancestors_.emplace_back(p);
+        }
+    }
+    stale_ = std::make_unique<std::atomic<uint8_t>[]>(count);
+    for (uint32_t i = 0; i < count; ++i) stale_[i].store(0, std::memory_order_relaxed);
+}
+
+uint32_t Tree::child(uint32_t dir, std::string_view name) const {
+    uint64_t slot = hash_child(dir, name) & mask_;
+    for (;;) {
+        uint32_t i = slots_[slot];
+        if (i == kNoEntry) return kNoEntry;
+        if (snapshot_.entry(i).parent == dir && snapshot_.name(i) == name) return i;
+        slot = (slot + 1) & mask_;
+    }
+}
+
+bool Tree::is_root_ancestor(std::string_view path) const {
+    for (const std::string& a : root_ancestors_)
+        if (a == path) return true;
+    return false;
+}
+
+uint32_t Tree::root_named(std::string_view path) const {
+    for (uint32_t r = 0; r < snapshot_.root_count(); ++r)
+        if (snapshot_.name(r) == path) return r;
+    return kNoEntry;
+}
+
+bool Tree::locate(std::string_view canonical, Position& out) const {
+    if (canonical.empty() || canonical[0] != '/') return false;
+    for (uint32_t r = 0; r < snapshot_.root_count(); ++r) {
+        std::string_view root = snapshot_.name(r);
+        if (canonical.size() < root.size() || !canonical.starts_with(root)) continue;
+        if (canonical.size() > root.size() && canonical[root.size()] != '/' && root != "/")
+            continue;
+        // Walk down real directories: a canonical path has no symlinks in it.
+        uint32_t at = r;
+        std::string_view rest = canonical.substr(root.size());
+        while (!rest.empty()) {
+            while (!rest.empty() && rest[0] == '/') rest.remove_prefix(1);
+            if (rest.empty()) break;
+            size_t end = rest.find('/');
+            std::string_view name = rest.substr(0, end);
+            rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
+            if (is_stale(at) || !(snapshot_.entry(at).flags & kHasListing)) return false;
+            at = child(at, name);
+            if (at == kNoEntry || !is_dir(at)) return false;
+        }
+        out = Position{at, {}};
+        return true;
+    }
+    if (is_root_ancestor(canonical)) {
+        out = Position{kNoEntry, canonical};
+        return true;
+    }
+    return false;
+}
+
+Resolution Tree::resolve(const Position& base, std::string_view path, bool follow_last) const {
+    return walk(base, path, follow_last, false);
+}
+
+Resolution Tree::walk(const Position& base, std::string_view path, bool follow_last,
+                      bool accept_stale_last) const {
+    if (path.empty()) return Resolution::failed(ENOENT);
+    if (path.size() >= PATH_MAX) return Resolution::failed(ENAMETOOLONG);
+
+    std::string pending(path); // what is left to walk, grows when a symlink expands
+    size_t cursor = 0;
+    uint32_t at = base.entry;
+    std::string outside(base.path); // valid when at == kNoEntry
+    if (pending[0] == '/') {
+        at = kNoEntry;
+        outside = "/";
+    } else if (at == kNoEntry && outside.empty()) {
+        return Resolution::forward();
+    }
+    int links = 0;
+
+    for (;;) {
+        while (cursor < pending.size() && pending[cursor] == '/') ++cursor;
+        if (cursor >= pending.size()) break;
+        size_t end = pending.find('/', cursor);
+        if (end == std::string::npos) end = pending.size();
+        std::string_view name(pending.data() + cursor, end - cursor);
+        size_t next = end;
+        while (next < pending.size() && pending[next] == '/') ++next;
+        bool last = next >= pending.size();
+        bool slash_after = end < pending.size(); // "name/" must be a directory
+
+        // The current position must be a searchable directory.
+        if (at != kNoEntry) {
+            if (is_stale(at)) {
+                // kStaleSubtree was caught when entering; kStaleSelf only
+                // makes absent names uncertain, handled below.
+                if (stale_[at].load(std::memory_order_acquire) & kStaleSubtree)
+                    return Resolution::forward();
+            }
+            if (!is_dir(at)) return Resolution::failed(ENOTDIR);
+        }
+        cursor = end;
+
+        if (name == ".") continue;
+        if (name == "..") {
+            if (at == kNoEntry) {
+                outside = std::string(parent_path(outside));
+            } else if (snapshot_.entry(at).parent == kNoEntry) {
+                outside = std::string(parent_path(snapshot_.name(at)));
+                at = kNoEntry;
+            } else {
+                at = snapshot_.entry(at).parent;
+            }
+            continue;
+        }
+        if (name.size() > NAME_MAX) return Resolution::failed(ENAMETOOLONG);
+
+        if (at == kNoEntry) {
+            std::string candidate = join(outside, name);
+            uint32_t root = root_named(candidate);
+            if (root != kNoEntry) {
+                if (stale_[root].load(std::memory_order_acquire) & kStaleSubtree)
+                    return Resolution::forward();
+                at = root;
+            } else if (is_root_ancestor(candidate)) {
+                outside = std::move(candidate);
+            } else {
+                return Resolution::forward();
+            }
+            continue;
+        }
+
+        const Entry& dir = snapshot_.entry(at);
+        if (!(dir.flags & kHasListing)) return Resolution::forward();
+        uint32_t found = child(at, name);
+        if (found == kNoEntry) {
+            if (stale_[at].load(std::memory_order_acquire) & kStaleSelf)
+                return Resolution::forward();
+            return Resolution::failed(ENOENT);
+        }
+        if (stale_[found].load(std::memory_order_acquire) & kStaleSubtree)
+            return Resolution::forward();
+        const Entry& e = snapshot_.entry(found);
+        if (S_ISLNK(e.st.mode) && (!last || follow_last || slash_after)) {
+            if (++links > kMaxSymlinks) return Resolution::failed(ELOOP);
+            std::string_view target = snapshot_.link_target(found);
+            if (target.empty()) return Resolution::failed(ENOENT);
+            std::string rest = pending.substr(cursor);
+            pending.assign(target);
+            pending += rest;
+            if (pending.size() >= PATH_MAX) return Resolution::failed(ENAMETOOLONG);
+            cursor = 0;
+            if (target[0] == '/') {
+                at = kNoEntry;
+                outside = "/";
+            }
+            continue;
+        }
+        at = found;
+        if (last && !slash_after) break;
+    }
+
+    if (at == kNoEntry) return Resolution::forward(); // a directory above the roots
+    // A trailing slash asks for a directory (a symlink to one was followed above).
+    bool trailing_slash = path.back() == '/';
+    if (trailing_slash && !is_dir(at)) return Resolution::failed(ENOTDIR);
+    uint8_t stale = stale_[at].load(std::memory_order_acquire);
+    if (stale & kStaleSubtree || (stale && !accept_stale_last)) return Resolution::forward();
+    return Resolution::found(at);
+}
+
+void Tree::invalidate(const Position& base, std::string_view path, bool follow_last, int depth) {
+    if (depth > kMaxSymlinks) return;
+    // Split off the last component and find its directory.
+    std::string_view trimmed = path;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.remove_suffix(1);
+    size_t slash = trimmed.find_last_of('/');
+    std::string_view dir_part = slash == std::string_view::npos ? std::string_view(".")
+                                : slash == 0                     ? std::string_view("/")
+                                                                 : trimmed.substr(0, slash);
+    std::string_view name = slash == std::string_view::npos ? trimmed : trimmed.substr(slash + 1);
+
+    // Outside the snapshot, or already answered by the filesystem: nothing to do.
+    Resolution dir = walk(base, dir_part, true, true);
+    if (dir.kind != Resolution::Found) return;
+    uint32_t at = dir.entry;
+    if (name == "." || name == ".." || name == "/") {
+        mark(at, kStaleSubtree | kStaleSelf);
+        if (snapshot_.entry(at).parent != kNoEntry) mark(snapshot_.entry(at).parent, kStaleSelf);
+        return;
+    }
+    mark(at, kStaleSelf);
+    uint32_t target = child(at, name);
+    if (target == kNoEntry) return;
+    if (follow_last && S_ISLNK(snapshot_.entry(target).st.mode)) {
+        // A write through a symlink changes (or creates) what it points to.
+        invalidate(Position{at, {}}, snapshot_.link_target(target), true, depth + 1);
+    }
+    mark(target, kStaleSubtree | kStaleSelf);
+}
+
+} // namespace pyimport

@@ -1,0 +1,82 @@
+// A process's view of the snapshot: the index from (directory, name) to entry,
+// path resolution as the kernel does it, and the entries this process has
+// changed on the filesystem since (which are no longer answered from the
+// snapshot).
+#pragma once
+
+#include "snapshot.hpp"
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pyimport {
+
+// Where a resolution starts or stands: an entry of the snapshot, or a real
+// directory above the cached roots (an ancestor of a root, known by path).
+struct Position {
+    uint32_t entry = kNoEntry;
+    std::string_view path; // used when entry == kNoEntry: canonical absolute path
+};
+
+struct Resolution {
+    enum Kind { Forward, Found, Failed } kind = Forward;
+    uint32_t entry = kNoEntry;
+    int error = 0;
+
+    static Resolution forward() { return {}; }
+    static Resolution failed(int e) { return {Failed, kNoEntry, e}; }
+    static Resolution found(uint32_t i) { return {Found, i, 0}; }
+};
+
+class Tree {
+public:
+    // Builds the index over an attached snapshot.
+    explicit Tree(const Snapshot& snapshot);
+
+    const Snapshot& snapshot() const { return snapshot_; }
+
+    // Looks up `name` among the children of directory `dir`.
+    uint32_t child(uint32_t dir, std::string_view name) const;
+
+    // The position of a canonical absolute directory path (a working
+    // directory): an entry, a known ancestor of the roots, or none (forward).
+    bool locate(std::string_view canonical_path, Position& out) const;
+
+    // Resolves `path` relative to `base` like the kernel's path walk:
+    // symlinks (40 at most), "." and "..", repeated and trailing slashes.
+    // The last component is followed if it is a symlink and `follow_last`.
+    Resolution resolve(const Position& base, std::string_view path, bool follow_last) const;
+
+    // This process changed `path` (created, wrote, removed, renamed ...):
+    // answer it, everything below it and its directory's listing from the
+    // filesystem from now on.
+    void invalidate(const Position& base, std::string_view path, bool follow_last) {
+        invalidate(base, path, follow_last, 0);
+    }
+
+    bool is_dir(uint32_t entry) const { return S_ISDIR(snapshot_.entry(entry).st.mode); }
+    bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
+
+private:
+    enum : uint8_t { kStaleSelf = 1, kStaleSubtree = 2 };
+
+    Resolution walk(const Position& base, std::string_view path, bool follow_last,
+                    bool accept_stale_last) const;
+    void invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
+    bool is_root_ancestor(std::string_view path) const;
+    uint32_t root_named(std::string_view path) const;
+    void mark(uint32_t entry, uint8_t bits) {
+        stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
+    }
+
+    const Snapshot& snapshot_;
+    std::vector<uint32_t> slots_; // open addressing over (parent, name)
+    uint64_t mask_ = 0;
+    std::vector<std::string> root_ancestors_;
+    std::unique_ptr<std::atomic<uint8_t>[]> stale_;
+};
+
+} // namespace pyimport

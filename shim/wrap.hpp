@@ -1,0 +1,31 @@
+// Shared by the wrapper files: the export macro and small helpers.
+#pragma once
+
+#include "real.hpp"
+#include "runtime.hpp"
+
+#include <cstdarg>
+#include <fcntl.h>
+
+// Interposed symbols are the only ones the library exports.
+#define PYIMPORT_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace pyimport {
+
+// Opens that create, write or truncate change the tree under a prefix.
+inline bool open_changes(int flags) {
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_TMPFILE)) != 0;
+}
+
+inline bool open_takes_mode(int flags) {
+    return (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+// Records that `path` (relative to `dirfd`) is about to change, then lets the
+// real call make the change.
+inline void note_change(int dirfd, const char* path, bool follow_last) {
+    Guard guard;
+    if (guard) guard->changed(dirfd, path, follow_last);
+}
+
+} // namespace pyimport
