@@ -64,6 +64,13 @@ std::string parent_dir(const std::string& path) {
 }
 } // namespace
 
+std::string python_cache_tag() {
+    std::string version = python_version();
+    if (version.empty()) return {};
+    version.erase(version.find('.'), 1);
+    return "cpython-" + version;
+}
+
 std::vector<std::string> default_prefixes() {
     std::vector<std::string> out;
     std::string version = python_version();

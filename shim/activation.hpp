@@ -13,6 +13,8 @@ inline constexpr const char* kActiveMarker = "PYIMPORT_ACTIVE_PID";
 bool launched_as_rank(std::string& why_not);
 // The process is a Python interpreter (or embeds one).
 bool is_python();
+// "cpython-311" for CPython 3.11; empty if not a Python interpreter.
+std::string python_cache_tag();
 // The directories this interpreter will import from.
 std::vector<std::string> default_prefixes();
 

@@ -47,7 +47,12 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
         options.prefixes_required = !config.prefixes.empty();
         options.content_suffixes = config.content_suffixes;
         options.max_bytes = config.max_bytes;
-        if (!build_snapshot(options, image, error)) {
+        options.cache_tag = python_cache_tag();
+        auto built = std::chrono::steady_clock::now();
+        bool ok = build_snapshot(options, image, error);
+        PYIMPORT_LOG(LogLevel::info, "built the snapshot (%zu bytes) in %.3f s", image.size(),
+                     seconds_since(built));
+        if (!ok) {
             status.assign(error.begin(), error.end());
             status.insert(status.begin(), 0);
             image.clear();
@@ -61,10 +66,12 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
         if (transport.rank() == 0) log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
         return false;
     }
+    auto sent = std::chrono::steady_clock::now();
     if (!transport.broadcast(image, error)) {
         log_error("%s; running uncached", error.c_str());
         return false;
     }
+    PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s", image.size(), seconds_since(sent));
     return true;
 }
 

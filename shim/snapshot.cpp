@@ -158,6 +158,8 @@ private:
     bool walk(uint32_t index, int dirfd, std::string& error);
     void read_content(int dirfd, const char* name, Entry& entry);
     bool wants_content(std::string_view name) const;
+    bool is_source(std::string_view name) const;
+    bool has_bytecode(uint32_t dir, uint32_t source) const;
     uint32_t add_string(std::string_view text);
     bool over_budget(std::string& error);
     bool encode(std::vector<char>& image, std::string& error);
@@ -297,6 +299,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
     if (have_self) entries_[index].st = to_record(self);
 
     std::vector<uint32_t> subdirs;
+    std::vector<uint32_t> sources; // .py files, read after __pycache__ is known
     std::vector<ListingItem> local;
     size_t first_child = entries_.size();
     for (const Item& item : items) {
@@ -330,7 +333,8 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             e.link_off = add_string({target.data(), static_cast<size_t>(n)});
             e.link_len = static_cast<uint32_t>(n);
         } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
-            read_content(dirfd, item.name.c_str(), e);
+            if (is_source(item.name)) sources.push_back(static_cast<uint32_t>(entries_.size()));
+            else read_content(dirfd, item.name.c_str(), e);
         }
         li.entry = static_cast<uint32_t>(entries_.size());
         if (S_ISDIR(e.st.mode)) subdirs.push_back(li.entry);
@@ -350,6 +354,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         // Keep no half listing: drop the children made so far.
         entries_.resize(first_child);
         subdirs.clear();
+        sources.clear();
     }
     for (uint32_t child : subdirs) {
         std::string child_name(strings_.data() + entries_[child].name_off,
@@ -362,8 +367,47 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             return false;
         }
     }
+    for (uint32_t source : sources) {
+        if (has_bytecode(index, source)) continue;
+        std::string name(strings_.data() + entries_[source].name_off, entries_[source].name_len);
+        Entry e = entries_[source];
+        read_content(dirfd, name.c_str(), e);
+        entries_[source] = e;
+        if (over_budget(error)) {
+            REAL(closedir)(dir);
+            return false;
+        }
+    }
     REAL(closedir)(dir);
     return true;
+}
+
+bool Builder::is_source(std::string_view name) const {
+    return !options_.cache_tag.empty() && name.ends_with(".py");
+}
+
+bool Builder::has_bytecode(uint32_t dir, uint32_t source) const {
+    std::string_view name(strings_.data() + entries_[source].name_off, entries_[source].name_len);
+    std::string pyc(name.substr(0, name.size() - 3));
+    pyc += "." + options_.cache_tag + ".pyc";
+    const Entry& d = entries_[dir];
+    for (uint32_t i = 0; i < d.listing_count; ++i) {
+        const ListingItem& item = listing_[d.listing_begin + i];
+        if (item.entry == kNoEntry) continue;
+        const Entry& c = entries_[item.entry];
+        if (std::string_view(strings_.data() + c.name_off, c.name_len) != "__pycache__" ||
+            !(c.flags & kHasListing))
+            continue;
+        for (uint32_t j = 0; j < c.listing_count; ++j) {
+            const ListingItem& p = listing_[c.listing_begin + j];
+            if (p.entry == kNoEntry) continue;
+            const Entry& f = entries_[p.entry];
+            if (std::string_view(strings_.data() + f.name_off, f.name_len) == pyc &&
+                S_ISREG(f.st.mode))
+                return true;
+        }
+    }
+    return false;
 }
 
 bool Builder::encode(std::vector<char>& image, std::string& error) {

@@ -127,6 +127,9 @@ struct BuildOptions {
     bool prefixes_required = false;    // user-given prefixes must exist
     std::vector<std::string> content_suffixes;
     uint64_t max_bytes = 0;
+    // "cpython-311": a .py whose __pycache__/NAME.cpython-311.pyc exists is
+    // not read (the interpreter reads the .pyc); empty: always read.
+    std::string cache_tag;
 };
 
 // Walks the prefixes with the real libc and encodes the image. Returns false
