@@ -326,10 +326,15 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         if (S_ISLNK(e.st.mode)) {
             std::vector<char> target(e.st.size + 2 > PATH_MAX ? e.st.size + 2 : PATH_MAX);
             ssize_t n = REAL(readlinkat)(dirfd, item.name.c_str(), target.data(), target.size());
-            if (n < 0 || static_cast<size_t>(n) >= target.size()) {
+            // Reading a link can update its atime: take its stat afterwards.
+            if (n < 0 || static_cast<size_t>(n) >= target.size() ||
+                REAL(statx)(dirfd, item.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                            kStatxMask, &sx) != 0 ||
+                !S_ISLNK(sx.stx_mode)) {
                 listed = false;
                 break;
             }
+            e.st = to_record(sx);
             e.link_off = add_string({target.data(), static_cast<size_t>(n)});
             e.link_len = static_cast<uint32_t>(n);
         } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {

@@ -1,0 +1,50 @@
+// A small directory tree built in a fresh temporary directory, for unit tests
+// that compare the snapshot with the real filesystem.
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+#include <fcntl.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct Fixture {
+    std::string root;
+
+    Fixture() {
+        char tmpl[] = "/tmp/pyimport-unit-XXXXXX";
+        root = mkdtemp(tmpl);
+        dir("pkg");
+        dir("pkg/sub");
+        dir("pkg/__pycache__");
+        file("pkg/__init__.py", "x = 1\n");
+        file("pkg/__pycache__/__init__.cpython-311.pyc", "bytecode");
+        file("pkg/mod.py", "y = 2\n");
+        file("pkg/data.bin", "binary");
+        file("pkg/empty.py", "");
+        file("pkg/sub/deep.py", "z = 3\n");
+        link("sub", "pkg/to_sub");
+        link("../mod.py", "pkg/sub/up");
+        link("missing", "pkg/dangling");
+        link("loop_b", "pkg/loop_a");
+        link("loop_a", "pkg/loop_b");
+        link(root + "/pkg", "abs_pkg");
+    }
+    ~Fixture() {
+        std::string cmd = "rm -rf '" + root + "'";
+        int ignored = std::system(cmd.c_str());
+        (void)ignored;
+    }
+    std::string path(const std::string& rel) const { return rel.empty() ? root : root + "/" + rel; }
+    void dir(const std::string& rel) const { mkdir(path(rel).c_str(), 0755); }
+    void file(const std::string& rel, const std::string& text) const {
+        FILE* f = std::fopen(path(rel).c_str(), "w");
+        std::fwrite(text.data(), 1, text.size(), f);
+        std::fclose(f);
+    }
+    void link(const std::string& target, const std::string& rel) const {
+        int ignored = symlink(target.c_str(), path(rel).c_str());
+        (void)ignored;
+    }
+};

@@ -1,0 +1,98 @@
+#include "config.hpp"
+
+#include <criterion/criterion.h>
+#include <map>
+#include <string>
+
+using namespace pyimport;
+
+namespace {
+std::map<std::string, std::string> g_env;
+const char* fake_env(const char* name) {
+    auto it = g_env.find(name);
+    return it == g_env.end() ? nullptr : it->second.c_str();
+}
+} // namespace
+
+Test(config, sizes) {
+    uint64_t v = 0;
+    cr_expect(parse_size("0", v) && v == 0);
+    cr_expect(parse_size("4096", v) && v == 4096);
+    cr_expect(parse_size("512K", v) && v == 512u << 10);
+    cr_expect(parse_size("512M", v) && v == 512u << 20);
+    cr_expect(parse_size("2G", v) && v == uint64_t{2} << 30);
+    cr_expect(parse_size("2GiB", v) && v == uint64_t{2} << 30);
+    cr_expect(parse_size("3m", v) && v == 3u << 20);
+    for (const char* bad : {"", "G", "-1", "12Q", "1.5G", "1 G", "99999999999999999999",
+                            "17179869184T", "1GG", "0x10"})
+        cr_expect(!parse_size(bad, v), "accepted bad size '%s'", bad);
+}
+
+Test(config, booleans_and_levels) {
+    bool b = false;
+    cr_expect(parse_bool("1", b) && b);
+    cr_expect(parse_bool("yes", b) && b);
+    cr_expect(parse_bool("TRUE", b) && b);
+    cr_expect(parse_bool("off", b) && !b);
+    cr_expect(parse_bool("", b) && !b);
+    cr_expect(!parse_bool("2", b));
+    cr_expect(!parse_bool("banana", b));
+    int level = -1;
+    cr_expect(parse_level("0", level) && level == 0);
+    cr_expect(parse_level("3", level) && level == 3);
+    for (const char* bad : {"4", "-1", "", "banana", "01", "1 "})
+        cr_expect(!parse_level(bad, level), "accepted bad level '%s'", bad);
+}
+
+Test(config, lists) {
+    std::vector<std::string> out;
+    cr_expect(parse_path_list("/a:/b/c::/d", out));
+    cr_expect_eq(out.size(), 3u);
+    cr_expect(out[1] == "/b/c");
+    cr_expect(!parse_path_list("/a:relative", out), "relative prefixes depend on the cwd");
+    cr_expect(parse_suffix_list(".py,.pyc,,.pth", out));
+    cr_expect_eq(out.size(), 3u);
+    cr_expect(!parse_suffix_list(".py,a/b", out));
+}
+
+Test(config, defaults) {
+    g_env.clear();
+    Config c;
+    std::string error;
+    cr_assert(parse_config(fake_env, c, error));
+    cr_expect(!c.disable);
+    cr_expect(c.prefixes.empty());
+    cr_expect_eq(c.max_bytes, uint64_t{1} << 30);
+    cr_expect_eq(c.content_suffixes.size(), 3u);
+    cr_expect_eq(c.log, 0);
+    cr_expect(!c.stats);
+    cr_expect(!c.mpi_library.empty());
+}
+
+Test(config, values) {
+    g_env = {{"PYIMPORT_PREFIX", "/x:/y"}, {"PYIMPORT_MAX_BYTES", "64M"},
+             {"PYIMPORT_LOG", "2"}, {"PYIMPORT_STATS", "1"}, {"PYIMPORT_DISABLE", "no"}};
+    Config c;
+    std::string error;
+    cr_assert(parse_config(fake_env, c, error), "%s", error.c_str());
+    cr_expect_eq(c.prefixes.size(), 2u);
+    cr_expect_eq(c.max_bytes, uint64_t{64} << 20);
+    cr_expect_eq(c.log, 2);
+    cr_expect(c.stats);
+}
+
+Test(config, bad_value_names_the_variable) {
+    g_env = {{"PYIMPORT_MAX_BYTES", "12Q"}, {"PYIMPORT_LOG", "banana"}};
+    Config c;
+    std::string error;
+    cr_assert(!parse_config(fake_env, c, error));
+    cr_expect(error.find("PYIMPORT_MAX_BYTES") != std::string::npos, "%s", error.c_str());
+    cr_expect(error.find("12Q") != std::string::npos);
+    cr_expect(error.find('\n') == std::string::npos, "one line");
+    cr_expect_eq(c.max_bytes, uint64_t{1} << 30, "bad value falls back to the default");
+    cr_expect_eq(c.log, 0);
+
+    g_env = {{"PYIMPORT_PREFIX", "lib/python"}};
+    cr_assert(!parse_config(fake_env, c, error));
+    cr_expect(error.find("PYIMPORT_PREFIX") != std::string::npos);
+}

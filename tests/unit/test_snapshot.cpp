@@ -1,0 +1,134 @@
+// Encoding and decoding of the snapshot image, checked against the real files.
+#include "fixture.hpp"
+#include "snapshot.hpp"
+
+#include <criterion/criterion.h>
+#include <cstring>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <vector>
+
+using namespace pyimport;
+
+namespace {
+BuildOptions options_for(const Fixture& fx) {
+    BuildOptions o;
+    o.prefixes = {fx.root};
+    o.prefixes_required = true;
+    o.content_suffixes = {".py", ".pyc"};
+    o.max_bytes = 1 << 20;
+    o.cache_tag = "cpython-311";
+    return o;
+}
+
+uint32_t find(const Snapshot& s, const std::string& path) {
+    for (uint32_t i = 0; i < s.entry_count(); ++i)
+        if (s.path(i) == path) return i;
+    return kNoEntry;
+}
+} // namespace
+
+Test(snapshot, round_trip_matches_real_stat) {
+    Fixture fx;
+    std::vector<char> image;
+    std::string error;
+    cr_assert(build_snapshot(options_for(fx), image, error), "%s", error.c_str());
+    Snapshot s;
+    cr_assert(s.attach(image.data(), image.size(), error), "%s", error.c_str());
+    cr_expect_eq(s.root_count(), 1u);
+    for (const char* rel : {"", "pkg", "pkg/sub", "pkg/mod.py", "pkg/empty.py", "pkg/to_sub",
+                            "pkg/dangling", "pkg/loop_a", "abs_pkg", "pkg/sub/deep.py"}) {
+        uint32_t i = find(s, fx.path(rel));
+        cr_assert_neq(i, kNoEntry, "missing %s", rel);
+        struct stat real{}, served{};
+        cr_assert_eq(lstat(fx.path(rel).c_str(), &real), 0);
+        to_stat(s.entry(i).st, served);
+        cr_expect_eq(std::memcmp(&real, &served, sizeof real), 0, "stat differs for '%s'", rel);
+    }
+}
+
+Test(snapshot, listing_contents_and_links) {
+    Fixture fx;
+    std::vector<char> image;
+    std::string error;
+    cr_assert(build_snapshot(options_for(fx), image, error), "%s", error.c_str());
+    Snapshot s;
+    cr_assert(s.attach(image.data(), image.size(), error));
+    uint32_t pkg = find(s, fx.path("pkg"));
+    const Entry& e = s.entry(pkg);
+    cr_assert(e.flags & kHasListing);
+    // The listing holds ".", ".." and every name, in readdir order.
+    DIR* d = opendir(fx.path("pkg").c_str());
+    std::vector<std::string> real_names;
+    while (struct dirent* de = readdir(d)) real_names.emplace_back(de->d_name);
+    closedir(d);
+    cr_assert_eq(real_names.size(), e.listing_count);
+    for (uint32_t k = 0; k < e.listing_count; ++k) {
+        const ListingItem& item = s.listing(pkg)[k];
+        std::string name = item.dots == 1   ? "."
+                           : item.dots == 2 ? ".."
+                                            : std::string(s.name(item.entry));
+        cr_expect(name == real_names[k], "item %u: %s vs %s", k, name.c_str(),
+                  real_names[k].c_str());
+    }
+    uint32_t mod = find(s, fx.path("pkg/mod.py"));
+    cr_expect(s.entry(mod).flags & kHasContent, ".py without bytecode is cached");
+    cr_expect(std::string(s.content(mod), s.entry(mod).content_len) == "y = 2\n");
+    uint32_t init = find(s, fx.path("pkg/__init__.py"));
+    cr_expect(!(s.entry(init).flags & kHasContent), ".py with bytecode is not read");
+    uint32_t pyc = find(s, fx.path("pkg/__pycache__/__init__.cpython-311.pyc"));
+    cr_expect(std::string(s.content(pyc), s.entry(pyc).content_len) == "bytecode");
+    uint32_t bin = find(s, fx.path("pkg/data.bin"));
+    cr_expect(!(s.entry(bin).flags & kHasContent), "other files: metadata only");
+    uint32_t link = find(s, fx.path("pkg/to_sub"));
+    cr_expect(s.link_target(link) == "sub");
+}
+
+Test(snapshot, corruption_is_detected) {
+    Fixture fx;
+    std::vector<char> image;
+    std::string error;
+    cr_assert(build_snapshot(options_for(fx), image, error));
+    Snapshot s;
+    std::vector<char> bad = image;
+    bad[bad.size() / 2] ^= 1;
+    cr_expect(!s.attach(bad.data(), bad.size(), error));
+    cr_expect(error.find("checksum") != std::string::npos, "%s", error.c_str());
+    cr_expect(!s.attach(image.data(), image.size() - 1, error));
+    cr_expect(!s.attach(image.data(), 10, error));
+    bad = image;
+    bad[0] = 'X';
+    cr_expect(!s.attach(bad.data(), bad.size(), error));
+    cr_expect(error.find("magic") != std::string::npos);
+}
+
+Test(snapshot, faults_give_one_line_reasons) {
+    Fixture fx;
+    std::vector<char> image;
+    std::string error;
+    BuildOptions o = options_for(fx);
+    o.max_bytes = 1000;
+    cr_expect(!build_snapshot(o, image, error));
+    cr_expect(error.find("PYIMPORT_MAX_BYTES") != std::string::npos, "%s", error.c_str());
+
+    o = options_for(fx);
+    o.prefixes = {fx.path("does-not-exist")};
+    cr_expect(!build_snapshot(o, image, error));
+    cr_expect(error.find("does-not-exist") != std::string::npos, "%s", error.c_str());
+
+    o.prefixes_required = false; // default prefixes: missing ones are skipped
+    o.prefixes = {fx.path("does-not-exist"), fx.path("pkg")};
+    cr_expect(build_snapshot(o, image, error), "%s", error.c_str());
+}
+
+Test(snapshot, nested_prefixes_are_walked_once) {
+    Fixture fx;
+    BuildOptions o = options_for(fx);
+    o.prefixes = {fx.path("pkg/sub"), fx.root, fx.path("pkg")};
+    std::vector<char> image;
+    std::string error;
+    cr_assert(build_snapshot(o, image, error));
+    Snapshot s;
+    cr_assert(s.attach(image.data(), image.size(), error));
+    cr_expect_eq(s.root_count(), 1u);
+}

@@ -1,0 +1,131 @@
+// The index and path resolution, against what the kernel says about the
+// same paths.
+#include "fixture.hpp"
+#include "tree.hpp"
+
+#include <cerrno>
+#include <criterion/criterion.h>
+#include <cstring>
+#include <sys/stat.h>
+
+using namespace pyimport;
+
+namespace {
+struct Loaded {
+    Fixture fx;
+    std::vector<char> image;
+    Snapshot snapshot;
+    std::unique_ptr<Tree> tree;
+    Loaded() {
+        BuildOptions o;
+        o.prefixes = {fx.root};
+        o.prefixes_required = true;
+        o.content_suffixes = {".py"};
+        o.max_bytes = 1 << 20;
+        std::string error;
+        cr_assert(build_snapshot(o, image, error), "%s", error.c_str());
+        cr_assert(snapshot.attach(image.data(), image.size(), error));
+        tree = std::make_unique<Tree>(snapshot);
+    }
+};
+
+// Resolves like stat/lstat and checks the answer against the kernel's.
+void expect_like_kernel(Loaded& l, const Position& base, const std::string& path, bool follow,
+                        const char* real_path) {
+    Resolution r = l.tree->resolve(base, path, follow);
+    struct stat st{};
+    int rc = follow ? stat(real_path, &st) : lstat(real_path, &st);
+    int e = errno;
+    cr_assert_neq(r.kind, Resolution::Forward, "%s was forwarded", path.c_str());
+    if (rc == 0) {
+        cr_expect_eq(r.kind, Resolution::Found, "%s: kernel found it (error %d)", path.c_str(),
+                     r.error);
+        if (r.kind == Resolution::Found)
+            cr_expect_eq(l.snapshot.entry(r.entry).st.ino, st.st_ino, "%s: other inode",
+                         path.c_str());
+    } else {
+        cr_expect_eq(r.kind, Resolution::Failed, "%s: kernel said %s", path.c_str(),
+                     strerror(e));
+        cr_expect_eq(r.error, e, "%s: %s vs kernel %s", path.c_str(), strerror(r.error),
+                     strerror(e));
+    }
+}
+} // namespace
+
+Test(tree, absolute_paths_like_the_kernel) {
+    Loaded l;
+    const std::string R = l.fx.root;
+    for (std::string rel :
+         {"pkg", "pkg/", "pkg/mod.py", "pkg//mod.py", "pkg/./mod.py", "pkg/sub/../mod.py",
+          "pkg/mod.py/", "pkg/mod.py/x", "pkg/mod.py/.", "pkg/absent", "pkg/absent/x",
+          "pkg/to_sub", "pkg/to_sub/", "pkg/to_sub/deep.py", "pkg/to_sub/../mod.py",
+          "pkg/sub/up", "pkg/dangling", "pkg/dangling/", "pkg/loop_a", "pkg/loop_a/x",
+          "abs_pkg/mod.py", "abs_pkg/to_sub/deep.py", "pkg/empty.py", ".", "./pkg/../pkg"}) {
+        std::string p = R + "/" + rel;
+        expect_like_kernel(l, Position{}, p, true, p.c_str());
+        expect_like_kernel(l, Position{}, p, false, p.c_str());
+    }
+}
+
+Test(tree, relative_paths_from_a_directory) {
+    Loaded l;
+    Position base;
+    cr_assert(l.tree->locate(l.fx.path("pkg/sub"), base));
+    cr_assert_neq(base.entry, kNoEntry);
+    cr_assert_eq(chdir(l.fx.path("pkg/sub").c_str()), 0);
+    for (std::string rel : {"deep.py", "up", "../mod.py", "../../pkg/sub/deep.py", "./nothing",
+                            "../to_sub/deep.py", "deep.py/"})
+        expect_like_kernel(l, base, rel, true, rel.c_str());
+    cr_assert_eq(chdir("/"), 0);
+}
+
+Test(tree, outside_the_roots_is_forwarded) {
+    Loaded l;
+    cr_expect_eq(l.tree->resolve(Position{}, "/etc/passwd", true).kind, Resolution::Forward);
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.root + "/..", true).kind, Resolution::Forward);
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.root + "/../x", true).kind,
+                 Resolution::Forward);
+    // Back into the root from its parent is still answered.
+    std::string base = l.fx.root.substr(l.fx.root.rfind('/') + 1);
+    Resolution r = l.tree->resolve(Position{}, l.fx.root + "/../" + base + "/pkg/mod.py", true);
+    cr_expect_eq(r.kind, Resolution::Found);
+    Position pos;
+    cr_expect(!l.tree->locate("/etc", pos));
+    cr_expect(l.tree->locate("/tmp", pos)); // an ancestor of the root
+    cr_expect_eq(pos.entry, kNoEntry);
+}
+
+Test(tree, errors_for_long_names) {
+    Loaded l;
+    std::string long_name(300, 'a');
+    Resolution r = l.tree->resolve(Position{}, l.fx.path("pkg/") + long_name, true);
+    cr_expect_eq(r.kind, Resolution::Failed);
+    cr_expect_eq(r.error, ENAMETOOLONG);
+    cr_expect_eq(l.tree->resolve(Position{}, "", true).error, ENOENT);
+}
+
+Test(tree, changes_are_answered_by_the_filesystem) {
+    Loaded l;
+    std::string mod = l.fx.path("pkg/mod.py");
+    std::string fresh = l.fx.path("pkg/fresh.py");
+    cr_expect_eq(l.tree->resolve(Position{}, fresh, true).error, ENOENT);
+    l.tree->invalidate(Position{}, fresh, true); // created
+    cr_expect_eq(l.tree->resolve(Position{}, fresh, true).kind, Resolution::Forward);
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.path("pkg"), true).kind, Resolution::Forward,
+                 "the directory's listing and times changed");
+    cr_expect_eq(l.tree->resolve(Position{}, mod, true).kind, Resolution::Found,
+                 "siblings are still served");
+    l.tree->invalidate(Position{}, mod, true); // rewritten
+    cr_expect_eq(l.tree->resolve(Position{}, mod, true).kind, Resolution::Forward);
+    // Renaming a directory drops everything below it.
+    l.tree->invalidate(Position{}, l.fx.path("pkg/sub"), false);
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.path("pkg/sub/deep.py"), true).kind,
+                 Resolution::Forward);
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.path("pkg/to_sub/deep.py"), true).kind,
+                 Resolution::Forward);
+    // Writing through a symlink changes its target.
+    Loaded m;
+    m.tree->invalidate(Position{}, m.fx.path("pkg/sub/up"), true);
+    cr_expect_eq(m.tree->resolve(Position{}, m.fx.path("pkg/mod.py"), true).kind,
+                 Resolution::Forward);
+}
