@@ -1,12 +1,13 @@
 // Deciding whether a process activates, and what it caches by default.
 #pragma once
 
+#include <pyimport/pyimport.h>
 #include <string>
 #include <vector>
 
 namespace pyimport {
 
-inline constexpr const char* kActiveMarker = "PYIMPORT_ACTIVE_PID";
+inline constexpr const char* kActiveMarker = PYIMPORT_ENV_ACTIVE_PID;
 
 // A rank started by an MPI launcher that is not a descendant (child, or a
 // later exec) of a process in which the shim already activated.

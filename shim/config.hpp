@@ -16,7 +16,8 @@ namespace pyimport {
     X(max_bytes, "PYIMPORT_MAX_BYTES", Size, "1G",                                                 \
       "largest snapshot rank 0 may build (suffix K, M, G); larger means the job runs uncached")    \
     X(content_suffixes, "PYIMPORT_CONTENT", SuffixList, ".py,.pyc,.pth",                           \
-      "comma-separated file name endings whose bytes are cached (others: metadata only)")          \
+      "file name endings, comma-separated, whose bytes are cached (a .py is skipped when its "     \
+      "__pycache__ bytecode exists; other files: metadata only)")          \
     X(log, "PYIMPORT_LOG", Level, "0", "diagnostics on stderr: 0 silent, 1 info, 2 debug, 3 trace") \
     X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
       "1 prints one summary per job at exit on rank 0's stderr")                                  \
