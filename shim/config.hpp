@@ -18,7 +18,8 @@ namespace pyimport {
     X(content_suffixes, "PYIMPORT_CONTENT", SuffixList, ".py,.pyc,.pth",                           \
       "file name endings, comma-separated, whose bytes are cached (a .py is skipped when its "     \
       "__pycache__ bytecode exists; other files: metadata only)")          \
-    X(log, "PYIMPORT_LOG", Level, "0", "diagnostics on stderr: 0 silent, 1 info, 2 debug, 3 trace") \
+    X(log, "PYIMPORT_LOG", Level, "0", "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 prefixes, "     \
+      "3 every forwarded call") \
     X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
       "1 prints one summary per job at exit on rank 0's stderr")                                  \
     X(any_program, "PYIMPORT_ANY_PROGRAM", Bool, "0",                                              \

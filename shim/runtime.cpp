@@ -48,6 +48,8 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
         options.content_suffixes = config.content_suffixes;
         options.max_bytes = config.max_bytes;
         options.cache_tag = python_cache_tag();
+        for (const std::string& prefix : options.prefixes)
+            PYIMPORT_LOG(LogLevel::debug, "prefix %s", prefix.c_str());
         auto built = std::chrono::steady_clock::now();
         bool ok = build_snapshot(options, image, error);
         PYIMPORT_LOG(LogLevel::info, "built the snapshot (%zu bytes) in %.3f s", image.size(),

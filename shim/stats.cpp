@@ -1,5 +1,7 @@
 #include "stats.hpp"
 
+#include "log.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <dlfcn.h>
@@ -20,6 +22,7 @@ const char* call_kind_name(CallKind kind) {
 
 void Stats::forwarded(CallKind kind, const char* path) {
     forwarded_[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
+    PYIMPORT_LOG(LogLevel::trace, "forward %s %s", call_kind_name(kind), path ? path : "(null)");
     if (!record_paths_ || !path) return;
     std::lock_guard lock(mutex_);
     if (paths_.size() >= 100000 && !paths_.count(path)) return; // bound the memory
