@@ -20,7 +20,8 @@ bool launched_as_rank(std::string& why_not) {
     static const char* const rank_variables[] = {"PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK",
                                                  "SLURM_PROCID"};
     bool rank = false;
-    for (const char* name : rank_variables) rank = rank || getenv(name);
+    for (const char* name : rank_variables)
+        rank = rank || getenv(name);
     if (!rank) {
         why_not = "not started by an MPI launcher";
         return false;
@@ -40,11 +41,13 @@ bool launched_as_rank(std::string& why_not) {
     return true;
 }
 
-bool is_python() { return dlsym(RTLD_DEFAULT, "Py_BytesMain") != nullptr; }
+bool is_python() {
+    return dlsym(RTLD_DEFAULT, "Py_BytesMain") != nullptr;
+}
 
 namespace {
 bool exists(const std::string& dir) {
-    struct stat st{};
+    struct stat st {};
     return REAL(stat)(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
@@ -84,7 +87,8 @@ std::vector<std::string> default_prefixes() {
     } else {
         char exe[PATH_MAX];
         ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe - 1);
-        if (n > 0) homes.push_back(parent_dir(parent_dir(std::string(exe, static_cast<size_t>(n)))));
+        if (n > 0)
+            homes.push_back(parent_dir(parent_dir(std::string(exe, static_cast<size_t>(n)))));
     }
     for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
         if (const char* v = getenv(var); v && *v == '/') homes.emplace_back(v);
@@ -93,7 +97,8 @@ std::vector<std::string> default_prefixes() {
         for (const std::string& dir :
              {home + lib, home + lib + "/site-packages", home + lib + "/dist-packages",
               home + "/lib/python3/dist-packages", home + "/local" + lib + "/dist-packages",
-              home + "/lib64/python" + version, home + "/lib64/python" + version + "/site-packages"})
+              home + "/lib64/python" + version,
+              home + "/lib64/python" + version + "/site-packages"})
             out.push_back(dir);
     }
     if (const char* path = getenv("PYTHONPATH")) {

@@ -26,12 +26,22 @@ bool parse_size(const char* text, uint64_t& out) {
     }
     unsigned shift = 0;
     switch (std::toupper(static_cast<unsigned char>(*p))) {
-    case '\0': break;
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    case 'T': shift = 40; break;
-    default: return false;
+    case '\0':
+        break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        return false;
     }
     if (*p != '\0') {
         ++p;
@@ -86,25 +96,34 @@ enum class Kind { Bool, PathList, Size, SuffixList, Level, Text };
 
 const char* accepted(Kind kind) {
     switch (kind) {
-    case Kind::Bool: return "0/1, yes/no, true/false, on/off";
-    case Kind::PathList: return "absolute directories separated by ':'";
-    case Kind::Size: return "a byte count with optional K, M, G or T suffix, e.g. 512M";
-    case Kind::SuffixList: return "file name endings separated by ',', e.g. .py,.pyc";
-    case Kind::Level: return "one of 0, 1, 2, 3";
-    case Kind::Text: return "any text";
+    case Kind::Bool:
+        return "0/1, yes/no, true/false, on/off";
+    case Kind::PathList:
+        return "absolute directories separated by ':'";
+    case Kind::Size:
+        return "a byte count with optional K, M, G or T suffix, e.g. 512M";
+    case Kind::SuffixList:
+        return "file name endings separated by ',', e.g. .py,.pyc";
+    case Kind::Level:
+        return "one of 0, 1, 2, 3";
+    case Kind::Text:
+        return "any text";
     }
     return "";
 }
 
 bool parse_one(Kind kind, const char* text, void* field) {
     switch (kind) {
-    case Kind::Bool: return parse_bool(text, *static_cast<bool*>(field));
+    case Kind::Bool:
+        return parse_bool(text, *static_cast<bool*>(field));
     case Kind::PathList:
         return parse_path_list(text, *static_cast<std::vector<std::string>*>(field));
-    case Kind::Size: return parse_size(text, *static_cast<uint64_t*>(field));
+    case Kind::Size:
+        return parse_size(text, *static_cast<uint64_t*>(field));
     case Kind::SuffixList:
         return parse_suffix_list(text, *static_cast<std::vector<std::string>*>(field));
-    case Kind::Level: return parse_level(text, *static_cast<int*>(field));
+    case Kind::Level:
+        return parse_level(text, *static_cast<int*>(field));
     case Kind::Text:
         *static_cast<std::string*>(field) = text;
         return text[0] != '\0';
@@ -122,8 +141,8 @@ bool parse_config(EnvLookup lookup, Config& config, std::string& error) {
         const char* value = lookup(name);                                                          \
         if (value && !parse_one(Kind::type, value, &config.field)) {                               \
             if (ok) {                                                                              \
-                error = std::string("bad value for " name "=\"") + value +                         \
-                        "\": expected " + accepted(Kind::type) + "; running uncached";             \
+                error = std::string("bad value for " name "=\"") + value + "\": expected " +       \
+                        accepted(Kind::type) + "; running uncached";                               \
             }                                                                                      \
             ok = false;                                                                            \
             parse_one(Kind::type, def, &config.field);                                             \

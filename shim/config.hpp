@@ -10,20 +10,21 @@ namespace pyimport {
 
 // X(field, variable, type, default, meaning)
 #define PYIMPORT_OPTIONS(X)                                                                        \
-    X(disable, "PYIMPORT_DISABLE", Bool, "0", "1 forces the library inert in every process")      \
+    X(disable, "PYIMPORT_DISABLE", Bool, "0", "1 forces the library inert in every process")       \
     X(prefixes, "PYIMPORT_PREFIX", PathList, "",                                                   \
-      "colon-separated directories to snapshot; empty means the interpreter's own search path")   \
+      "colon-separated directories to snapshot; empty means the interpreter's own search path")    \
     X(max_bytes, "PYIMPORT_MAX_BYTES", Size, "1G",                                                 \
       "largest snapshot rank 0 may build (suffix K, M, G); larger means the job runs uncached")    \
     X(content_suffixes, "PYIMPORT_CONTENT", SuffixList, ".py,.pyc,.pth",                           \
       "file name endings, comma-separated, whose bytes are cached (a .py is skipped when its "     \
-      "__pycache__ bytecode exists; other files: metadata only)")          \
-    X(log, "PYIMPORT_LOG", Level, "0", "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 prefixes, "     \
-      "3 every forwarded call") \
+      "__pycache__ bytecode exists; other files: metadata only)")                                  \
+    X(log, "PYIMPORT_LOG", Level, "0",                                                             \
+      "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 prefixes, "            \
+      "3 every forwarded call")                                                                    \
     X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
-      "1 prints one summary per job at exit on rank 0's stderr")                                  \
+      "1 prints one summary per job at exit on rank 0's stderr")                                   \
     X(any_program, "PYIMPORT_ANY_PROGRAM", Bool, "0",                                              \
-      "1 activates in any MPI-launched program, not only Python interpreters")                    \
+      "1 activates in any MPI-launched program, not only Python interpreters")                     \
     X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, PYIMPORT_DEFAULT_MPI_LIBRARY,                     \
       "MPI library the active shim loads")
 

@@ -24,7 +24,7 @@ uint64_t memfd_dev() {
     uint64_t dev = g_memfd_dev.load(std::memory_order_acquire);
     if (dev != ~uint64_t{0}) return dev;
     int fd = memfd_create("pyimport-probe", MFD_CLOEXEC);
-    struct stat st{};
+    struct stat st {};
     if (fd >= 0 && REAL(fstat)(fd, &st) == 0) dev = st.st_dev;
     if (fd >= 0) REAL(close)(fd);
     g_memfd_dev.store(dev, std::memory_order_release);
@@ -66,7 +66,7 @@ int make_memory_file(const char* bytes, size_t size, int flags, uint64_t& ino) {
         if (fd < 0) return -1;
     }
     if (!(flags & O_CLOEXEC)) REAL(fcntl)(fd, F_SETFD, 0);
-    struct stat st{};
+    struct stat st {};
     if (REAL(fstat)(fd, &st) != 0) {
         REAL(close)(fd);
         return -1;
@@ -80,7 +80,8 @@ int make_memory_file(const char* bytes, size_t size, int flags, uint64_t& ino) {
 
 FdTable::FdTable(size_t capacity)
     : capacity_(capacity), slots_(std::make_unique<std::atomic<uint64_t>[]>(capacity)) {
-    for (size_t i = 0; i < capacity; ++i) slots_[i].store(0, std::memory_order_relaxed);
+    for (size_t i = 0; i < capacity; ++i)
+        slots_[i].store(0, std::memory_order_relaxed);
 }
 
 void FdTable::set(int fd, uint32_t entry, uint64_t ino) {
@@ -108,7 +109,7 @@ uint32_t FdTable::lookup(int fd) const {
     if (!maybe_served(fd)) return kNoEntry;
     uint64_t value = slots_[fd].load(std::memory_order_acquire);
     if (value == 0) return kNoEntry;
-    struct stat st{};
+    struct stat st {};
     if (REAL(fstat)(fd, &st) != 0 || st.st_dev != memfd_dev() ||
         (st.st_ino & 0xffffffffu) != (value & 0xffffffffu))
         return kNoEntry;
@@ -188,8 +189,12 @@ struct dirent64* dir_read(DIR* dir) {
     return &out;
 }
 
-void dir_rewind(DIR* dir) { reinterpret_cast<DirStream*>(dir)->position = 0; }
-long dir_tell(DIR* dir) { return reinterpret_cast<DirStream*>(dir)->position; }
+void dir_rewind(DIR* dir) {
+    reinterpret_cast<DirStream*>(dir)->position = 0;
+}
+long dir_tell(DIR* dir) {
+    return reinterpret_cast<DirStream*>(dir)->position;
+}
 void dir_seek(DIR* dir, long pos) {
     auto* d = reinterpret_cast<DirStream*>(dir);
     uint32_t count = d->snapshot->entry(d->entry).listing_count;
@@ -247,9 +252,14 @@ Answer Core::stat_at(int dirfd, const char* path, int flags, struct stat* out) {
     CallKind kind = by_fd ? CallKind::fstat : CallKind::stat;
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
     switch (r.kind) {
-    case Resolution::Forward: stats_.forwarded(kind, path); return Answer::forward();
-    case Resolution::Failed: stats_.served(kind); return Answer::fail(r.error);
-    case Resolution::Found: break;
+    case Resolution::Forward:
+        stats_.forwarded(kind, path);
+        return Answer::forward();
+    case Resolution::Failed:
+        stats_.served(kind);
+        return Answer::fail(r.error);
+    case Resolution::Found:
+        break;
     }
     stats_.served(kind);
     to_stat(snapshot_.entry(r.entry).st, *out);
@@ -262,9 +272,14 @@ Answer Core::statx_at(int dirfd, const char* path, int flags, unsigned mask, str
     if ((flags & ~known) || (mask & STATX__RESERVED)) return Answer::forward();
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
     switch (r.kind) {
-    case Resolution::Forward: stats_.forwarded(CallKind::stat, path); return Answer::forward();
-    case Resolution::Failed: stats_.served(CallKind::stat); return Answer::fail(r.error);
-    case Resolution::Found: break;
+    case Resolution::Forward:
+        stats_.forwarded(CallKind::stat, path);
+        return Answer::forward();
+    case Resolution::Failed:
+        stats_.served(CallKind::stat);
+        return Answer::fail(r.error);
+    case Resolution::Found:
+        break;
     }
     stats_.served(CallKind::stat);
     const StatRecord& s = snapshot_.entry(r.entry).st;
@@ -300,9 +315,14 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
         return Answer::forward();
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
     switch (r.kind) {
-    case Resolution::Forward: stats_.forwarded(CallKind::access, path); return Answer::forward();
-    case Resolution::Failed: stats_.served(CallKind::access); return Answer::fail(r.error);
-    case Resolution::Found: break;
+    case Resolution::Forward:
+        stats_.forwarded(CallKind::access, path);
+        return Answer::forward();
+    case Resolution::Failed:
+        stats_.served(CallKind::access);
+        return Answer::fail(r.error);
+    case Resolution::Found:
+        break;
     }
     stats_.served(CallKind::access);
     if (mode == F_OK) return Answer::ok(0);
@@ -321,7 +341,8 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
             bool member = gid == s.gid;
             gid_t groups[256];
             int n = getgroups(256, groups);
-            for (int i = 0; !member && i < n; ++i) member = groups[i] == s.gid;
+            for (int i = 0; !member && i < n; ++i)
+                member = groups[i] == s.gid;
             bits = member ? (s.mode >> 3) & 7 : s.mode & 7;
         }
         granted = ((bits & 4) ? R_OK : 0) | ((bits & 1) ? X_OK : 0);
@@ -333,9 +354,14 @@ Answer Core::readlink_at(int dirfd, const char* path, char* buf, size_t size) {
     if (size == 0 || size > SSIZE_MAX) return Answer::forward();
     Resolution r = lookup(dirfd, path, 0, false);
     switch (r.kind) {
-    case Resolution::Forward: stats_.forwarded(CallKind::readlink, path); return Answer::forward();
-    case Resolution::Failed: stats_.served(CallKind::readlink); return Answer::fail(r.error);
-    case Resolution::Found: break;
+    case Resolution::Forward:
+        stats_.forwarded(CallKind::readlink, path);
+        return Answer::forward();
+    case Resolution::Failed:
+        stats_.served(CallKind::readlink);
+        return Answer::fail(r.error);
+    case Resolution::Found:
+        break;
     }
     stats_.served(CallKind::readlink);
     if (!S_ISLNK(snapshot_.entry(r.entry).st.mode)) return Answer::fail(EINVAL);
@@ -369,9 +395,14 @@ Answer Core::open_at(int dirfd, const char* path, int flags) {
     }
     Resolution r = lookup(dirfd, path, 0, !(flags & O_NOFOLLOW));
     switch (r.kind) {
-    case Resolution::Forward: stats_.forwarded(CallKind::open, path); return Answer::forward();
-    case Resolution::Failed: stats_.served(CallKind::open); return Answer::fail(r.error);
-    case Resolution::Found: break;
+    case Resolution::Forward:
+        stats_.forwarded(CallKind::open, path);
+        return Answer::forward();
+    case Resolution::Failed:
+        stats_.served(CallKind::open);
+        return Answer::fail(r.error);
+    case Resolution::Found:
+        break;
     }
     uint32_t mode = snapshot_.entry(r.entry).st.mode;
     if (S_ISLNK(mode)) { // only reached with O_NOFOLLOW
@@ -383,8 +414,10 @@ Answer Core::open_at(int dirfd, const char* path, int flags) {
         return Answer::fail(ENOTDIR);
     }
     Answer a = S_ISREG(mode) ? open_file(r.entry, flags) : Answer::forward();
-    if (a.served) stats_.served(CallKind::open);
-    else stats_.forwarded(CallKind::open, path);
+    if (a.served)
+        stats_.served(CallKind::open);
+    else
+        stats_.forwarded(CallKind::open, path);
     return a;
 }
 

@@ -35,7 +35,7 @@ struct Answer {
 // left by a descriptor closed behind our back (a raw syscall) never matches
 // a new, unrelated descriptor.
 class FdTable {
-public:
+  public:
     explicit FdTable(size_t capacity);
     size_t capacity() const { return capacity_; }
     void set(int fd, uint32_t entry, uint64_t ino);
@@ -49,7 +49,7 @@ public:
                slots_[fd].load(std::memory_order_acquire) != 0;
     }
 
-private:
+  private:
     size_t capacity_;
     std::unique_ptr<std::atomic<uint64_t>[]> slots_;
 };
@@ -61,7 +61,7 @@ struct DirStream;
 bool is_dir_stream(const void* dir);
 
 class Core {
-public:
+  public:
     Core(const Config& config, std::vector<char> image, Snapshot snapshot);
 
     const Config& config() const { return config_; }
@@ -84,7 +84,7 @@ public:
     void changed(int dirfd, const char* path, bool follow_last);
     void changed_fd(int fd); // a write or attribute change through a served fd
 
-private:
+  private:
     // Where a path given relative to `dirfd` starts. False: forward.
     bool base_for(int dirfd, const char* path, Position& base, std::string& cwd_storage);
     Resolution lookup(int dirfd, const char* path, int at_flags, bool follow_last);

@@ -1,6 +1,5 @@
 #include "log.hpp"
 
-
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -27,9 +26,15 @@ void emit(const char* prefix, const char* fmt, va_list args) {
 }
 } // namespace
 
-void set_log_level(int level) { g_level.store(level, std::memory_order_relaxed); }
-int log_level() { return g_level.load(std::memory_order_relaxed); }
-void set_log_rank(int rank) { g_rank.store(rank, std::memory_order_relaxed); }
+void set_log_level(int level) {
+    g_level.store(level, std::memory_order_relaxed);
+}
+int log_level() {
+    return g_level.load(std::memory_order_relaxed);
+}
+void set_log_rank(int rank) {
+    g_rank.store(rank, std::memory_order_relaxed);
+}
 
 void log_error(const char* fmt, ...) {
     va_list args;

@@ -10,12 +10,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <unordered_map>
 #include <chrono>
 #include <cinttypes>
 #include <cstdlib>
 #include <cstring>
 #include <unistd.h>
+#include <unordered_map>
 
 namespace pyimport {
 
@@ -30,7 +30,9 @@ double g_broadcast_seconds = 0;
 int g_ranks = 0;
 bool g_gather_stats = false; // the same on every rank: decided by shared facts
 
-const char* getenv_raw(const char* name) { return getenv(name); }
+const char* getenv_raw(const char* name) {
+    return getenv(name);
+}
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -65,7 +67,8 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
         return false;
     }
     if (status.empty() || status[0] == 0) {
-        if (transport.rank() == 0) log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
+        if (transport.rank() == 0)
+            log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
         return false;
     }
     auto sent = std::chrono::steady_clock::now();
@@ -73,7 +76,8 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
         log_error("%s; running uncached", error.c_str());
         return false;
     }
-    PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s", image.size(), seconds_since(sent));
+    PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s", image.size(),
+                 seconds_since(sent));
     return true;
 }
 
@@ -132,8 +136,7 @@ void activate() {
 void print_summary(Core* core, std::vector<uint64_t>& counts, std::vector<std::string>& tops) {
     const Snapshot& s = core->tree().snapshot();
     log_line("snapshot of %u prefixes: %u entries, %.1f MiB, shared with %d ranks in %.3f s",
-             s.root_count(), s.entry_count(), s.size() / 1048576.0, g_ranks,
-             g_broadcast_seconds);
+             s.root_count(), s.entry_count(), s.size() / 1048576.0, g_ranks, g_broadcast_seconds);
     const int kinds = static_cast<int>(CallKind::count);
     uint64_t served = 0, forwarded = 0;
     std::string by_kind;

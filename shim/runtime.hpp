@@ -17,7 +17,7 @@ Core* current_core();
 extern thread_local int t_inside_shim __attribute__((tls_model("initial-exec")));
 
 class Guard {
-public:
+  public:
     Guard() : saved_errno_(errno) {
         if (t_inside_shim) return;
         core_ = current_core();
@@ -37,7 +37,7 @@ public:
         return static_cast<T>(answer.value);
     }
 
-private:
+  private:
     void leave() {
         if (core_) {
             core_ = nullptr;

@@ -11,13 +11,15 @@
 #include <fcntl.h>
 #include <new>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 namespace pyimport {
 
-uint64_t checksum(const void* data, size_t size) { return XXH3_64bits(data, size); }
+uint64_t checksum(const void* data, size_t size) {
+    return XXH3_64bits(data, size);
+}
 
 uint64_t credentials_hash() {
     gid_t groups[256];
@@ -48,7 +50,8 @@ void to_stat(const StatRecord& r, struct stat& st) {
 
 std::string Snapshot::path(uint32_t index) const {
     std::vector<std::string_view> parts;
-    for (uint32_t i = index; i != kNoEntry; i = entries_[i].parent) parts.push_back(name(i));
+    for (uint32_t i = index; i != kNoEntry; i = entries_[i].parent)
+        parts.push_back(name(i));
     std::string out;
     for (auto it = parts.rbegin(); it != parts.rend(); ++it) {
         if (!out.empty() && out.back() != '/') out += '/';
@@ -101,7 +104,9 @@ namespace {
 
 constexpr unsigned kStatxMask = STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID;
 
-Timestamp to_timestamp(const struct statx_timestamp& t) { return {t.tv_sec, t.tv_nsec, 0}; }
+Timestamp to_timestamp(const struct statx_timestamp& t) {
+    return {t.tv_sec, t.tv_nsec, 0};
+}
 
 StatRecord to_record(const struct statx& s) {
     StatRecord r{};
@@ -143,12 +148,12 @@ int open_quietly(int dirfd, const char* name, int flags) {
 }
 
 class Builder {
-public:
+  public:
     explicit Builder(const BuildOptions& options) : options_(options) {}
 
     bool run(std::vector<char>& image, std::string& error);
 
-private:
+  private:
     struct Pending {
         uint32_t index;
         int fd; // open directory, owned
@@ -188,9 +193,9 @@ bool Builder::over_budget(std::string& error) {
     uint64_t size = sizeof(Header) + entries_.size() * sizeof(Entry) +
                     listing_.size() * sizeof(ListingItem) + strings_.size() + data_.size();
     if (size <= options_.max_bytes) return false;
-    error = "the module trees need more than PYIMPORT_MAX_BYTES=" +
-            std::to_string(options_.max_bytes) +
-            " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
+    error =
+        "the module trees need more than PYIMPORT_MAX_BYTES=" + std::to_string(options_.max_bytes) +
+        " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
     return true;
 }
 
@@ -200,8 +205,8 @@ bool Builder::add_roots(std::string& error) {
         char resolved[PATH_MAX];
         if (!realpath(prefix.c_str(), resolved)) {
             if (!options_.prefixes_required) continue;
-            error = "cannot use prefix " + prefix + ": " + std::strerror(errno) +
-                    "; running uncached";
+            error =
+                "cannot use prefix " + prefix + ": " + std::strerror(errno) + "; running uncached";
             return false;
         }
         roots.emplace_back(resolved);
@@ -220,8 +225,8 @@ bool Builder::add_roots(std::string& error) {
         int fd = open_quietly(AT_FDCWD, root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
             if (!options_.prefixes_required) continue;
-            error = "cannot read prefix " + root + ": " + std::strerror(errno) +
-                    "; running uncached";
+            error =
+                "cannot read prefix " + root + ": " + std::strerror(errno) + "; running uncached";
             return false;
         }
         Entry e{};
@@ -253,7 +258,7 @@ void Builder::read_content(int dirfd, const char* name, Entry& entry) {
             if (n < 0) ok = false;
             if (n <= 0) break;
         }
-        struct statx after{};
+        struct statx after {};
         if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &after) != 0) ok = false;
         REAL(close)(fd);
         StatRecord now = to_record(after);
@@ -294,7 +299,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         }
         items.push_back({d->d_name, d->d_ino, d->d_type});
     }
-    struct statx self{};
+    struct statx self {};
     bool have_self = REAL(statx)(dirfd, "", AT_EMPTY_PATH, kStatxMask, &self) == 0;
     if (have_self) entries_[index].st = to_record(self);
 
@@ -312,9 +317,9 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             local.push_back(li);
             continue;
         }
-        struct statx sx{};
-        if (REAL(statx)(dirfd, item.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
-                        kStatxMask, &sx) != 0) {
+        struct statx sx {};
+        if (REAL(statx)(dirfd, item.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, kStatxMask,
+                        &sx) != 0) {
             listed = false; // vanished or not searchable: let lookups here go to the FS
             break;
         }
@@ -338,8 +343,10 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             e.link_off = add_string({target.data(), static_cast<size_t>(n)});
             e.link_len = static_cast<uint32_t>(n);
         } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
-            if (is_source(item.name)) sources.push_back(static_cast<uint32_t>(entries_.size()));
-            else read_content(dirfd, item.name.c_str(), e);
+            if (is_source(item.name))
+                sources.push_back(static_cast<uint32_t>(entries_.size()));
+            else
+                read_content(dirfd, item.name.c_str(), e);
         }
         li.entry = static_cast<uint32_t>(entries_.size());
         if (S_ISDIR(e.st.mode)) subdirs.push_back(li.entry);
@@ -455,8 +462,10 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
     }
     bool ok = true;
     for (size_t i = 0; i < root_fds_.size(); ++i) {
-        if (ok) ok = walk(static_cast<uint32_t>(i), root_fds_[i], error);
-        else REAL(close)(root_fds_[i]);
+        if (ok)
+            ok = walk(static_cast<uint32_t>(i), root_fds_[i], error);
+        else
+            REAL(close)(root_fds_[i]);
     }
     if (!ok) return false;
     if (strings_.size() > UINT32_MAX || entries_.size() >= kNoEntry ||

@@ -20,9 +20,9 @@ inline constexpr char kSnapshotMagic[8] = {'P', 'Y', 'I', 'M', 'P', 'S', 'N', '1
 inline constexpr uint32_t kSnapshotVersion = 1;
 
 // Entry flags.
-inline constexpr uint8_t kHasListing = 1;  // directory listed completely
-inline constexpr uint8_t kHasContent = 2;  // regular file whose bytes are in data
-inline constexpr uint8_t kIsRoot = 4;      // a cached prefix
+inline constexpr uint8_t kHasListing = 1; // directory listed completely
+inline constexpr uint8_t kHasContent = 2; // regular file whose bytes are in data
+inline constexpr uint8_t kIsRoot = 4;     // a cached prefix
 
 struct Timestamp {
     int64_t sec;
@@ -51,10 +51,10 @@ struct StatRecord {
 
 struct Entry {
     StatRecord st;
-    uint32_t parent;     // kNoEntry for a root
-    uint32_t name_off;   // into strings: the component name, or the full path of a root
+    uint32_t parent;   // kNoEntry for a root
+    uint32_t name_off; // into strings: the component name, or the full path of a root
     uint32_t name_len;
-    uint32_t link_off;   // symlink target, into strings
+    uint32_t link_off; // symlink target, into strings
     uint32_t link_len;
     uint32_t listing_begin; // into listing items, readdir order (includes "." and "..")
     uint32_t listing_count;
@@ -91,7 +91,7 @@ struct Header {
 
 // Read-only view over a snapshot image. The image must outlive the view.
 class Snapshot {
-public:
+  public:
     // Checks magic, version, bounds and checksum. Returns false with a reason.
     bool attach(const void* image, size_t size, std::string& error);
 
@@ -114,7 +114,7 @@ public:
     std::string path(uint32_t index) const; // full path, for messages
     size_t size() const { return header_ ? header_->total_size : 0; }
 
-private:
+  private:
     const Header* header_ = nullptr;
     const Entry* entries_ = nullptr;
     const ListingItem* listing_ = nullptr;

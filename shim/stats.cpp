@@ -43,7 +43,8 @@ std::vector<Stats::PathRecord> Stats::top_forwarded(size_t n) const {
     std::vector<PathRecord> out;
     {
         std::lock_guard lock(mutex_);
-        for (const auto& [path, t] : paths_) out.push_back({path, t.count, t.caller});
+        for (const auto& [path, t] : paths_)
+            out.push_back({path, t.count, t.caller});
     }
     std::sort(out.begin(), out.end(), [](const PathRecord& a, const PathRecord& b) {
         return a.count != b.count ? a.count > b.count : a.path < b.path;

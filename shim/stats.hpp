@@ -36,7 +36,7 @@ struct CallCounts {
 };
 
 class Stats {
-public:
+  public:
     void enable_paths(bool on) { record_paths_ = on; }
     void served(CallKind kind) {
         served_[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
@@ -52,7 +52,7 @@ public:
     };
     std::vector<PathRecord> top_forwarded(size_t n) const;
 
-private:
+  private:
     std::atomic<uint64_t> served_[static_cast<int>(CallKind::count)] = {};
     std::atomic<uint64_t> forwarded_[static_cast<int>(CallKind::count)] = {};
     bool record_paths_ = false;

@@ -11,7 +11,7 @@
 namespace pyimport {
 
 class Transport {
-public:
+  public:
     virtual ~Transport() = default;
     virtual int rank() const = 0;
     virtual int size() const = 0;

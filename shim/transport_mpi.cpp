@@ -38,7 +38,7 @@ struct MpiFunctions {
 constexpr size_t kChunk = size_t{1} << 30; // MPI counts are int: send at most 1 GiB at a time
 
 class MpiTransport final : public Transport {
-public:
+  public:
     bool open(const std::string& library, std::string& error) {
         handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
         if (!handle_) {
@@ -71,8 +71,12 @@ public:
         return true;
     }
 
-    int rank() const override { return rank_; }
-    int size() const override { return size_; }
+    int rank() const override {
+        return rank_;
+    }
+    int size() const override {
+        return size_;
+    }
 
     bool broadcast(std::vector<char>& bytes, std::string& error) override {
         uint64_t length = bytes.size();
@@ -94,8 +98,8 @@ public:
     void gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
                         std::vector<std::string>& texts) override {
         std::vector<uint64_t> sums(values.size());
-        mpi_.MPI_Reduce_(values.data(), sums.data(), static_cast<int>(values.size()),
-                         MPI_UINT64_T, MPI_SUM, 0, comm_);
+        mpi_.MPI_Reduce_(values.data(), sums.data(), static_cast<int>(values.size()), MPI_UINT64_T,
+                         MPI_SUM, 0, comm_);
         if (rank_ == 0) values = sums;
         int length = static_cast<int>(text.size());
         std::vector<int> lengths(rank_ == 0 ? size_ : 0);
@@ -107,8 +111,8 @@ public:
             total += lengths[i];
         }
         std::vector<char> all(rank_ == 0 ? total + 1 : 1);
-        mpi_.MPI_Gatherv_(text.data(), length, MPI_CHAR, all.data(), lengths.data(),
-                          offsets.data(), MPI_CHAR, 0, comm_);
+        mpi_.MPI_Gatherv_(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(),
+                          MPI_CHAR, 0, comm_);
         texts.clear();
         for (size_t i = 0; i < lengths.size(); ++i)
             texts.emplace_back(all.data() + offsets[i], static_cast<size_t>(lengths[i]));
@@ -121,7 +125,7 @@ public:
         mpi_.MPI_Session_finalize_(&session_);
     }
 
-private:
+  private:
     void* handle_ = nullptr;
     MpiFunctions mpi_;
     MPI_Session session_ = MPI_SESSION_NULL;

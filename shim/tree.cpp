@@ -31,12 +31,14 @@ constexpr int kMaxSymlinks = 40; // the kernel's MAXSYMLINKS
 Tree::Tree(const Snapshot& snapshot) : snapshot_(snapshot) {
     uint32_t count = snapshot.entry_count();
     uint64_t capacity = 16;
-    while (capacity < uint64_t{count} * 2) capacity <<= 1;
+    while (capacity < uint64_t{count} * 2)
+        capacity <<= 1;
     slots_.assign(capacity, kNoEntry);
     mask_ = capacity - 1;
     for (uint32_t i = snapshot.root_count(); i < count; ++i) {
         uint64_t slot = hash_child(snapshot.entry(i).parent, snapshot.name(i)) & mask_;
-        while (slots_[slot] != kNoEntry) slot = (slot + 1) & mask_;
+        while (slots_[slot] != kNoEntry)
+            slot = (slot + 1) & mask_;
         slots_[slot] = i;
     }
     for (uint32_t r = 0; r < snapshot.root_count(); ++r) {
@@ -47,7 +49,8 @@ Tree::Tree(const Snapshot& snapshot) : snapshot_(snapshot) {
         }
     }
     stale_ = std::make_unique<std::atomic<uint8_t>[]>(count);
-    for (uint32_t i = 0; i < count; ++i) stale_[i].store(0, std::memory_order_relaxed);
+    for (uint32_t i = 0; i < count; ++i)
+        stale_[i].store(0, std::memory_order_relaxed);
 }
 
 uint32_t Tree::child(uint32_t dir, std::string_view name) const {
@@ -83,7 +86,8 @@ bool Tree::locate(std::string_view canonical, Position& out) const {
         uint32_t at = r;
         std::string_view rest = canonical.substr(root.size());
         while (!rest.empty()) {
-            while (!rest.empty() && rest[0] == '/') rest.remove_prefix(1);
+            while (!rest.empty() && rest[0] == '/')
+                rest.remove_prefix(1);
             if (rest.empty()) break;
             size_t end = rest.find('/');
             std::string_view name = rest.substr(0, end);
@@ -124,13 +128,15 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
     int links = 0;
 
     for (;;) {
-        while (cursor < pending.size() && pending[cursor] == '/') ++cursor;
+        while (cursor < pending.size() && pending[cursor] == '/')
+            ++cursor;
         if (cursor >= pending.size()) break;
         size_t end = pending.find('/', cursor);
         if (end == std::string::npos) end = pending.size();
         std::string_view name(pending.data() + cursor, end - cursor);
         size_t next = end;
-        while (next < pending.size() && pending[next] == '/') ++next;
+        while (next < pending.size() && pending[next] == '/')
+            ++next;
         bool last = next >= pending.size();
         bool slash_after = end < pending.size(); // "name/" must be a directory
 
@@ -218,11 +224,12 @@ void Tree::invalidate(const Position& base, std::string_view path, bool follow_l
     if (depth > kMaxSymlinks) return;
     // Split off the last component and find its directory.
     std::string_view trimmed = path;
-    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.remove_suffix(1);
+    while (trimmed.size() > 1 && trimmed.back() == '/')
+        trimmed.remove_suffix(1);
     size_t slash = trimmed.find_last_of('/');
     std::string_view dir_part = slash == std::string_view::npos ? std::string_view(".")
-                                : slash == 0                     ? std::string_view("/")
-                                                                 : trimmed.substr(0, slash);
+                                : slash == 0                    ? std::string_view("/")
+                                                                : trimmed.substr(0, slash);
     std::string_view name = slash == std::string_view::npos ? trimmed : trimmed.substr(slash + 1);
 
     // Outside the snapshot, or already answered by the filesystem: nothing to do.

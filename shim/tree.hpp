@@ -32,7 +32,7 @@ struct Resolution {
 };
 
 class Tree {
-public:
+  public:
     // Builds the index over an attached snapshot.
     explicit Tree(const Snapshot& snapshot);
 
@@ -60,7 +60,7 @@ public:
     bool is_dir(uint32_t entry) const { return S_ISDIR(snapshot_.entry(entry).st.mode); }
     bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
 
-private:
+  private:
     enum : uint8_t { kStaleSelf = 1, kStaleSubtree = 2 };
 
     Resolution walk(const Position& base, std::string_view path, bool follow_last,

@@ -88,8 +88,7 @@ PYIMPORT_FXSTAT_WRAPPER(__fxstat64, stat64)
     PYIMPORT_EXPORT int name(int version, int dirfd, const char* path, struct type* out,           \
                              int flags) {                                                          \
         int result;                                                                                \
-        if (version == kStatVersion && serve_stat(dirfd, path, flags, out, result))                \
-            return result;                                                                         \
+        if (version == kStatVersion && serve_stat(dirfd, path, flags, out, result)) return result; \
         return REAL(name)(version, dirfd, path, out, flags);                                       \
     }
 PYIMPORT_FXSTATAT_WRAPPER(__fxstatat, stat)

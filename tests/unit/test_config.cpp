@@ -70,8 +70,11 @@ Test(config, defaults) {
 }
 
 Test(config, values) {
-    g_env = {{"PYIMPORT_PREFIX", "/x:/y"}, {"PYIMPORT_MAX_BYTES", "64M"},
-             {"PYIMPORT_LOG", "2"}, {"PYIMPORT_STATS", "1"}, {"PYIMPORT_DISABLE", "no"}};
+    g_env = {{"PYIMPORT_PREFIX", "/x:/y"},
+             {"PYIMPORT_MAX_BYTES", "64M"},
+             {"PYIMPORT_LOG", "2"},
+             {"PYIMPORT_STATS", "1"},
+             {"PYIMPORT_DISABLE", "no"}};
     Config c;
     std::string error;
     cr_assert(parse_config(fake_env, c, error), "%s", error.c_str());
@@ -104,9 +107,9 @@ Test(config, public_header_names_every_variable) {
 #define PYIMPORT_NAME(field, name, type, def, meaning) table.push_back(name);
     PYIMPORT_OPTIONS(PYIMPORT_NAME)
 #undef PYIMPORT_NAME
-    std::vector<std::string> header = {
-        PYIMPORT_ENV_DISABLE, PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
-        PYIMPORT_ENV_CONTENT, PYIMPORT_ENV_LOG,         PYIMPORT_ENV_STATS,
-        PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
+    std::vector<std::string> header = {PYIMPORT_ENV_DISABLE,     PYIMPORT_ENV_PREFIX,
+                                       PYIMPORT_ENV_MAX_BYTES,   PYIMPORT_ENV_CONTENT,
+                                       PYIMPORT_ENV_LOG,         PYIMPORT_ENV_STATS,
+                                       PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }

@@ -40,7 +40,8 @@ Test(snapshot, round_trip_matches_real_stat) {
                             "pkg/dangling", "pkg/loop_a", "abs_pkg", "pkg/sub/deep.py"}) {
         uint32_t i = find(s, fx.path(rel));
         cr_assert_neq(i, kNoEntry, "missing %s", rel);
-        struct stat real{}, served{};
+        struct stat real {
+        }, served{};
         cr_assert_eq(lstat(fx.path(rel).c_str(), &real), 0);
         to_stat(s.entry(i).st, served);
         cr_expect_eq(std::memcmp(&real, &served, sizeof real), 0, "stat differs for '%s'", rel);
@@ -60,7 +61,8 @@ Test(snapshot, listing_contents_and_links) {
     // The listing holds ".", ".." and every name, in readdir order.
     DIR* d = opendir(fx.path("pkg").c_str());
     std::vector<std::string> real_names;
-    while (struct dirent* de = readdir(d)) real_names.emplace_back(de->d_name);
+    while (struct dirent* de = readdir(d))
+        real_names.emplace_back(de->d_name);
     closedir(d);
     cr_assert_eq(real_names.size(), e.listing_count);
     for (uint32_t k = 0; k < e.listing_count; ++k) {

@@ -33,7 +33,7 @@ struct Loaded {
 void expect_like_kernel(Loaded& l, const Position& base, const std::string& path, bool follow,
                         const char* real_path) {
     Resolution r = l.tree->resolve(base, path, follow);
-    struct stat st{};
+    struct stat st {};
     int rc = follow ? stat(real_path, &st) : lstat(real_path, &st);
     int e = errno;
     cr_assert_neq(r.kind, Resolution::Forward, "%s was forwarded", path.c_str());
@@ -44,8 +44,7 @@ void expect_like_kernel(Loaded& l, const Position& base, const std::string& path
             cr_expect_eq(l.snapshot.entry(r.entry).st.ino, st.st_ino, "%s: other inode",
                          path.c_str());
     } else {
-        cr_expect_eq(r.kind, Resolution::Failed, "%s: kernel said %s", path.c_str(),
-                     strerror(e));
+        cr_expect_eq(r.kind, Resolution::Failed, "%s: kernel said %s", path.c_str(), strerror(e));
         cr_expect_eq(r.error, e, "%s: %s vs kernel %s", path.c_str(), strerror(r.error),
                      strerror(e));
     }
@@ -55,12 +54,31 @@ void expect_like_kernel(Loaded& l, const Position& base, const std::string& path
 Test(tree, absolute_paths_like_the_kernel) {
     Loaded l;
     const std::string R = l.fx.root;
-    for (std::string rel :
-         {"pkg", "pkg/", "pkg/mod.py", "pkg//mod.py", "pkg/./mod.py", "pkg/sub/../mod.py",
-          "pkg/mod.py/", "pkg/mod.py/x", "pkg/mod.py/.", "pkg/absent", "pkg/absent/x",
-          "pkg/to_sub", "pkg/to_sub/", "pkg/to_sub/deep.py", "pkg/to_sub/../mod.py",
-          "pkg/sub/up", "pkg/dangling", "pkg/dangling/", "pkg/loop_a", "pkg/loop_a/x",
-          "abs_pkg/mod.py", "abs_pkg/to_sub/deep.py", "pkg/empty.py", ".", "./pkg/../pkg"}) {
+    for (std::string rel : {"pkg",
+                            "pkg/",
+                            "pkg/mod.py",
+                            "pkg//mod.py",
+                            "pkg/./mod.py",
+                            "pkg/sub/../mod.py",
+                            "pkg/mod.py/",
+                            "pkg/mod.py/x",
+                            "pkg/mod.py/.",
+                            "pkg/absent",
+                            "pkg/absent/x",
+                            "pkg/to_sub",
+                            "pkg/to_sub/",
+                            "pkg/to_sub/deep.py",
+                            "pkg/to_sub/../mod.py",
+                            "pkg/sub/up",
+                            "pkg/dangling",
+                            "pkg/dangling/",
+                            "pkg/loop_a",
+                            "pkg/loop_a/x",
+                            "abs_pkg/mod.py",
+                            "abs_pkg/to_sub/deep.py",
+                            "pkg/empty.py",
+                            ".",
+                            "./pkg/../pkg"}) {
         std::string p = R + "/" + rel;
         expect_like_kernel(l, Position{}, p, true, p.c_str());
         expect_like_kernel(l, Position{}, p, false, p.c_str());
@@ -83,8 +101,7 @@ Test(tree, outside_the_roots_is_forwarded) {
     Loaded l;
     cr_expect_eq(l.tree->resolve(Position{}, "/etc/passwd", true).kind, Resolution::Forward);
     cr_expect_eq(l.tree->resolve(Position{}, l.fx.root + "/..", true).kind, Resolution::Forward);
-    cr_expect_eq(l.tree->resolve(Position{}, l.fx.root + "/../x", true).kind,
-                 Resolution::Forward);
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.root + "/../x", true).kind, Resolution::Forward);
     // Back into the root from its parent is still answered.
     std::string base = l.fx.root.substr(l.fx.root.rfind('/') + 1);
     Resolution r = l.tree->resolve(Position{}, l.fx.root + "/../" + base + "/pkg/mod.py", true);
