@@ -285,8 +285,11 @@ Answer Core::statx_at(int dirfd, const char* path, int flags, unsigned mask, str
     const StatRecord& s = snapshot_.entry(r.entry).st;
     std::memset(out, 0, sizeof *out);
     // The filesystem fills the birth time only when asked for it.
-    bool btime = (mask & STATX_BTIME) && (s.mask & STATX_BTIME);
-    out->stx_mask = btime ? s.mask : (s.mask & ~STATX_BTIME);
+    // The kernel leaves out some fields that were not asked for; which ones
+    // rank 0 measured on the same kernel.
+    uint32_t returned = s.mask & (mask | snapshot_.header().statx_unrequested);
+    bool btime = returned & STATX_BTIME;
+    out->stx_mask = returned;
     out->stx_blksize = s.blksize;
     out->stx_attributes = s.attributes;
     out->stx_nlink = s.nlink;
@@ -299,8 +302,8 @@ Answer Core::statx_at(int dirfd, const char* path, int flags, unsigned mask, str
     out->stx_attributes_mask = s.attributes_mask;
     out->stx_atime = {s.atime.sec, s.atime.nsec, 0};
     if (btime) out->stx_btime = {s.btime.sec, s.btime.nsec, 0};
-    out->stx_ctime = {s.ctime.sec, s.ctime.nsec, 0};
-    out->stx_mtime = {s.mtime.sec, s.mtime.nsec, 0};
+    if (returned & STATX_CTIME) out->stx_ctime = {s.ctime.sec, s.ctime.nsec, 0};
+    if (returned & STATX_MTIME) out->stx_mtime = {s.mtime.sec, s.mtime.nsec, 0};
     out->stx_rdev_major = s.rdev_major;
     out->stx_rdev_minor = s.rdev_minor;
     out->stx_dev_major = s.dev_major;
@@ -405,13 +408,14 @@ Answer Core::open_at(int dirfd, const char* path, int flags) {
         break;
     }
     uint32_t mode = snapshot_.entry(r.entry).st.mode;
-    if (S_ISLNK(mode)) { // only reached with O_NOFOLLOW
-        stats_.served(CallKind::open);
-        return Answer::fail(ELOOP);
-    }
+    // The kernel checks O_DIRECTORY before O_NOFOLLOW's ELOOP.
     if ((flags & O_DIRECTORY) && !S_ISDIR(mode)) {
         stats_.served(CallKind::open);
         return Answer::fail(ENOTDIR);
+    }
+    if (S_ISLNK(mode)) { // only reached with O_NOFOLLOW
+        stats_.served(CallKind::open);
+        return Answer::fail(ELOOP);
     }
     Answer a = S_ISREG(mode) ? open_file(r.entry, flags) : Answer::forward();
     if (a.served)
@@ -493,7 +497,7 @@ int dir_fd(DIR* dir) {
     // A stand-in descriptor: fstat, fstatat and openat relative to it are
     // answered for the directory it stands for.
     uint64_t ino = 0;
-    int fd = make_memory_file("", 0, O_CLOEXEC, ino);
+    int fd = make_memory_file("", 0, O_CLOEXEC | O_NONBLOCK, ino); // as opendir's open
     if (fd < 0) return -1;
     d->fd = fd;
     if (Core* core = current_core()) core->fds().set(fd, d->entry, ino);

@@ -175,6 +175,7 @@ class Builder {
     std::string strings_;
     std::vector<char> data_;
     std::vector<int> root_fds_;
+    uint32_t statx_unrequested_ = 0;
 };
 
 bool Builder::wants_content(std::string_view name) const {
@@ -442,6 +443,7 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     h.euid = geteuid();
     h.egid = getegid();
     h.groups_hash = credentials_hash();
+    h.statx_unrequested = statx_unrequested_;
     if (h.total_size > options_.max_bytes) return over_budget(error), false;
     image.assign(h.total_size, 0);
     std::memcpy(image.data() + h.entries_off, entries_.data(), entries_.size() * sizeof(Entry));
@@ -460,6 +462,9 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
         error = "none of the prefixes exists; running uncached";
         return false;
     }
+    struct statx minimal {};
+    if (REAL(statx)(root_fds_[0], "", AT_EMPTY_PATH, STATX_TYPE, &minimal) == 0)
+        statx_unrequested_ = minimal.stx_mask;
     bool ok = true;
     for (size_t i = 0; i < root_fds_.size(); ++i) {
         if (ok)

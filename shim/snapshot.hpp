@@ -87,6 +87,10 @@ struct Header {
     // stays uncached, since permission checks were made with rank 0's.
     uint32_t euid, egid;
     uint64_t groups_hash;
+    // statx result bits the kernel returns even when not asked for them
+    // (newer kernels return times only on request).
+    uint32_t statx_unrequested;
+    uint32_t pad;
 };
 
 // Read-only view over a snapshot image. The image must outlive the view.

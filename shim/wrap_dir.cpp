@@ -13,6 +13,7 @@ static_assert(offsetof(struct dirent, d_name) == offsetof(struct dirent64, d_nam
 
 PYIMPORT_EXPORT DIR* opendir(const char* path) {
     {
+        path = opaque(path);
         Guard guard;
         if (guard && path) {
             int error = 0;

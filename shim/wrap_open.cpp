@@ -10,6 +10,7 @@ namespace {
 
 // Serves a plain read-only open of a cached file, or returns false.
 bool try_serve_open(int dirfd, const char* path, int flags, int& result) {
+    path = opaque(path);
     Guard guard;
     if (!guard) return false;
     if (open_changes(flags)) {
@@ -89,6 +90,8 @@ namespace {
 // descriptor comes from the snapshot and fdopen builds the stream on it.
 FILE* serve_fopen(const char* path, const char* mode, bool& served) {
     served = false;
+    path = opaque(path);
+    mode = opaque(mode);
     if (!path || !mode) return nullptr;
     bool read_only = mode[0] == 'r' && !std::strchr(mode, '+');
     int flags = O_RDONLY | (std::strchr(mode, 'e') ? O_CLOEXEC : 0);

@@ -19,7 +19,10 @@ constexpr int kStatVersion = 0;
 #endif
 
 bool serve_stat(int dirfd, const char* path, int flags, void* out, int& result) {
+    path = opaque(path);
+    out = opaque(out);
     Guard guard;
+    if (!out) return false;
     if (!guard) return false;
     // fstat of a descriptor the shim did not open: nothing to count.
     if (path && path[0] == '\0' && (flags & AT_EMPTY_PATH) && !guard->fds().maybe_served(dirfd))
@@ -97,6 +100,8 @@ PYIMPORT_FXSTATAT_WRAPPER(__fxstatat64, stat64)
 PYIMPORT_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int mask,
                           struct statx* out) {
     {
+        path = opaque(path);
+        out = opaque(out);
         Guard guard;
         bool by_fd = path && path[0] == '\0' && (flags & AT_EMPTY_PATH);
         if (guard && out && (!by_fd || guard->fds().maybe_served(dirfd))) {
@@ -109,6 +114,7 @@ PYIMPORT_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int m
 
 namespace {
 bool serve_access(int dirfd, const char* path, int mode, int flags, int& result) {
+    path = opaque(path);
     Guard guard;
     if (!guard) return false;
     Answer answer = guard->access_at(dirfd, path, mode, flags);
@@ -144,6 +150,8 @@ PYIMPORT_EXPORT int euidaccess(const char* path, int mode) {
 
 namespace {
 bool serve_readlink(int dirfd, const char* path, char* buf, size_t size, ssize_t& result) {
+    path = opaque(path);
+    buf = opaque(buf);
     Guard guard;
     if (!guard || !buf) return false;
     Answer answer = guard->readlink_at(dirfd, path, buf, size);
