@@ -217,6 +217,10 @@ Core::Core(const Config& config, std::vector<char> image, Snapshot snapshot)
     memfd_dev();
 }
 
+const StatRecord& Core::record_of(const Resolution& r) const {
+    return r.followed ? snapshot_.followed(r.entry) : snapshot_.entry(r.entry).st;
+}
+
 bool Core::base_for(int dirfd, const char* path, Position& base, std::string& cwd) {
     if (path[0] == '/') return true;
     if (dirfd == AT_FDCWD) {
@@ -262,7 +266,7 @@ Answer Core::stat_at(int dirfd, const char* path, int flags, struct stat* out) {
         break;
     }
     stats_.served(kind);
-    to_stat(snapshot_.entry(r.entry).st, *out);
+    to_stat(record_of(r), *out);
     return Answer::ok(0);
 }
 
@@ -282,7 +286,7 @@ Answer Core::statx_at(int dirfd, const char* path, int flags, unsigned mask, str
         break;
     }
     stats_.served(CallKind::stat);
-    const StatRecord& s = snapshot_.entry(r.entry).st;
+    const StatRecord& s = record_of(r);
     std::memset(out, 0, sizeof *out);
     // The filesystem fills the birth time only when asked for it.
     // The kernel leaves out some fields that were not asked for; which ones
@@ -329,7 +333,7 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
     }
     stats_.served(CallKind::access);
     if (mode == F_OK) return Answer::ok(0);
-    const StatRecord& s = snapshot_.entry(r.entry).st;
+    const StatRecord& s = record_of(r);
     uid_t uid = (flags & AT_EACCESS) ? geteuid() : getuid();
     gid_t gid = (flags & AT_EACCESS) ? getegid() : getgid();
     unsigned granted;
@@ -407,7 +411,7 @@ Answer Core::open_at(int dirfd, const char* path, int flags) {
     case Resolution::Found:
         break;
     }
-    uint32_t mode = snapshot_.entry(r.entry).st.mode;
+    uint32_t mode = record_of(r).mode;
     // The kernel checks O_DIRECTORY before O_NOFOLLOW's ELOOP.
     if ((flags & O_DIRECTORY) && !S_ISDIR(mode)) {
         stats_.served(CallKind::open);
@@ -417,7 +421,8 @@ Answer Core::open_at(int dirfd, const char* path, int flags) {
         stats_.served(CallKind::open);
         return Answer::fail(ELOOP);
     }
-    Answer a = S_ISREG(mode) ? open_file(r.entry, flags) : Answer::forward();
+    // A file outside the prefixes (through a symlink) is opened for real.
+    Answer a = S_ISREG(mode) && !r.followed ? open_file(r.entry, flags) : Answer::forward();
     if (a.served)
         stats_.served(CallKind::open);
     else
@@ -439,13 +444,13 @@ DIR* Core::open_dir(const char* path, int& error, bool& served) {
         return nullptr;
     }
     const Entry& e = snapshot_.entry(r.entry);
-    if (!S_ISDIR(e.st.mode)) {
+    if (!S_ISDIR(record_of(r).mode)) {
         stats_.served(CallKind::opendir);
         served = true;
         error = ENOTDIR;
         return nullptr;
     }
-    DIR* dir = (e.flags & kHasListing) ? new_dir_stream(r.entry, -1) : nullptr;
+    DIR* dir = (e.flags & kHasListing) && !r.followed ? new_dir_stream(r.entry, -1) : nullptr;
     if (!dir) {
         stats_.forwarded(CallKind::opendir, path);
         return nullptr;

@@ -89,6 +89,7 @@ class Core {
     bool base_for(int dirfd, const char* path, Position& base, std::string& cwd_storage);
     Resolution lookup(int dirfd, const char* path, int at_flags, bool follow_last);
     Answer open_file(uint32_t entry, int flags);
+    const StatRecord& record_of(const Resolution& r) const;
     DIR* new_dir_stream(uint32_t entry, int fd);
 
     Config config_;

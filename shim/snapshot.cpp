@@ -76,7 +76,9 @@ bool Snapshot::attach(const void* image, size_t size, std::string& error) {
     if (!within(h->entries_off, uint64_t{h->entry_count} * sizeof(Entry)) ||
         !within(h->listing_off, uint64_t{h->listing_count} * sizeof(ListingItem)) ||
         !within(h->strings_off, h->strings_size) || !within(h->data_off, h->data_size) ||
-        h->root_count > h->entry_count || h->entries_off % 8 || h->listing_off % 8)
+        !within(h->follow_off, uint64_t{h->follow_count} * sizeof(StatRecord)) ||
+        h->follow_off % 8 || h->root_count > h->entry_count || h->entries_off % 8 ||
+        h->listing_off % 8)
         return error = "snapshot sections out of bounds", false;
     auto* entries = reinterpret_cast<const Entry*>(bytes + h->entries_off);
     for (uint32_t i = 0; i < h->entry_count; ++i) {
@@ -85,7 +87,8 @@ bool Snapshot::attach(const void* image, size_t size, std::string& error) {
             uint64_t{e.name_off} + e.name_len > h->strings_size ||
             uint64_t{e.link_off} + e.link_len > h->strings_size ||
             uint64_t{e.listing_begin} + e.listing_count > h->listing_count ||
-            e.content_off > h->data_size || e.content_len > h->data_size - e.content_off)
+            (e.follow != kNoEntry && e.follow >= h->follow_count) || e.content_off > h->data_size ||
+            e.content_len > h->data_size - e.content_off)
             return error = "snapshot entry out of bounds", false;
     }
     auto* listing = reinterpret_cast<const ListingItem*>(bytes + h->listing_off);
@@ -97,6 +100,7 @@ bool Snapshot::attach(const void* image, size_t size, std::string& error) {
     listing_ = listing;
     strings_ = bytes + h->strings_off;
     data_ = bytes + h->data_off;
+    follow_ = reinterpret_cast<const StatRecord*>(bytes + h->follow_off);
     return true;
 }
 
@@ -175,7 +179,13 @@ class Builder {
     std::string strings_;
     std::vector<char> data_;
     std::vector<int> root_fds_;
+    std::vector<std::string> root_paths_;
+    std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
+
+    std::string path_of(uint32_t index) const;
+    bool inside_roots(const std::string& path) const;
+    void follow_outside(uint32_t parent, Entry& link);
 };
 
 bool Builder::wants_content(std::string_view name) const {
@@ -235,8 +245,10 @@ bool Builder::add_roots(std::string& error) {
         e.name_off = add_string(root);
         e.name_len = static_cast<uint32_t>(root.size());
         e.flags = kIsRoot;
+        e.follow = kNoEntry;
         entries_.push_back(e);
         root_fds_.push_back(fd);
+        root_paths_.push_back(root);
     }
     return true;
 }
@@ -326,6 +338,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         }
         Entry e{};
         e.st = to_record(sx);
+        e.follow = kNoEntry;
         e.parent = index;
         e.name_off = add_string(item.name);
         e.name_len = static_cast<uint32_t>(item.name.size());
@@ -343,6 +356,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             e.st = to_record(sx);
             e.link_off = add_string({target.data(), static_cast<size_t>(n)});
             e.link_len = static_cast<uint32_t>(n);
+            follow_outside(index, e);
         } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
             if (is_source(item.name))
                 sources.push_back(static_cast<uint32_t>(entries_.size()));
@@ -423,6 +437,38 @@ bool Builder::has_bytecode(uint32_t dir, uint32_t source) const {
     return false;
 }
 
+std::string Builder::path_of(uint32_t index) const {
+    std::vector<uint32_t> chain;
+    for (uint32_t i = index; i != kNoEntry; i = entries_[i].parent)
+        chain.push_back(i);
+    std::string out;
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        if (!out.empty() && out.back() != '/') out += '/';
+        out.append(strings_.data() + entries_[*it].name_off, entries_[*it].name_len);
+    }
+    return out;
+}
+
+bool Builder::inside_roots(const std::string& path) const {
+    for (const std::string& root : root_paths_)
+        if (root == "/" || path == root || (path.starts_with(root) && path[root.size()] == '/'))
+            return true;
+    return false;
+}
+
+// A symlink out of the prefixes (Debian's sitecustomize.py -> /etc/...): its
+// target's stat is recorded, so stat/access of it are served (opens are not).
+void Builder::follow_outside(uint32_t parent, Entry& link) {
+    std::string path =
+        path_of(parent) + "/" + std::string(strings_.data() + link.name_off, link.name_len);
+    char resolved[PATH_MAX];
+    if (!realpath(path.c_str(), resolved) || inside_roots(resolved)) return;
+    struct statx sx {};
+    if (REAL(statx)(AT_FDCWD, resolved, AT_NO_AUTOMOUNT, kStatxMask, &sx) != 0) return;
+    link.follow = static_cast<uint32_t>(follow_.size());
+    follow_.push_back(to_record(sx));
+}
+
 bool Builder::encode(std::vector<char>& image, std::string& error) {
     auto align8 = [](uint64_t v) { return (v + 7) & ~uint64_t{7}; };
     Header h{};
@@ -437,7 +483,9 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     h.listing_off = align8(h.entries_off + entries_.size() * sizeof(Entry));
     h.strings_off = h.listing_off + listing_.size() * sizeof(ListingItem);
     h.strings_size = strings_.size();
-    h.data_off = align8(h.strings_off + h.strings_size);
+    h.follow_off = align8(h.strings_off + h.strings_size);
+    h.follow_count = static_cast<uint32_t>(follow_.size());
+    h.data_off = h.follow_off + follow_.size() * sizeof(StatRecord);
     h.data_size = data_.size();
     h.total_size = h.data_off + h.data_size;
     h.euid = geteuid();
@@ -450,6 +498,7 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     std::memcpy(image.data() + h.listing_off, listing_.data(),
                 listing_.size() * sizeof(ListingItem));
     std::memcpy(image.data() + h.strings_off, strings_.data(), strings_.size());
+    std::memcpy(image.data() + h.follow_off, follow_.data(), follow_.size() * sizeof(StatRecord));
     std::memcpy(image.data() + h.data_off, data_.data(), data_.size());
     h.checksum = checksum(image.data() + sizeof(Header), image.size() - sizeof(Header));
     std::memcpy(image.data(), &h, sizeof h);

@@ -60,6 +60,10 @@ struct Entry {
     uint32_t listing_count;
     uint8_t flags;
     uint8_t pad[3];
+    // A symlink whose target lies outside every prefix: the stat of the
+    // target (index into follow records), or kNoEntry.
+    uint32_t follow;
+    uint32_t pad2;
     uint64_t content_off; // into data
     uint64_t content_len;
 };
@@ -90,7 +94,8 @@ struct Header {
     // statx result bits the kernel returns even when not asked for them
     // (newer kernels return times only on request).
     uint32_t statx_unrequested;
-    uint32_t pad;
+    uint32_t follow_count;
+    uint64_t follow_off; // StatRecord[follow_count]
 };
 
 // Read-only view over a snapshot image. The image must outlive the view.
@@ -115,6 +120,7 @@ class Snapshot {
         return listing_ + entries_[index].listing_begin;
     }
     const char* content(uint32_t index) const { return data_ + entries_[index].content_off; }
+    const StatRecord& followed(uint32_t index) const { return follow_[entries_[index].follow]; }
     std::string path(uint32_t index) const; // full path, for messages
     size_t size() const { return header_ ? header_->total_size : 0; }
 
@@ -124,6 +130,7 @@ class Snapshot {
     const ListingItem* listing_ = nullptr;
     const char* strings_ = nullptr;
     const char* data_ = nullptr;
+    const StatRecord* follow_ = nullptr;
 };
 
 struct BuildOptions {

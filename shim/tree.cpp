@@ -192,6 +192,11 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
         if (stale_[found].load(std::memory_order_acquire) & kStaleSubtree)
             return Resolution::forward();
         const Entry& e = snapshot_.entry(found);
+        if (S_ISLNK(e.st.mode) && last && follow_last && !slash_after && e.follow != kNoEntry) {
+            Resolution r = Resolution::found(found);
+            r.followed = true;
+            return r;
+        }
         if (S_ISLNK(e.st.mode) && (!last || follow_last || slash_after)) {
             if (++links > kMaxSymlinks) return Resolution::failed(ELOOP);
             std::string_view target = snapshot_.link_target(found);

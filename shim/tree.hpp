@@ -25,10 +25,13 @@ struct Resolution {
     enum Kind { Forward, Found, Failed } kind = Forward;
     uint32_t entry = kNoEntry;
     int error = 0;
+    // The entry is a symlink out of the prefixes, followed: its target's
+    // stat is Snapshot::followed(entry).
+    bool followed = false;
 
     static Resolution forward() { return {}; }
-    static Resolution failed(int e) { return {Failed, kNoEntry, e}; }
-    static Resolution found(uint32_t i) { return {Found, i, 0}; }
+    static Resolution failed(int e) { return {Failed, kNoEntry, e, false}; }
+    static Resolution found(uint32_t i) { return {Found, i, 0, false}; }
 };
 
 class Tree {
