@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that building and testing pyimport need
+# (skipped when all are installed). Run as root.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config
+    mpich libmpich-dev
+    libunwind-dev libxxhash-dev libcriterion-dev
+    python3 python3-numpy python3-scipy
+    strace util-linux procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: run as root (or install: ${missing[*]})" >&2
+    exit 1
+fi
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
