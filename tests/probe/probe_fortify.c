@@ -18,14 +18,18 @@
 #error "probe_fortify.c must be compiled with optimisation and _FORTIFY_SOURCE"
 #endif
 
-int fortified_open(const char *path, int flags) { return open(path, flags); }
-
-int fortified_open64(const char *path, int flags) { return open64(path, flags); }
-
-int fortified_openat(int dirfd, const char *path, int flags) {
-  return openat(dirfd, path, flags);
+int fortified_open(const char* path, int flags) {
+    return open(path, flags);
 }
 
-int fortified_openat64(int dirfd, const char *path, int flags) {
-  return openat64(dirfd, path, flags);
+int fortified_open64(const char* path, int flags) {
+    return open64(path, flags);
+}
+
+int fortified_openat(int dirfd, const char* path, int flags) {
+    return openat(dirfd, path, flags);
+}
+
+int fortified_openat64(int dirfd, const char* path, int flags) {
+    return openat64(dirfd, path, flags);
 }
