@@ -59,6 +59,19 @@ bool parse_level(const char* text, int& out) {
     return false;
 }
 
+bool parse_seconds(const char* text, int& out) {
+    if (!std::isdigit(static_cast<unsigned char>(*text))) return false;
+    long value = 0;
+    for (const char* p = text; *p; ++p) {
+        if (!std::isdigit(static_cast<unsigned char>(*p))) return false;
+        value = value * 10 + (*p - '0');
+        if (value > 86400) return false;
+    }
+    if (value < 1) return false;
+    out = static_cast<int>(value);
+    return true;
+}
+
 bool parse_path_list(const char* text, std::vector<std::string>& out) {
     out.clear();
     const char* start = text;
@@ -92,7 +105,7 @@ bool parse_suffix_list(const char* text, std::vector<std::string>& out) {
 }
 
 namespace {
-enum class Kind { Bool, PathList, Size, SuffixList, Level, Text };
+enum class Kind { Bool, PathList, Size, SuffixList, Level, Seconds, Text };
 
 const char* accepted(Kind kind) {
     switch (kind) {
@@ -106,6 +119,8 @@ const char* accepted(Kind kind) {
         return "file name endings separated by ',', e.g. .py,.pyc";
     case Kind::Level:
         return "one of 0, 1, 2, 3";
+    case Kind::Seconds:
+        return "whole seconds from 1 to 86400";
     case Kind::Text:
         return "any text";
     }
@@ -124,6 +139,8 @@ bool parse_one(Kind kind, const char* text, void* field) {
         return parse_suffix_list(text, *static_cast<std::vector<std::string>*>(field));
     case Kind::Level:
         return parse_level(text, *static_cast<int*>(field));
+    case Kind::Seconds:
+        return parse_seconds(text, *static_cast<int*>(field));
     case Kind::Text:
         *static_cast<std::string*>(field) = text;
         return text[0] != '\0';

@@ -23,6 +23,9 @@ namespace pyimport {
       "3 every forwarded call")                                                                    \
     X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
       "1 prints one summary per job at exit on rank 0's stderr")                                   \
+    X(timeout, "PYIMPORT_TIMEOUT", Seconds, "300",                                                 \
+      "seconds a rank waits for the start-up broadcast; then it runs uncached (ranks of one "      \
+      "job that do not all activate never complete it)")                                           \
     X(any_program, "PYIMPORT_ANY_PROGRAM", Bool, "0",                                              \
       "1 activates in any MPI-launched program, not only Python interpreters")                     \
     X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, PYIMPORT_DEFAULT_MPI_LIBRARY,                     \
@@ -35,6 +38,7 @@ struct Config {
     std::vector<std::string> content_suffixes;
     int log = 0;
     bool stats = false;
+    int timeout = 0;
     bool any_program = false;
     std::string mpi_library;
 };
@@ -49,6 +53,7 @@ bool parse_config(EnvLookup lookup, Config& config, std::string& error);
 bool parse_bool(const char* text, bool& out);
 bool parse_size(const char* text, uint64_t& out);
 bool parse_level(const char* text, int& out);
+bool parse_seconds(const char* text, int& out);
 bool parse_path_list(const char* text, std::vector<std::string>& out);
 bool parse_suffix_list(const char* text, std::vector<std::string>& out);
 

@@ -12,8 +12,11 @@
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <thread>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -24,7 +27,7 @@ thread_local int t_inside_shim __attribute__((tls_model("initial-exec"))) = 0;
 namespace {
 std::atomic<Core*> g_core{nullptr};
 pid_t g_active_pid = 0;
-Transport* g_transport = nullptr;
+std::atomic<Transport*> g_transport{nullptr};
 std::atomic<bool> g_shut_down{false};
 double g_broadcast_seconds = 0;
 int g_ranks = 0;
@@ -81,6 +84,40 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
     return true;
 }
 
+struct Startup {
+    std::mutex mutex;
+    std::condition_variable finished;
+    bool done = false;
+    bool shared = false;
+    Config config;
+    std::unique_ptr<Transport> transport;
+    std::vector<char> image;
+};
+
+void run_start_up_collective(Startup* startup) {
+    t_inside_shim = 1; // this thread's libc calls are the shim's own
+    std::string error;
+    Transport* transport = startup->transport.get();
+    bool shared = false;
+    if (transport->connect(error)) {
+        set_log_rank(transport->rank());
+        shared = share_snapshot(*transport, startup->config, startup->image);
+        std::lock_guard lock(startup->mutex);
+        // Published even if the waiting thread gave up: the session must be
+        // ended at exit, and every rank that completed the broadcast takes
+        // part in the exit summary.
+        g_ranks = transport->size();
+        g_gather_stats = shared && startup->config.stats;
+        g_transport.store(startup->transport.release(), std::memory_order_release);
+    } else {
+        log_error("%s; running uncached", error.c_str());
+    }
+    std::lock_guard lock(startup->mutex);
+    startup->shared = shared;
+    startup->done = true;
+    startup->finished.notify_all();
+}
+
 void activate() {
     std::string why_not;
     if (!launched_as_rank(why_not)) return;
@@ -108,19 +145,33 @@ void activate() {
         log_error("%s; running uncached", error.c_str());
         return;
     }
-    set_log_rank(transport->rank());
     g_active_pid = getpid();
-    g_transport = transport.release(); // lives until exit: see transport_mpi.cpp
 
-    std::vector<char> image;
-    if (!share_snapshot(*g_transport, config, image)) return;
+    // The collective step runs in a thread so that a job in which some ranks
+    // never join (they did not activate) cannot hang: past the timeout this
+    // rank runs uncached. The state is never freed: the thread may outlive
+    // the wait.
+    auto* startup = new Startup;
+    startup->config = config;
+    startup->transport = std::move(transport);
+    std::thread(run_start_up_collective, startup).detach();
+    std::unique_lock lock(startup->mutex);
+    if (!startup->finished.wait_for(lock, std::chrono::seconds(config.timeout),
+                                    [&] { return startup->done; })) {
+        log_error("the start-up broadcast did not complete within PYIMPORT_TIMEOUT=%d s "
+                  "(do all ranks of the job run Python with the same PYIMPORT_ settings?); "
+                  "running uncached",
+                  config.timeout);
+        return;
+    }
+    if (!startup->shared) return;
+    std::vector<char> image = std::move(startup->image);
+    lock.unlock();
     g_broadcast_seconds = seconds_since(start);
-    g_ranks = g_transport->size();
-    g_gather_stats = config.stats;
 
     Snapshot snapshot;
     if (!snapshot.attach(image.data(), image.size(), error)) {
-        log_error("rank %d: %s; running uncached", g_transport->rank(), error.c_str());
+        log_error("%s; running uncached", error.c_str());
         return;
     }
     if (snapshot.header().groups_hash != credentials_hash()) {
@@ -192,7 +243,8 @@ Core* current_core() {
 }
 
 void shutdown_at_exit() {
-    if (!g_transport || getpid() != g_active_pid) return;
+    Transport* transport = g_transport.load(std::memory_order_acquire);
+    if (!transport || getpid() != g_active_pid) return;
     if (g_shut_down.exchange(true)) return;
     t_inside_shim = 1;
     Core* core = g_core.load(std::memory_order_acquire);
@@ -212,10 +264,10 @@ void shutdown_at_exit() {
                 text += std::to_string(r.count) + "\t" + r.path + "\t" + r.caller + "\n";
         }
         std::vector<std::string> texts;
-        g_transport->gather_at_exit(values, text, texts);
-        if (g_transport->rank() == 0 && core) print_summary(core, values, texts);
+        transport->gather_at_exit(values, text, texts);
+        if (transport->rank() == 0 && core) print_summary(core, values, texts);
     }
-    g_transport->finish();
+    transport->finish();
     t_inside_shim = 0;
 }
 

@@ -13,6 +13,8 @@ namespace pyimport {
 class Transport {
   public:
     virtual ~Transport() = default;
+    // Joins every rank (collective, may block until all ranks arrive).
+    virtual bool connect(std::string& error) = 0;
     virtual int rank() const = 0;
     virtual int size() const = 0;
     // Rank 0's `bytes` replace every other rank's (any size, also > 2 GiB).
@@ -24,7 +26,9 @@ class Transport {
     virtual void finish() = 0;
 };
 
-// Opens an MPI session with its own communicator over all ranks.
+// Loads the MPI library (in the calling thread: dlopen must not run in a
+// thread while the constructor holds the loader); connect() then opens an
+// MPI session with its own communicator over all ranks.
 std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error);
 
 } // namespace pyimport

@@ -39,7 +39,7 @@ constexpr size_t kChunk = size_t{1} << 30; // MPI counts are int: send at most 1
 
 class MpiTransport final : public Transport {
   public:
-    bool open(const std::string& library, std::string& error) {
+    bool load(const std::string& library, std::string& error) {
         handle_ = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
         if (!handle_) {
             error = std::string("cannot load the MPI library: ") + dlerror();
@@ -53,6 +53,10 @@ class MpiTransport final : public Transport {
     }
         PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_RESOLVE)
 #undef PYIMPORT_MPI_RESOLVE
+        return true;
+    }
+
+    bool connect(std::string& error) override {
         if (mpi_.MPI_Session_init_(MPI_INFO_NULL, MPI_ERRORS_RETURN, &session_) != MPI_SUCCESS) {
             error = "MPI_Session_init failed";
             return false;
@@ -139,7 +143,7 @@ class MpiTransport final : public Transport {
 
 std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error) {
     auto transport = std::make_unique<MpiTransport>();
-    if (!transport->open(library, error)) return nullptr;
+    if (!transport->load(library, error)) return nullptr;
     return transport;
 }
 

@@ -37,6 +37,11 @@ Test(config, booleans_and_levels) {
     cr_expect(parse_bool("", b) && !b);
     cr_expect(!parse_bool("2", b));
     cr_expect(!parse_bool("banana", b));
+    int seconds = 0;
+    cr_expect(parse_seconds("1", seconds) && seconds == 1);
+    cr_expect(parse_seconds("300", seconds) && seconds == 300);
+    for (const char* bad : {"0", "", "-5", "1.5", "86401", "5s", "99999999999999999999"})
+        cr_expect(!parse_seconds(bad, seconds), "accepted bad seconds '%s'", bad);
     int level = -1;
     cr_expect(parse_level("0", level) && level == 0);
     cr_expect(parse_level("3", level) && level == 3);
@@ -107,9 +112,9 @@ Test(config, public_header_names_every_variable) {
 #define PYIMPORT_NAME(field, name, type, def, meaning) table.push_back(name);
     PYIMPORT_OPTIONS(PYIMPORT_NAME)
 #undef PYIMPORT_NAME
-    std::vector<std::string> header = {PYIMPORT_ENV_DISABLE,     PYIMPORT_ENV_PREFIX,
-                                       PYIMPORT_ENV_MAX_BYTES,   PYIMPORT_ENV_CONTENT,
-                                       PYIMPORT_ENV_LOG,         PYIMPORT_ENV_STATS,
-                                       PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
+    std::vector<std::string> header = {
+        PYIMPORT_ENV_DISABLE, PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
+        PYIMPORT_ENV_CONTENT, PYIMPORT_ENV_LOG,         PYIMPORT_ENV_STATS,
+        PYIMPORT_ENV_TIMEOUT, PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }
