@@ -344,10 +344,46 @@ def part_fork():
         out("multiprocessing", method, res)
 
 
+# Modules not imported elsewhere in the workload, imported concurrently.
+THREAD_MODULES = ["email.mime.text", "xml.dom.minidom", "http.client", "concurrent.futures",
+                  "unittest.mock", "logging.handlers", "csv", "fractions", "difflib",
+                  "html.parser", "wave", "zipfile", "tarfile", "pydoc_data.topics",
+                  "scipy.integrate", "scipy.interpolate"]
+
+
+def part_threads():
+    """Imports, listings and reads from 8 threads at once."""
+    import importlib
+    import threading
+    results = {}
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        barrier.wait()
+        names = THREAD_MODULES[i::8]
+        mods = [importlib.import_module(n) for n in names]
+        listing = sorted(os.listdir(os.path.dirname(mods[0].__file__)))
+        cached = mods[0].__cached__  # the bytecode the import read
+        with open(cached, "rb") as f:
+            size = len(f.read())
+        results[i] = (names, [m.__name__ for m in mods], len(listing),
+                      size == os.path.getsize(cached))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        names, got, count, same = results[i]
+        out("thread", i, "imported", names == got, "listing", count, "read ok", same)
+
+
 def main():
     record_self()
     out("start pmi_rank", os.environ.get("PMI_RANK"), "pmi_size", os.environ.get("PMI_SIZE"))
     part_numerics()
+    part_threads()
     part_stdlib()
     part_preexisting()
     part_writable()
