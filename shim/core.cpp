@@ -210,10 +210,26 @@ int dir_close(DIR* dir) {
 
 // ---------------------------------------------------------------------- Core
 
+namespace {
+// One real stat of the directory: unchanged if inode, times and size agree.
+bool directory_unchanged(const Snapshot& snapshot, uint32_t entry) {
+    std::string path = snapshot.path(entry);
+    struct statx now {};
+    if (REAL(statx)(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &now) != 0)
+        return false;
+    const StatRecord& then = snapshot.entry(entry).st;
+    return now.stx_ino == then.ino && now.stx_size == then.size &&
+           now.stx_mtime.tv_sec == then.mtime.sec && now.stx_mtime.tv_nsec == then.mtime.nsec &&
+           now.stx_ctime.tv_sec == then.ctime.sec && now.stx_ctime.tv_nsec == then.ctime.nsec &&
+           now.stx_nlink == then.nlink;
+}
+} // namespace
+
 Core::Core(const Config& config, std::vector<char> image, Snapshot snapshot)
     : config_(config), image_(std::move(image)), snapshot_(snapshot), tree_(snapshot_),
       fds_(65536) {
     stats_.enable_paths(config.stats);
+    tree_.set_directory_check(directory_unchanged);
     memfd_dev();
 }
 

@@ -14,9 +14,11 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <utime.h>
 
 struct statx;
+struct rusage;
 struct timeval;
 struct timespec;
 
@@ -106,7 +108,15 @@ struct timespec;
     X(truncate64, int, (const char*, off64_t))                                                     \
     X(mknod, int, (const char*, mode_t, dev_t))                                                    \
     X(mknodat, int, (int, const char*, mode_t, dev_t))                                             \
-    X(_exit, void, (int))
+    X(_exit, void, (int))                                                                          \
+    /* reaping a child: it may have changed the trees (wrap_fd.cpp) */                             \
+    X(wait, pid_t, (int*))                                                                         \
+    X(waitpid, pid_t, (pid_t, int*, int))                                                          \
+    X(waitid, int, (idtype_t, id_t, siginfo_t*, int))                                              \
+    X(wait3, pid_t, (int*, int, struct rusage*))                                                   \
+    X(wait4, pid_t, (pid_t, int*, int, struct rusage*))                                            \
+    X(system, int, (const char*))                                                                  \
+    X(pclose, int, (FILE*))
 
 namespace pyimport::real {
 

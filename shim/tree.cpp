@@ -49,8 +49,11 @@ Tree::Tree(const Snapshot& snapshot) : snapshot_(snapshot) {
         }
     }
     stale_ = std::make_unique<std::atomic<uint8_t>[]>(count);
-    for (uint32_t i = 0; i < count; ++i)
+    checked_epoch_ = std::make_unique<std::atomic<uint32_t>[]>(count);
+    for (uint32_t i = 0; i < count; ++i) {
         stale_[i].store(0, std::memory_order_relaxed);
+        checked_epoch_[i].store(0, std::memory_order_relaxed);
+    }
 }
 
 uint32_t Tree::child(uint32_t dir, std::string_view name) const {
@@ -61,6 +64,16 @@ uint32_t Tree::child(uint32_t dir, std::string_view name) const {
         if (snapshot_.entry(i).parent == dir && snapshot_.name(i) == name) return i;
         slot = (slot + 1) & mask_;
     }
+}
+
+bool Tree::still_current(uint32_t dir) const {
+    uint32_t epoch = epoch_.load(std::memory_order_acquire);
+    if (epoch == 0 || !check_ || checked_epoch_[dir].load(std::memory_order_acquire) == epoch)
+        return true;
+    bool same = check_(snapshot_, dir);
+    if (!same) stale_[dir].fetch_or(kStaleSubtree | kStaleSelf, std::memory_order_acq_rel);
+    checked_epoch_[dir].store(epoch, std::memory_order_release);
+    return same;
 }
 
 bool Tree::is_root_ancestor(std::string_view path) const {
@@ -182,7 +195,7 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
         }
 
         const Entry& dir = snapshot_.entry(at);
-        if (!(dir.flags & kHasListing)) return Resolution::forward();
+        if (!(dir.flags & kHasListing) || !still_current(at)) return Resolution::forward();
         uint32_t found = child(at, name);
         if (found == kNoEntry) {
             if (stale_[at].load(std::memory_order_acquire) & kStaleSelf)
@@ -220,6 +233,7 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
     // A trailing slash asks for a directory (a symlink to one was followed above).
     bool trailing_slash = path.back() == '/';
     if (trailing_slash && !is_dir(at)) return Resolution::failed(ENOTDIR);
+    if (is_dir(at) && !still_current(at)) return Resolution::forward();
     uint8_t stale = stale_[at].load(std::memory_order_acquire);
     if (stale & kStaleSubtree || (stale && !accept_stale_last)) return Resolution::forward();
     return Resolution::found(at);

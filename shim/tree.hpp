@@ -60,6 +60,14 @@ class Tree {
         invalidate(base, path, follow_last, 0);
     }
 
+    // Other processes of this rank (its children) may have changed the trees:
+    // from now on each directory is checked once against the filesystem
+    // before its listing is trusted again. `check` says whether the real
+    // directory still matches its entry.
+    using DirectoryCheck = bool (*)(const Snapshot& snapshot, uint32_t entry);
+    void set_directory_check(DirectoryCheck check) { check_ = check; }
+    void others_may_have_changed() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
     bool is_dir(uint32_t entry) const { return S_ISDIR(snapshot_.entry(entry).st.mode); }
     bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
 
@@ -70,6 +78,7 @@ class Tree {
                     bool accept_stale_last) const;
     void invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
     bool is_root_ancestor(std::string_view path) const;
+    bool still_current(uint32_t dir) const;
     uint32_t root_named(std::string_view path) const;
     void mark(uint32_t entry, uint8_t bits) {
         stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
@@ -80,6 +89,9 @@ class Tree {
     uint64_t mask_ = 0;
     std::vector<std::string> root_ancestors_;
     std::unique_ptr<std::atomic<uint8_t>[]> stale_;
+    std::atomic<uint32_t> epoch_{0};
+    std::unique_ptr<std::atomic<uint32_t>[]> checked_epoch_;
+    DirectoryCheck check_ = nullptr;
 };
 
 } // namespace pyimport

@@ -126,6 +126,8 @@ def populate_prefix(d, nranks, python):
     for r in range(nranks):
         w("pyimport_e2e_pre_r%d.py" % r, "VALUE = 'pre original %d'\n" % r)
         w("pyimport_e2e_data_r%d.txt" % r, "first line %d\n" % r)
+        # a package that only a child process of rank r writes into
+        w("pyimport_e2e_childpkg_r%d/__init__.py" % r, "")
     w("pyimport_e2e_prepkg/__init__.py", "NAME = 'prepkg'\n")
     w("pyimport_e2e_prepkg/sub.py", "def twice(x):\n    return 2 * x\n")
     w("pyimport_e2e_prepkg/data.txt", "package data\n")

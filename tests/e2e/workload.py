@@ -203,6 +203,31 @@ def part_preexisting():
         out("preexisting appended data", repr(f.read()))
 
 
+def part_child_writes():
+    """A child process (as pip or a code generator would) writes a module into
+    a package that was in the snapshot; after it ends, the rank imports it."""
+    prefix = os.environ.get("WORKLOAD_WRITABLE_PREFIX")
+    pkg = "pyimport_e2e_childpkg_r%d" % RANK
+    if (not prefix or os.environ.get("WORKLOAD_NO_WRITE") == "1"
+            or not os.path.isdir(os.path.join(prefix, pkg))):
+        out("child writes skipped")
+        return
+    import importlib
+    import subprocess
+    try:
+        importlib.import_module(pkg + ".generated")
+        out("child writes: imported before it exists?!")
+    except ModuleNotFoundError:
+        out("child writes: missing before: ok")
+    target = os.path.join(prefix, pkg, "generated.py")
+    code = "open(%r, 'w').write('VALUE = %d * 6\\n')" % (target, RANK)
+    r = subprocess.run([sys.executable, "-c", code])
+    importlib.invalidate_caches()
+    mod = importlib.import_module(pkg + ".generated")
+    out("child writes rc", r.returncode, "value", mod.VALUE,
+        "listing", sorted(x for x in os.listdir(os.path.join(prefix, pkg)) if x.endswith(".py")))
+
+
 def part_writable():
     prefix = os.environ.get("WORKLOAD_WRITABLE_PREFIX")
     if not prefix or os.environ.get("WORKLOAD_NO_WRITE") == "1":
@@ -386,6 +411,7 @@ def main():
     part_threads()
     part_stdlib()
     part_preexisting()
+    part_child_writes()
     part_writable()
     part_subprocess()
     part_fork()
