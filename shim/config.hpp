@@ -26,6 +26,10 @@ namespace pyimport {
     X(timeout, "PYIMPORT_TIMEOUT", Seconds, "300",                                                 \
       "seconds a rank waits for the start-up broadcast; then it runs uncached (ranks of one "      \
       "job that do not all activate never complete it)")                                           \
+    X(recheck, "PYIMPORT_RECHECK", Bool, "1",                                                      \
+      "1: after a child process of a rank ends, each cached directory is compared once with "      \
+      "the filesystem (one statx) before it is trusted again, so files the child created are "     \
+      "seen; 0: never")                                                                            \
     X(any_program, "PYIMPORT_ANY_PROGRAM", Bool, "0",                                              \
       "1 activates in any MPI-launched program, not only Python interpreters")                     \
     X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, PYIMPORT_DEFAULT_MPI_LIBRARY,                     \
@@ -39,6 +43,7 @@ struct Config {
     int log = 0;
     bool stats = false;
     int timeout = 0;
+    bool recheck = true;
     bool any_program = false;
     std::string mpi_library;
 };

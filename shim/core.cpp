@@ -229,7 +229,7 @@ Core::Core(const Config& config, std::vector<char> image, Snapshot snapshot)
     : config_(config), image_(std::move(image)), snapshot_(snapshot), tree_(snapshot_),
       fds_(65536) {
     stats_.enable_paths(config.stats);
-    tree_.set_directory_check(directory_unchanged);
+    if (config.recheck) tree_.set_directory_check(directory_unchanged);
     memfd_dev();
 }
 

@@ -108,8 +108,13 @@ struct timespec;
     X(truncate64, int, (const char*, off64_t))                                                     \
     X(mknod, int, (const char*, mode_t, dev_t))                                                    \
     X(mknodat, int, (int, const char*, mode_t, dev_t))                                             \
+    /* process life (wrap_process.cpp) */                                                          \
     X(_exit, void, (int))                                                                          \
-    /* reaping a child: it may have changed the trees (wrap_fd.cpp) */                             \
+    X(execve, int, (const char*, char* const*, char* const*))                                      \
+    X(execv, int, (const char*, char* const*))                                                     \
+    X(execvp, int, (const char*, char* const*))                                                    \
+    X(execvpe, int, (const char*, char* const*, char* const*))                                     \
+    X(fexecve, int, (int, char* const*, char* const*))                                             \
     X(wait, pid_t, (int*))                                                                         \
     X(waitpid, pid_t, (pid_t, int*, int))                                                          \
     X(waitid, int, (idtype_t, id_t, siginfo_t*, int))                                              \

@@ -252,18 +252,23 @@ def test_mpmd(chk, args, wd):
         shim = L.mpirun_mpmd("mpmd-%s-shim" % label, args, wd, sections, shim_env,
                              timeout=MPMD_TIMEOUT)
         mixed = label == "python+disabled-python"
-        # Stdout and exit codes as without the shim; stderr too, except the
-        # one line of each active rank of a mixed job.
-        L.compare_runs(chk, base, shim, n, "(MPMD %s)" % label, check_stderr=not mixed)
-        if mixed:
-            for r in range(n):
-                err = shim.rank_err(r)
-                want = 1 if r < 2 else 0
-                lines = [l for l in err.splitlines() if l.startswith("pyimport:")]
-                chk.ok(len(lines) == want and len(err.splitlines()) == want
-                       and (not want or mixed_note in lines[0]),
-                       "rank %d of the mixed job: %d line naming %s on stderr"
-                       % (r, want, mixed_note), err)
+        if not mixed:
+            L.compare_runs(chk, base, shim, n, "(MPMD %s)" % label)
+            continue
+        # Mixed activation: the active ranks give up after PYIMPORT_TIMEOUT
+        # and run uncached. Their MPI start-up never completed, so Hydra may
+        # stop the job as soon as one of them exits (README, Limits): what
+        # is checked is that it ends, and that nothing else differs.
+        chk.ok(not shim.timed_out, "mixed MPMD job ends (no hang)", shim.describe())
+        for r in range(n):
+            got, want = shim.rank_out(r), base.rank_out(r)
+            chk.ok(got in ("", want), "rank %d of the mixed job: stdout as without the shim "
+                   "or stopped by Hydra" % r, L.diff(want, got))
+            lines = shim.rank_err(r).splitlines()
+            chk.ok(all(l.startswith("pyimport:") and mixed_note in l for l in lines)
+                   and len(lines) <= (1 if r < 2 else 0),
+                   "rank %d of the mixed job: at most the one line naming %s on stderr"
+                   % (r, mixed_note), shim.rank_err(r))
 
 
 def main():
