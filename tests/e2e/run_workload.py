@@ -11,7 +11,8 @@ Subcommands (default: all):
             with a non-zero "served" count, stdout still identical); and with a
             tiny PYIMPORT_MAX_BYTES and a narrowed PYIMPORT_PREFIX (stdout and
             exit code identical).
-  exitcode  sys.exit(3) on every rank, and on rank 2 only: same exit code and
+  exitcode  sys.exit(3) on every rank, and on rank 2 only, and os.execv of
+            another program on every rank: same exit code and
             output with and without the shim.
   inert     mpiexec -n 2 hostname, python -c 'print(1)' without mpiexec, sh,
             and PYIMPORT_DISABLE=1 under mpiexec: identical output and nothing
@@ -131,6 +132,21 @@ def test_exitcode(chk, args, wd):
                base.describe())
         shim = run_workload(args, wd, label + "-shim", True, **extra)
         L.compare_runs(chk, base, shim, NRANKS, "(%s)" % label)
+
+    # A rank that replaces itself with another program (os.execv) while
+    # others still run: every rank's output must survive (the shim ends its
+    # MPI session before the exec, or Hydra would stop the other ranks).
+    prog = [args.python, "-c",
+            "import os, json, time\n"
+            "r = int(os.environ['PMI_RANK'])\n"
+            "time.sleep(r * 0.5)\n"
+            "os.execv('/bin/sh', ['sh', '-c', 'sleep 0.3; echo exec ok $PMI_RANK; exit 4'])\n"]
+    env = L.base_env()
+    base = L.mpirun("exec-noshim", args, wd, NRANKS, prog, env)
+    shim = L.mpirun("exec-shim", args, wd, NRANKS, prog, L.with_shim(env, args.shim))
+    chk.ok(all(base.rank_out(r) for r in range(NRANKS)), "baseline exec job prints on every rank",
+           base.describe())
+    L.compare_runs(chk, base, shim, NRANKS, "(exec)")
 
 
 def test_inert(chk, args, wd):
