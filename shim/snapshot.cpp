@@ -259,18 +259,20 @@ void Builder::read_content(int dirfd, const char* name, Entry& entry) {
         if (fd < 0) return; // unreadable: opens are forwarded and fail as they would
         size_t start = data_.size();
         bool ok = true;
+        // Room for the expected size plus one byte, which tells growth; more
+        // in steps only if the file did grow (zero-filling costs).
+        size_t room = entry.st.size + 1;
+        size_t used = start;
         for (;;) {
-            size_t used = data_.size();
-            data_.resize(used + 65536);
-            ssize_t n = ::read(fd, data_.data() + used, 65536);
-            if (n < 0 && errno == EINTR) {
-                data_.resize(used);
-                continue;
-            }
-            data_.resize(used + static_cast<size_t>(n < 0 ? 0 : n));
+            if (used == data_.size()) data_.resize(used + room);
+            ssize_t n = ::read(fd, data_.data() + used, data_.size() - used);
+            if (n < 0 && errno == EINTR) continue;
             if (n < 0) ok = false;
             if (n <= 0) break;
+            used += static_cast<size_t>(n);
+            room = 65536;
         }
+        data_.resize(used);
         struct statx after {};
         if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &after) != 0) ok = false;
         REAL(close)(fd);
