@@ -225,7 +225,7 @@ bool directory_unchanged(const Snapshot& snapshot, uint32_t entry) {
 }
 } // namespace
 
-Core::Core(const Config& config, std::vector<char> image, Snapshot snapshot)
+Core::Core(const Config& config, SharedImage image, Snapshot snapshot)
     : config_(config), image_(std::move(image)), snapshot_(snapshot), tree_(snapshot_),
       fds_(65536) {
     stats_.enable_paths(config.stats);

@@ -6,6 +6,7 @@
 #include "config.hpp"
 #include "snapshot.hpp"
 #include "stats.hpp"
+#include "transport.hpp"
 #include "tree.hpp"
 
 #include <atomic>
@@ -62,7 +63,7 @@ bool is_dir_stream(const void* dir);
 
 class Core {
   public:
-    Core(const Config& config, std::vector<char> image, Snapshot snapshot);
+    Core(const Config& config, SharedImage image, Snapshot snapshot);
 
     const Config& config() const { return config_; }
     Tree& tree() { return tree_; }
@@ -93,7 +94,7 @@ class Core {
     DIR* new_dir_stream(uint32_t entry, int fd);
 
     Config config_;
-    std::vector<char> image_;
+    SharedImage image_; // what snapshot_ reads
     Snapshot snapshot_;
     Tree tree_;
     FdTable fds_;

@@ -43,8 +43,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 // Rank 0 builds the image; the status travels first so that every rank
 // learns of a failure from the same broadcast and nobody waits for data.
-bool share_snapshot(Transport& transport, const Config& config, std::vector<char>& image) {
+bool share_snapshot(Transport& transport, const Config& config, SharedImage& shared) {
     std::string error;
+    std::vector<char> image;
     std::vector<char> status(1, 1);
     if (transport.rank() == 0) {
         BuildOptions options;
@@ -75,12 +76,12 @@ bool share_snapshot(Transport& transport, const Config& config, std::vector<char
         return false;
     }
     auto sent = std::chrono::steady_clock::now();
-    if (!transport.broadcast(image, error)) {
+    if (!transport.share_image(image, shared, error)) {
         log_error("%s; running uncached", error.c_str());
         return false;
     }
-    PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s", image.size(),
-                 seconds_since(sent));
+    PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s (%s)", shared.size,
+                 seconds_since(sent), shared.node_shared ? "one copy per node" : "private copy");
     return true;
 }
 
@@ -91,7 +92,7 @@ struct Startup {
     bool shared = false;
     Config config;
     std::unique_ptr<Transport> transport;
-    std::vector<char> image;
+    SharedImage image;
 };
 
 void run_start_up_collective(Startup* startup) {
@@ -165,12 +166,12 @@ void activate() {
         return;
     }
     if (!startup->shared) return;
-    std::vector<char> image = std::move(startup->image);
+    SharedImage image = std::move(startup->image);
     lock.unlock();
     g_broadcast_seconds = seconds_since(start);
 
     Snapshot snapshot;
-    if (!snapshot.attach(image.data(), image.size(), error)) {
+    if (!snapshot.attach(image.data, image.size, error)) {
         log_error("%s; running uncached", error.c_str());
         return;
     }

@@ -10,6 +10,15 @@
 
 namespace pyimport {
 
+// The snapshot image as a rank holds it: a read-only mapping shared by the
+// ranks of a node, or, where that is not possible, a private copy.
+struct SharedImage {
+    const char* data = nullptr;
+    size_t size = 0;
+    bool node_shared = false;
+    std::vector<char> storage; // the private copy, if any
+};
+
 class Transport {
   public:
     virtual ~Transport() = default;
@@ -19,6 +28,9 @@ class Transport {
     virtual int size() const = 0;
     // Rank 0's `bytes` replace every other rank's (any size, also > 2 GiB).
     virtual bool broadcast(std::vector<char>& bytes, std::string& error) = 0;
+    // Rank 0's image to every rank, one copy per node: node leaders receive
+    // it into a memory file that the other ranks of the node map.
+    virtual bool share_image(std::vector<char>& image, SharedImage& out, std::string& error) = 0;
     // At exit only: element-wise sums of `values` and every rank's `text`, on rank 0.
     virtual void gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
                                 std::vector<std::string>& texts) = 0;

@@ -7,9 +7,13 @@
 #include "transport.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <mpi.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace pyimport {
 namespace {
@@ -27,6 +31,9 @@ namespace {
     X(MPI_Gather)                                                                                  \
     X(MPI_Gatherv)                                                                                 \
     X(MPI_Comm_free)                                                                               \
+    X(MPI_Comm_split_type)                                                                         \
+    X(MPI_Comm_split)                                                                              \
+    X(MPI_Allreduce)                                                                               \
     X(MPI_Session_finalize)
 
 struct MpiFunctions {
@@ -95,6 +102,94 @@ class MpiTransport final : public Transport {
                 error = "MPI_Bcast failed";
                 return false;
             }
+        }
+        return true;
+    }
+
+    bool share_image(std::vector<char>& image, SharedImage& out, std::string& error) override {
+        uint64_t length = image.size();
+        if (mpi_.MPI_Bcast_(&length, 1, MPI_UINT64_T, 0, comm_) != MPI_SUCCESS)
+            return error = "MPI_Bcast failed", false;
+        MPI_Comm node = MPI_COMM_NULL, leaders = MPI_COMM_NULL;
+        if (mpi_.MPI_Comm_split_type_(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node) !=
+            MPI_SUCCESS)
+            return error = "MPI_Comm_split_type failed", false;
+        int node_rank = 0;
+        mpi_.MPI_Comm_rank_(node, &node_rank);
+        mpi_.MPI_Comm_split_(comm_, node_rank == 0 ? 0 : MPI_UNDEFINED, rank_, &leaders);
+
+        // Node leaders: a memory file, filled by the broadcast among leaders.
+        int memfd = -1;
+        char* data = nullptr;
+        if (node_rank == 0) {
+            memfd = memfd_create("pyimport-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+            void* map = MAP_FAILED;
+            if (memfd >= 0 && length > 0 && ftruncate(memfd, static_cast<off_t>(length)) == 0)
+                map = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+            if (map == MAP_FAILED) {
+                if (memfd >= 0) ::close(memfd);
+                memfd = -1;
+                out.storage.resize(length);
+                data = out.storage.data();
+            } else {
+                data = static_cast<char*>(map);
+            }
+            if (rank_ == 0) {
+                std::memcpy(data, image.data(), length);
+                std::vector<char>().swap(image);
+            }
+            if (!bcast_chunked(data, length, leaders)) return error = "MPI_Bcast failed", false;
+            if (memfd >= 0) {
+                // Read-only from now on, for this rank too.
+                munmap(data, length);
+                data = static_cast<char*>(mmap(nullptr, length, PROT_READ, MAP_SHARED, memfd, 0));
+                fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+            }
+        }
+        // The other ranks of the node map the leader's memory file.
+        int where[2] = {static_cast<int>(getpid()), memfd};
+        mpi_.MPI_Bcast_(where, 2, MPI_INT, 0, node);
+        int mapped = 1;
+        if (node_rank != 0) {
+            mapped = 0;
+            if (where[1] >= 0) {
+                char proc[64];
+                std::snprintf(proc, sizeof proc, "/proc/%d/fd/%d", where[0], where[1]);
+                int fd = ::open(proc, O_RDONLY | O_CLOEXEC);
+                if (fd >= 0) {
+                    void* map = mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
+                    ::close(fd);
+                    if (map != MAP_FAILED) {
+                        data = static_cast<char*>(map);
+                        mapped = 1;
+                    }
+                }
+            }
+        }
+        int all_mapped = 0;
+        mpi_.MPI_Allreduce_(&mapped, &all_mapped, 1, MPI_INT, MPI_MIN, node);
+        if (!all_mapped) {
+            // Some rank cannot map it (no /proc, another user ...): private copies.
+            if (node_rank != 0) {
+                if (mapped) munmap(data, length);
+                out.storage.resize(length);
+                data = out.storage.data();
+            }
+            if (!bcast_chunked(data, length, node)) return error = "MPI_Bcast failed", false;
+        }
+        if (memfd >= 0) ::close(memfd); // the mappings hold the memory
+        mpi_.MPI_Comm_free_(&node);
+        if (leaders != MPI_COMM_NULL) mpi_.MPI_Comm_free_(&leaders);
+        out.data = data;
+        out.size = length;
+        out.node_shared = all_mapped && where[1] >= 0;
+        return true;
+    }
+
+    bool bcast_chunked(char* data, uint64_t length, MPI_Comm comm) {
+        for (uint64_t done = 0; done < length; done += kChunk) {
+            int count = static_cast<int>(std::min<uint64_t>(kChunk, length - done));
+            if (mpi_.MPI_Bcast_(data + done, count, MPI_BYTE, 0, comm) != MPI_SUCCESS) return false;
         }
         return true;
     }

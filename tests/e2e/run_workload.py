@@ -121,6 +121,19 @@ def test_workload(chk, args, wd):
                           shim_env={"PYIMPORT_PREFIX": "/usr/lib/python3.11:/nonexistent/dir"})
     L.compare_runs(chk, base, narrow, NRANKS, "(PYIMPORT_PREFIX=stdlib only)", check_stderr=False)
 
+    # One copy of the snapshot per node: every rank maps the node leader's
+    # memory file instead of holding its own copy.
+    probe = [args.python, "-c",
+             "import numpy\n"
+             "maps = open('/proc/self/maps').read()\n"
+             "print('snapshot mappings', sum('/memfd:pyimport-snapshot' in l for l in "
+             "maps.splitlines()))\n"]
+    shared = L.mpirun("snapshot-per-node", args, wd, NRANKS, probe,
+                      L.with_shim(L.base_env(), args.shim))
+    for r in range(NRANKS):
+        chk.ok(shared.rank_out(r).strip() == "snapshot mappings 1",
+               "rank %d maps the node's one snapshot" % r, shared.describe())
+
 
 def test_exitcode(chk, args, wd):
     print("\n== exit codes")
