@@ -122,7 +122,8 @@ struct DirStream {
     const Snapshot* snapshot;
     uint32_t entry;
     uint32_t position;
-    int fd; // placeholder for dirfd(), -1 until asked for
+    int fd;    // reserved at opendir; the real directory once dirfd() asks for it
+    bool real; // fd refers to the real directory
     DirStream* next_free;
     struct dirent64 current;
 };
@@ -203,7 +204,7 @@ void dir_seek(DIR* dir, long pos) {
 
 int dir_close(DIR* dir) {
     auto* d = reinterpret_cast<DirStream*>(dir);
-    if (d->fd >= 0) REAL(close)(d->fd); // its table slot no longer matches
+    REAL(close)(d->fd);
     release_dir(d);
     return 0;
 }
@@ -411,8 +412,9 @@ Answer Core::open_file(uint32_t entry, int flags) {
 Answer Core::open_at(int dirfd, const char* path, int flags) {
     // Only plain reads are served; anything else (writes, O_PATH, O_TMPFILE,
     // O_DIRECT, ...) is the filesystem's business.
-    const int plain = O_ACCMODE | O_CLOEXEC | O_NOFOLLOW | O_DIRECTORY | O_NONBLOCK | O_NOCTTY |
-                      O_LARGEFILE | O_NOATIME;
+    // (O_NOATIME needs an ownership check: the filesystem's business too.)
+    const int plain =
+        O_ACCMODE | O_CLOEXEC | O_NOFOLLOW | O_DIRECTORY | O_NONBLOCK | O_NOCTTY | O_LARGEFILE;
     if ((flags & O_ACCMODE) != O_RDONLY || (flags & ~plain) || !path) {
         return Answer::forward();
     }
@@ -466,8 +468,22 @@ DIR* Core::open_dir(const char* path, int& error, bool& served) {
         error = ENOTDIR;
         return nullptr;
     }
-    DIR* dir = (e.flags & kHasListing) && !r.followed ? new_dir_stream(r.entry, -1) : nullptr;
+    if (!(e.flags & kHasListing) || r.followed) {
+        stats_.forwarded(CallKind::opendir, path);
+        return nullptr;
+    }
+    // A descriptor is reserved now, as the real opendir takes one: later
+    // descriptor numbers and EMFILE stay as they would be.
+    int reserved = REAL(open)("/", O_PATH | O_CLOEXEC);
+    if (reserved < 0) {
+        stats_.served(CallKind::opendir);
+        served = true;
+        error = errno;
+        return nullptr;
+    }
+    DIR* dir = new_dir_stream(r.entry, reserved);
     if (!dir) {
+        REAL(close)(reserved);
         stats_.forwarded(CallKind::opendir, path);
         return nullptr;
     }
@@ -483,73 +499,69 @@ DIR* Core::new_dir_stream(uint32_t entry, int fd) {
     d->entry = entry;
     d->position = 0;
     d->fd = fd;
+    d->real = false;
     d->next_free = nullptr;
     return reinterpret_cast<DIR*>(d);
 }
 
-DIR* Core::open_dir_fd(int fd, int& error, bool& served) {
-    served = false;
-    uint32_t entry = fds_.lookup(fd);
-    if (entry == kNoEntry) return nullptr;
-    const Entry& e = snapshot_.entry(entry);
-    if (!S_ISDIR(e.st.mode)) {
-        served = true;
-        error = ENOTDIR;
-        return nullptr;
-    }
-    if (!(e.flags & kHasListing)) return nullptr;
-    DIR* dir = new_dir_stream(entry, fd);
-    served = dir != nullptr;
-    return dir;
-}
-
-Answer Core::change_dir_fd(int fd) {
-    uint32_t entry = fds_.lookup(fd);
-    if (entry == kNoEntry) return Answer::forward();
-    if (!S_ISDIR(snapshot_.entry(entry).st.mode)) return Answer::fail(ENOTDIR);
-    std::string path = snapshot_.path(entry);
-    int result = ::chdir(path.c_str());
-    return result == 0 ? Answer::ok(0) : Answer::fail(errno);
-}
-
 int dir_fd(DIR* dir) {
     auto* d = reinterpret_cast<DirStream*>(dir);
-    if (d->fd >= 0) return d->fd;
-    // A stand-in descriptor: fstat, fstatat and openat relative to it are
-    // answered for the directory it stands for.
-    uint64_t ino = 0;
-    int fd = make_memory_file("", 0, O_CLOEXEC | O_NONBLOCK, ino); // as opendir's open
+    if (d->real) return d->fd;
+    // First use: the real directory takes the reserved descriptor's number,
+    // so that *at calls, fstat and fchdir on it are the kernel's.
+    std::string path = d->snapshot->path(d->entry);
+    int real = REAL(open)(path.c_str(), O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC);
+    if (real < 0) return -1;
+    int fd = REAL(dup3)(real, d->fd, O_CLOEXEC);
+    REAL(close)(real);
     if (fd < 0) return -1;
-    d->fd = fd;
-    if (Core* core = current_core()) core->fds().set(fd, d->entry, ino);
-    return fd;
+    d->real = true;
+    return d->fd;
 }
 
+namespace {
+// The absolute path the kernel has for a descriptor (procfs, no filesystem traffic).
+bool descriptor_path(int fd, std::string& out) {
+    char proc[64];
+    std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    char buf[PATH_MAX];
+    ssize_t n = REAL(readlink)(proc, buf, sizeof buf - 1);
+    if (n <= 0 || buf[0] != '/') return false;
+    out.assign(buf, static_cast<size_t>(n));
+    return true;
+}
+} // namespace
+
 void Core::changed(int dirfd, const char* path, bool follow_last) {
-    if (!path) return;
     stats_.served(CallKind::change);
+    if (!path || path[0] == '\0') return changed_fd(dirfd); // futimens-like forms
     Position base;
     std::string cwd;
-    if (path[0] == '\0') return;
-    if (!base_for(dirfd, path, base, cwd)) {
-        // Relative to a descriptor the filesystem opened (directories are
-        // opened for real): the kernel knows which directory it is.
-        if (dirfd == AT_FDCWD) return;
-        char proc[64];
-        std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", dirfd);
-        char dir[PATH_MAX];
-        ssize_t n = REAL(readlink)(proc, dir, sizeof dir - 1);
-        if (n <= 0) return;
-        cwd.assign(dir, static_cast<size_t>(n));
-        if (!tree_.locate(cwd, base)) return;
-    }
-    tree_.invalidate(base, path, follow_last);
+    if (base_for(dirfd, path, base, cwd) && tree_.invalidate(base, path, follow_last)) return;
+    tree_.outside_changed();
+    // The snapshot cannot place the path's directory (a symlink or a working
+    // directory outside the roots, /lib for /usr/lib ...): ask the kernel
+    // which directory it is, and invalidate by its canonical path.
+    auto [dir_part, name] = Tree::split_last(path);
+    std::string dir(dir_part);
+    int fd = REAL(openat)(dirfd, dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    std::string canonical;
+    bool known = descriptor_path(fd, canonical);
+    REAL(close)(fd);
+    if (!known) return;
+    Position where;
+    if (!tree_.locate(canonical, where)) return; // outside the roots: nothing cached
+    tree_.invalidate(Position{}, canonical + "/" + std::string(name), follow_last);
 }
 
 void Core::changed_fd(int fd) {
     uint32_t entry = fds_.lookup(fd);
-    if (entry == kNoEntry) return;
-    std::string path = snapshot_.path(entry);
+    std::string path;
+    if (entry != kNoEntry)
+        path = snapshot_.path(entry);
+    else if (!descriptor_path(fd, path))
+        return;
     tree_.invalidate(Position{}, path, false);
 }
 

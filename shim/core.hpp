@@ -77,13 +77,9 @@ class Core {
     Answer open_at(int dirfd, const char* path, int flags);
     // Returns a synthetic DIR* for a cached directory, or nullptr to forward.
     DIR* open_dir(const char* path, int& error, bool& served);
-    // fdopendir of a descriptor the shim opened (takes it over).
-    DIR* open_dir_fd(int fd, int& error, bool& served);
-    // fchdir to a descriptor the shim opened: a chdir to its path.
-    Answer change_dir_fd(int fd);
     // A path was changed through the real filesystem: stop answering it.
     void changed(int dirfd, const char* path, bool follow_last);
-    void changed_fd(int fd); // a write or attribute change through a served fd
+    void changed_fd(int fd); // a change through a descriptor (fchmod, futimens ...)
 
   private:
     // Where a path given relative to `dirfd` starts. False: forward.

@@ -63,7 +63,6 @@ struct timespec;
     X(readlinkat, ssize_t, (int, const char*, char*, size_t))                                      \
     /* directory streams (wrap_dir.cpp) */                                                         \
     X(opendir, DIR*, (const char*))                                                                \
-    X(fdopendir, DIR*, (int))                                                                      \
     X(readdir, struct dirent*, (DIR*))                                                             \
     X(readdir64, struct dirent64*, (DIR*))                                                         \
     X(readdir_r, int, (DIR*, struct dirent*, struct dirent**))                                     \
@@ -81,7 +80,6 @@ struct timespec;
     X(dup3, int, (int, int, int))                                                                  \
     X(fcntl, int, (int, int, ...))                                                                 \
     X(fcntl64, int, (int, int, ...))                                                               \
-    X(fchdir, int, (int))                                                                          \
     /* changes under a prefix (wrap_change.cpp) */                                                 \
     X(mkdir, int, (const char*, mode_t))                                                           \
     X(mkdirat, int, (int, const char*, mode_t))                                                    \
@@ -104,6 +102,9 @@ struct timespec;
     X(utimes, int, (const char*, const struct timeval*))                                           \
     X(lutimes, int, (const char*, const struct timeval*))                                          \
     X(utimensat, int, (int, const char*, const struct timespec*, int))                             \
+    X(fchmod, int, (int, mode_t))                                                                  \
+    X(fchown, int, (int, uid_t, gid_t))                                                            \
+    X(futimens, int, (int, const struct timespec*))                                                \
     X(truncate, int, (const char*, off_t))                                                         \
     X(truncate64, int, (const char*, off64_t))                                                     \
     X(mknod, int, (const char*, mode_t, dev_t))                                                    \

@@ -293,7 +293,7 @@ void Builder::read_content(int dirfd, const char* name, Entry& entry) {
 bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
     // List the directory first; the listing becomes this entry's items in
     // readdir order, and children get entries.
-    DIR* dir = REAL(fdopendir)(dirfd);
+    DIR* dir = ::fdopendir(dirfd);
     if (!dir) {
         REAL(close)(dirfd);
         return true;

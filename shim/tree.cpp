@@ -205,7 +205,8 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
         if (stale_[found].load(std::memory_order_acquire) & kStaleSubtree)
             return Resolution::forward();
         const Entry& e = snapshot_.entry(found);
-        if (S_ISLNK(e.st.mode) && last && follow_last && !slash_after && e.follow != kNoEntry) {
+        if (S_ISLNK(e.st.mode) && last && follow_last && !slash_after && e.follow != kNoEntry &&
+            !outside_changed_.load(std::memory_order_acquire)) {
             Resolution r = Resolution::found(found);
             r.followed = true;
             return r;
@@ -217,7 +218,6 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
             std::string rest = pending.substr(cursor);
             pending.assign(target);
             pending += rest;
-            if (pending.size() >= PATH_MAX) return Resolution::failed(ENAMETOOLONG);
             cursor = 0;
             if (target[0] == '/') {
                 at = kNoEntry;
@@ -231,7 +231,8 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
 
     if (at == kNoEntry) return Resolution::forward(); // a directory above the roots
     // A trailing slash asks for a directory (a symlink to one was followed above).
-    bool trailing_slash = path.back() == '/';
+    // (of the path as expanded: a symlink's target may end in a slash too).
+    bool trailing_slash = pending.back() == '/';
     if (trailing_slash && !is_dir(at)) return Resolution::failed(ENOTDIR);
     if (is_dir(at) && !still_current(at)) return Resolution::forward();
     uint8_t stale = stale_[at].load(std::memory_order_acquire);
@@ -239,9 +240,7 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
     return Resolution::found(at);
 }
 
-void Tree::invalidate(const Position& base, std::string_view path, bool follow_last, int depth) {
-    if (depth > kMaxSymlinks) return;
-    // Split off the last component and find its directory.
+std::pair<std::string_view, std::string_view> Tree::split_last(std::string_view path) {
     std::string_view trimmed = path;
     while (trimmed.size() > 1 && trimmed.back() == '/')
         trimmed.remove_suffix(1);
@@ -250,24 +249,35 @@ void Tree::invalidate(const Position& base, std::string_view path, bool follow_l
                                 : slash == 0                    ? std::string_view("/")
                                                                 : trimmed.substr(0, slash);
     std::string_view name = slash == std::string_view::npos ? trimmed : trimmed.substr(slash + 1);
+    return {dir_part, name};
+}
 
-    // Outside the snapshot, or already answered by the filesystem: nothing to do.
+bool Tree::invalidate(const Position& base, std::string_view path, bool follow_last, int depth) {
+    if (depth > kMaxSymlinks) return true;
+    auto [dir_part, name] = split_last(path);
+
+    // A prefix itself: its parent is outside the snapshot.
+    Resolution whole = walk(base, path, follow_last, true);
+    bool is_root =
+        whole.kind == Resolution::Found && snapshot_.entry(whole.entry).parent == kNoEntry;
+    if (is_root) mark(whole.entry, kStaleSubtree | kStaleSelf);
     Resolution dir = walk(base, dir_part, true, true);
-    if (dir.kind != Resolution::Found) return;
+    if (dir.kind != Resolution::Found) return is_root;
     uint32_t at = dir.entry;
     if (name == "." || name == ".." || name == "/") {
         mark(at, kStaleSubtree | kStaleSelf);
         if (snapshot_.entry(at).parent != kNoEntry) mark(snapshot_.entry(at).parent, kStaleSelf);
-        return;
+        return true;
     }
     mark(at, kStaleSelf);
     uint32_t target = child(at, name);
-    if (target == kNoEntry) return;
+    if (target == kNoEntry) return true;
     if (follow_last && S_ISLNK(snapshot_.entry(target).st.mode)) {
         // A write through a symlink changes (or creates) what it points to.
         invalidate(Position{at, {}}, snapshot_.link_target(target), true, depth + 1);
     }
     mark(target, kStaleSubtree | kStaleSelf);
+    return true;
 }
 
 } // namespace pyimport

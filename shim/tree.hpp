@@ -56,9 +56,13 @@ class Tree {
     // This process changed `path` (created, wrote, removed, renamed ...):
     // answer it, everything below it and its directory's listing from the
     // filesystem from now on.
-    void invalidate(const Position& base, std::string_view path, bool follow_last) {
-        invalidate(base, path, follow_last, 0);
+    // Returns false if the path's directory is not in the snapshot (outside
+    // the roots, or reached through something the snapshot cannot resolve).
+    bool invalidate(const Position& base, std::string_view path, bool follow_last) {
+        return invalidate(base, path, follow_last, 0);
     }
+    // "a/b/c" -> ("a/b", "c"); "c" -> (".", "c"); "/c" -> ("/", "c").
+    static std::pair<std::string_view, std::string_view> split_last(std::string_view path);
 
     // Other processes of this rank (its children) may have changed the trees:
     // from now on each directory is checked once against the filesystem
@@ -67,6 +71,9 @@ class Tree {
     using DirectoryCheck = bool (*)(const Snapshot& snapshot, uint32_t entry);
     void set_directory_check(DirectoryCheck check) { check_ = check; }
     void others_may_have_changed() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+    // Something outside the roots changed: targets of symlinks that leave the
+    // roots are no longer answered from the snapshot.
+    void outside_changed() { outside_changed_.store(true, std::memory_order_release); }
 
     bool is_dir(uint32_t entry) const { return S_ISDIR(snapshot_.entry(entry).st.mode); }
     bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
@@ -76,7 +83,7 @@ class Tree {
 
     Resolution walk(const Position& base, std::string_view path, bool follow_last,
                     bool accept_stale_last) const;
-    void invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
+    bool invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
     bool is_root_ancestor(std::string_view path) const;
     bool still_current(uint32_t dir) const;
     uint32_t root_named(std::string_view path) const;
@@ -92,6 +99,7 @@ class Tree {
     std::atomic<uint32_t> epoch_{0};
     std::unique_ptr<std::atomic<uint32_t>[]> checked_epoch_;
     DirectoryCheck check_ = nullptr;
+    std::atomic<bool> outside_changed_{false};
 };
 
 } // namespace pyimport

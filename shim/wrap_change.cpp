@@ -99,3 +99,27 @@ PYIMPORT_EXPORT int utimensat(int dirfd, const char* path, const struct timespec
     note_change(dirfd, path, !(flags & AT_SYMLINK_NOFOLLOW));
     return REAL(utimensat)(dirfd, path, times, flags);
 }
+
+// Changes through a descriptor: what it refers to is answered by the
+// filesystem from now on.
+namespace {
+void note_fd_change(int fd) {
+    Guard guard;
+    if (guard) guard->changed_fd(fd);
+}
+} // namespace
+
+PYIMPORT_EXPORT int fchmod(int fd, mode_t mode) {
+    note_fd_change(fd);
+    return REAL(fchmod)(fd, mode);
+}
+
+PYIMPORT_EXPORT int fchown(int fd, uid_t uid, gid_t gid) {
+    note_fd_change(fd);
+    return REAL(fchown)(fd, uid, gid);
+}
+
+PYIMPORT_EXPORT int futimens(int fd, const struct timespec* times) {
+    note_fd_change(fd);
+    return REAL(futimens)(fd, times);
+}

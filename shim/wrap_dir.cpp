@@ -28,22 +28,6 @@ PYIMPORT_EXPORT DIR* opendir(const char* path) {
     return REAL(opendir)(path);
 }
 
-PYIMPORT_EXPORT DIR* fdopendir(int fd) {
-    {
-        Guard guard;
-        if (guard && guard->fds().maybe_served(fd)) {
-            int error = 0;
-            bool served = false;
-            DIR* dir = guard->open_dir_fd(fd, error, served);
-            if (served) {
-                guard.finish<long>(dir ? Answer::ok(0) : Answer::fail(error));
-                return dir;
-            }
-        }
-    }
-    return REAL(fdopendir)(fd);
-}
-
 PYIMPORT_EXPORT struct dirent64* readdir64(DIR* dir) {
     if (is_dir_stream(dir)) return dir_read(dir);
     return REAL(readdir64)(dir);

@@ -71,14 +71,3 @@ PYIMPORT_EXPORT int fcntl64(int fd, int command, ...) {
     va_end(args);
     return result;
 }
-
-PYIMPORT_EXPORT int fchdir(int fd) {
-    {
-        Guard guard;
-        if (guard && guard->fds().maybe_served(fd)) {
-            Answer answer = guard->change_dir_fd(fd);
-            if (answer.served) return guard.finish<int>(answer);
-        }
-    }
-    return REAL(fchdir)(fd);
-}

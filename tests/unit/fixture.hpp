@@ -27,6 +27,8 @@ struct Fixture {
         link("sub", "pkg/to_sub");
         link("../mod.py", "pkg/sub/up");
         link("missing", "pkg/dangling");
+        link("mod.py/", "pkg/lslash"); // a target ending in a slash
+        link("sub/../sub/../sub", "pkg/lwalk");
         link("loop_b", "pkg/loop_a");
         link("loop_a", "pkg/loop_b");
         link(root + "/pkg", "abs_pkg");

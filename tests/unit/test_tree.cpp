@@ -78,7 +78,10 @@ Test(tree, absolute_paths_like_the_kernel) {
                             "abs_pkg/to_sub/deep.py",
                             "pkg/empty.py",
                             ".",
-                            "./pkg/../pkg"}) {
+                            "./pkg/../pkg",
+                            "pkg/lslash",
+                            "pkg/lslash/",
+                            "pkg/lwalk/deep.py"}) {
         std::string p = R + "/" + rel;
         expect_like_kernel(l, Position{}, p, true, p.c_str());
         expect_like_kernel(l, Position{}, p, false, p.c_str());
@@ -112,6 +115,16 @@ Test(tree, outside_the_roots_is_forwarded) {
     cr_expect_eq(pos.entry, kNoEntry);
 }
 
+Test(tree, long_expansions_are_not_too_long) {
+    // The kernel limits the caller's string, not what symlinks expand to.
+    Loaded l;
+    std::string p = l.fx.path("pkg/lwalk/");
+    while (p.size() < 4060)
+        p += "./";
+    p += "deep.py";
+    expect_like_kernel(l, Position{}, p, true, p.c_str());
+}
+
 Test(tree, errors_for_long_names) {
     Loaded l;
     std::string long_name(300, 'a');
@@ -140,6 +153,11 @@ Test(tree, changes_are_answered_by_the_filesystem) {
                  Resolution::Forward);
     cr_expect_eq(l.tree->resolve(Position{}, l.fx.path("pkg/to_sub/deep.py"), true).kind,
                  Resolution::Forward);
+    // A change of a prefix itself (its parent is outside the snapshot).
+    cr_expect(l.tree->invalidate(Position{}, l.fx.root, false));
+    cr_expect_eq(l.tree->resolve(Position{}, l.fx.root, true).kind, Resolution::Forward);
+    // Outside the roots: nothing to mark, and the caller is told so.
+    cr_expect(!l.tree->invalidate(Position{}, "/etc/hostname-pyimport-test", false));
     // Writing through a symlink changes its target.
     Loaded m;
     m.tree->invalidate(Position{}, m.fx.path("pkg/sub/up"), true);
