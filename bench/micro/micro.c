@@ -43,18 +43,21 @@ int main(int argc, char** argv) {
     long sink = 0;
 
     double t = now();
-    for (long i = 0; i < n; ++i) sink += stat(present, &st);
+    for (long i = 0; i < n; ++i)
+        sink += stat(present, &st);
     printf("stat_hit_ns %.0f\n", (now() - t) / n * 1e9);
 
     t = now();
-    for (long i = 0; i < n; ++i) sink += stat(absent, &st);
+    for (long i = 0; i < n; ++i)
+        sink += stat(absent, &st);
     printf("stat_miss_ns %.0f\n", (now() - t) / n * 1e9);
 
     t = now();
     for (long i = 0; i < n; ++i) {
         int fd = open(present, O_RDONLY | O_CLOEXEC);
         ssize_t got;
-        while ((got = read(fd, buf, sizeof buf)) > 0) sink += got;
+        while ((got = read(fd, buf, sizeof buf)) > 0)
+            sink += got;
         close(fd);
     }
     printf("open_read_close_ns %.0f\n", (now() - t) / n * 1e9);
@@ -62,7 +65,8 @@ int main(int argc, char** argv) {
     t = now();
     for (long i = 0; i < n; ++i) {
         DIR* d = opendir(dir);
-        while (readdir(d)) ++sink;
+        while (readdir(d))
+            ++sink;
         closedir(d);
     }
     printf("listdir_ns %.0f\n", (now() - t) / n * 1e9);
