@@ -234,6 +234,17 @@ Core::Core(const Config& config, SharedImage image, Snapshot snapshot)
     memfd_dev();
 }
 
+// Forwarded and failed resolutions answer the same way for every call:
+// counted, then forwarded, or failed with the resolution's errno.
+Answer Core::settle(const Resolution& r, CallKind kind, const char* path) {
+    if (r.kind == Resolution::Failed) {
+        stats_.served(kind);
+        return Answer::fail(r.error);
+    }
+    stats_.forwarded(kind, path);
+    return Answer::forward();
+}
+
 const StatRecord& Core::record_of(const Resolution& r) const {
     return r.followed ? snapshot_.followed(r.entry) : snapshot_.entry(r.entry).st;
 }
@@ -272,16 +283,7 @@ Answer Core::stat_at(int dirfd, const char* path, int flags, struct stat* out) {
     bool by_fd = path && path[0] == '\0' && (flags & AT_EMPTY_PATH);
     CallKind kind = by_fd ? CallKind::fstat : CallKind::stat;
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
-    switch (r.kind) {
-    case Resolution::Forward:
-        stats_.forwarded(kind, path);
-        return Answer::forward();
-    case Resolution::Failed:
-        stats_.served(kind);
-        return Answer::fail(r.error);
-    case Resolution::Found:
-        break;
-    }
+    if (r.kind != Resolution::Found) return settle(r, kind, path);
     stats_.served(kind);
     to_stat(record_of(r), *out);
     return Answer::ok(0);
@@ -292,16 +294,7 @@ Answer Core::statx_at(int dirfd, const char* path, int flags, unsigned mask, str
                       AT_STATX_SYNC_AS_STAT | AT_STATX_DONT_SYNC;
     if ((flags & ~known) || (mask & STATX__RESERVED)) return Answer::forward();
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
-    switch (r.kind) {
-    case Resolution::Forward:
-        stats_.forwarded(CallKind::stat, path);
-        return Answer::forward();
-    case Resolution::Failed:
-        stats_.served(CallKind::stat);
-        return Answer::fail(r.error);
-    case Resolution::Found:
-        break;
-    }
+    if (r.kind != Resolution::Found) return settle(r, CallKind::stat, path);
     stats_.served(CallKind::stat);
     const StatRecord& s = record_of(r);
     std::memset(out, 0, sizeof *out);
@@ -338,16 +331,7 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
     if ((mode & ~(R_OK | X_OK)) || (flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW)))
         return Answer::forward();
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
-    switch (r.kind) {
-    case Resolution::Forward:
-        stats_.forwarded(CallKind::access, path);
-        return Answer::forward();
-    case Resolution::Failed:
-        stats_.served(CallKind::access);
-        return Answer::fail(r.error);
-    case Resolution::Found:
-        break;
-    }
+    if (r.kind != Resolution::Found) return settle(r, CallKind::access, path);
     stats_.served(CallKind::access);
     if (mode == F_OK) return Answer::ok(0);
     const StatRecord& s = record_of(r);
@@ -377,16 +361,7 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
 Answer Core::readlink_at(int dirfd, const char* path, char* buf, size_t size) {
     if (size == 0 || size > SSIZE_MAX) return Answer::forward();
     Resolution r = lookup(dirfd, path, 0, false);
-    switch (r.kind) {
-    case Resolution::Forward:
-        stats_.forwarded(CallKind::readlink, path);
-        return Answer::forward();
-    case Resolution::Failed:
-        stats_.served(CallKind::readlink);
-        return Answer::fail(r.error);
-    case Resolution::Found:
-        break;
-    }
+    if (r.kind != Resolution::Found) return settle(r, CallKind::readlink, path);
     stats_.served(CallKind::readlink);
     if (!S_ISLNK(snapshot_.entry(r.entry).st.mode)) return Answer::fail(EINVAL);
     std::string_view target = snapshot_.link_target(r.entry);
@@ -419,16 +394,7 @@ Answer Core::open_at(int dirfd, const char* path, int flags) {
         return Answer::forward();
     }
     Resolution r = lookup(dirfd, path, 0, !(flags & O_NOFOLLOW));
-    switch (r.kind) {
-    case Resolution::Forward:
-        stats_.forwarded(CallKind::open, path);
-        return Answer::forward();
-    case Resolution::Failed:
-        stats_.served(CallKind::open);
-        return Answer::fail(r.error);
-    case Resolution::Found:
-        break;
-    }
+    if (r.kind != Resolution::Found) return settle(r, CallKind::open, path);
     uint32_t mode = record_of(r).mode;
     // The kernel checks O_DIRECTORY before O_NOFOLLOW's ELOOP.
     if ((flags & O_DIRECTORY) && !S_ISDIR(mode)) {

@@ -87,6 +87,7 @@ class Core {
     Resolution lookup(int dirfd, const char* path, int at_flags, bool follow_last);
     Answer open_file(uint32_t entry, int flags);
     const StatRecord& record_of(const Resolution& r) const;
+    Answer settle(const Resolution& r, CallKind kind, const char* path);
     DIR* new_dir_stream(uint32_t entry, int fd);
 
     Config config_;
