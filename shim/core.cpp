@@ -57,15 +57,16 @@ int make_memory_file(const char* bytes, size_t size, int flags, uint64_t& ino) {
     // then move it onto the memfd's (lowest free) number.
     char proc[64];
     std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", rw);
-    int keep = flags & (O_NONBLOCK | O_NOATIME);
-    int ro = REAL(open)(proc, O_RDONLY | O_CLOEXEC | keep);
+    int ro = REAL(open)(proc, O_RDONLY | O_CLOEXEC | (flags & O_NONBLOCK));
     int fd = rw;
     if (ro >= 0) {
-        fd = REAL(dup3)(ro, rw, O_CLOEXEC);
+        // dup3 also sets close-on-exec as the caller asked.
+        fd = REAL(dup3)(ro, rw, flags & O_CLOEXEC);
         REAL(close)(ro);
         if (fd < 0) return -1;
+    } else if (!(flags & O_CLOEXEC)) {
+        REAL(fcntl)(fd, F_SETFD, 0);
     }
-    if (!(flags & O_CLOEXEC)) REAL(fcntl)(fd, F_SETFD, 0);
     struct stat st {};
     if (REAL(fstat)(fd, &st) != 0) {
         REAL(close)(fd);

@@ -17,11 +17,11 @@ std::string_view parent_path(std::string_view path) {
     return path.substr(0, slash);
 }
 
-std::string join(std::string_view dir, std::string_view name) {
-    std::string out(dir);
-    if (out.empty() || out.back() != '/') out += '/';
-    out += name;
-    return out;
+// Whether `path` is `dir` + "/" + `name` (without building that string).
+bool is_join(std::string_view dir, std::string_view name, std::string_view path) {
+    size_t sep = (dir.empty() || dir.back() != '/') ? 1 : 0;
+    return path.size() == dir.size() + sep + name.size() && path.starts_with(dir) &&
+           (sep == 0 || path[dir.size()] == '/') && path.ends_with(name);
 }
 
 constexpr int kMaxSymlinks = 40; // the kernel's MAXSYMLINKS
@@ -82,12 +82,6 @@ bool Tree::is_root_ancestor(std::string_view path) const {
     return false;
 }
 
-uint32_t Tree::root_named(std::string_view path) const {
-    for (uint32_t r = 0; r < snapshot_.root_count(); ++r)
-        if (snapshot_.name(r) == path) return r;
-    return kNoEntry;
-}
-
 bool Tree::locate(std::string_view canonical, Position& out) const {
     if (canonical.empty() || canonical[0] != '/') return false;
     for (uint32_t r = 0; r < snapshot_.root_count(); ++r) {
@@ -128,10 +122,15 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
     if (path.empty()) return Resolution::failed(ENOENT);
     if (path.size() >= PATH_MAX) return Resolution::failed(ENAMETOOLONG);
 
-    std::string pending(path); // what is left to walk, grows when a symlink expands
+    // What is left to walk: the caller's path until a symlink expands, then
+    // `expanded`. Nothing is copied or allocated unless a symlink is followed.
+    std::string_view pending = path;
+    std::string expanded;
     size_t cursor = 0;
     uint32_t at = base.entry;
-    std::string outside(base.path); // valid when at == kNoEntry
+    // Valid when at == kNoEntry: a view of the base path, "/", a root's name
+    // or a stored ancestor of the roots (or a prefix of one of those).
+    std::string_view outside = base.path;
     if (pending[0] == '/') {
         at = kNoEntry;
         outside = "/";
@@ -145,7 +144,7 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
             ++cursor;
         if (cursor >= pending.size()) break;
         size_t end = pending.find('/', cursor);
-        if (end == std::string::npos) end = pending.size();
+        if (end == std::string_view::npos) end = pending.size();
         std::string_view name(pending.data() + cursor, end - cursor);
         size_t next = end;
         while (next < pending.size() && pending[next] == '/')
@@ -168,9 +167,9 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
         if (name == ".") continue;
         if (name == "..") {
             if (at == kNoEntry) {
-                outside = std::string(parent_path(outside));
+                outside = parent_path(outside);
             } else if (snapshot_.entry(at).parent == kNoEntry) {
-                outside = std::string(parent_path(snapshot_.name(at)));
+                outside = parent_path(snapshot_.name(at));
                 at = kNoEntry;
             } else {
                 at = snapshot_.entry(at).parent;
@@ -180,17 +179,20 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
         if (name.size() > NAME_MAX) return Resolution::failed(ENAMETOOLONG);
 
         if (at == kNoEntry) {
-            std::string candidate = join(outside, name);
-            uint32_t root = root_named(candidate);
+            uint32_t root = kNoEntry;
+            for (uint32_t r = 0; r < snapshot_.root_count() && root == kNoEntry; ++r)
+                if (is_join(outside, name, snapshot_.name(r))) root = r;
             if (root != kNoEntry) {
                 if (stale_[root].load(std::memory_order_acquire) & kStaleSubtree)
                     return Resolution::forward();
                 at = root;
-            } else if (is_root_ancestor(candidate)) {
-                outside = std::move(candidate);
-            } else {
-                return Resolution::forward();
+                continue;
             }
+            const std::string* ancestor = nullptr;
+            for (const std::string& a : root_ancestors_)
+                if (!ancestor && is_join(outside, name, a)) ancestor = &a;
+            if (!ancestor) return Resolution::forward();
+            outside = *ancestor;
             continue;
         }
 
@@ -215,9 +217,10 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
             if (++links > kMaxSymlinks) return Resolution::failed(ELOOP);
             std::string_view target = snapshot_.link_target(found);
             if (target.empty()) return Resolution::failed(ENOENT);
-            std::string rest = pending.substr(cursor);
-            pending.assign(target);
-            pending += rest;
+            std::string next_pending(target);
+            next_pending += pending.substr(cursor);
+            expanded = std::move(next_pending);
+            pending = expanded;
             cursor = 0;
             if (target[0] == '/') {
                 at = kNoEntry;

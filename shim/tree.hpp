@@ -86,7 +86,6 @@ class Tree {
     bool invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
     bool is_root_ancestor(std::string_view path) const;
     bool still_current(uint32_t dir) const;
-    uint32_t root_named(std::string_view path) const;
     void mark(uint32_t entry, uint8_t bits) {
         stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
     }
