@@ -41,7 +41,7 @@ class Stats {
     void served(CallKind kind) {
         served_[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
     }
-    // `caller_ip` is the first return address outside the shim and libc.
+    // Counts a forwarded call; with paths recorded, also which code asked.
     void forwarded(CallKind kind, const char* path);
     CallCounts counts() const;
 

@@ -26,15 +26,19 @@ uint32_t find(const Snapshot& s, const std::string& path) {
         if (s.path(i) == path) return i;
     return kNoEntry;
 }
+// Builds the fixture's image and attaches a view to it (asserting both work).
+void build_and_attach(const Fixture& fx, std::vector<char>& image, Snapshot& s) {
+    std::string error;
+    cr_assert(build_snapshot(options_for(fx), image, error), "%s", error.c_str());
+    cr_assert(s.attach(image.data(), image.size(), error), "%s", error.c_str());
+}
 } // namespace
 
 Test(snapshot, round_trip_matches_real_stat) {
     Fixture fx;
     std::vector<char> image;
-    std::string error;
-    cr_assert(build_snapshot(options_for(fx), image, error), "%s", error.c_str());
     Snapshot s;
-    cr_assert(s.attach(image.data(), image.size(), error), "%s", error.c_str());
+    build_and_attach(fx, image, s);
     cr_expect_eq(s.root_count(), 1u);
     for (const char* rel : {"", "pkg", "pkg/sub", "pkg/mod.py", "pkg/empty.py", "pkg/to_sub",
                             "pkg/dangling", "pkg/loop_a", "abs_pkg", "pkg/sub/deep.py"}) {
@@ -51,10 +55,8 @@ Test(snapshot, round_trip_matches_real_stat) {
 Test(snapshot, listing_contents_and_links) {
     Fixture fx;
     std::vector<char> image;
-    std::string error;
-    cr_assert(build_snapshot(options_for(fx), image, error), "%s", error.c_str());
     Snapshot s;
-    cr_assert(s.attach(image.data(), image.size(), error));
+    build_and_attach(fx, image, s);
     uint32_t pkg = find(s, fx.path("pkg"));
     const Entry& e = s.entry(pkg);
     cr_assert(e.flags & kHasListing);
