@@ -18,6 +18,17 @@ namespace pyimport {
     X(content_suffixes, "PYIMPORT_CONTENT", SuffixList, ".py,.pyc,.pth",                           \
       "file name endings, comma-separated, whose bytes are cached (a .py is skipped when its "     \
       "__pycache__ bytecode exists; other files: metadata only)")                                  \
+    X(stat_suffixes, "PYIMPORT_STAT", SuffixList, ".so",                                           \
+      "file name endings whose stat (not bytes) is cached besides PYIMPORT_CONTENT's; other "      \
+      "regular files are listed by name and type only and their calls go to the filesystem, "      \
+      "which saves rank 0 a request per data file; * caches every stat")                           \
+    X(exclude, "PYIMPORT_EXCLUDE", SuffixList, "tests",                                            \
+      "directory names, comma-separated, not walked: calls under them go to the filesystem "       \
+      "(test suites, a third of numpy's and scipy's files, are not imported at start-up)")         \
+    X(profile, "PYIMPORT_PROFILE", Text, "auto",                                                   \
+      "directory where rank 0 keeps, per program, the paths its jobs used, so that the next job "  \
+      "reads only those (the rest is forwarded and learned); auto: $XDG_CACHE_HOME/pyimport or "   \
+      "~/.cache/pyimport; off: walk every prefix whole each time")                                 \
     X(log, "PYIMPORT_LOG", Level, "0",                                                             \
       "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 prefixes, "            \
       "3 every forwarded call")                                                                    \
@@ -40,6 +51,9 @@ struct Config {
     std::vector<std::string> prefixes;
     uint64_t max_bytes = 0;
     std::vector<std::string> content_suffixes;
+    std::vector<std::string> stat_suffixes;
+    std::vector<std::string> exclude;
+    std::string profile;
     int log = 0;
     bool stats = false;
     int timeout = 0;

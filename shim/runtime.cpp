@@ -5,6 +5,7 @@
 #include "activation.hpp"
 #include "config.hpp"
 #include "log.hpp"
+#include "profile.hpp"
 #include "real.hpp"
 #include "transport.hpp"
 
@@ -12,9 +13,11 @@
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -32,6 +35,86 @@ std::atomic<bool> g_shut_down{false};
 double g_broadcast_seconds = 0;
 int g_ranks = 0;
 bool g_gather_stats = false; // the same on every rank: decided by shared facts
+// Rank 0's profile: where it lives and what it held when the job started.
+// Never freed: static destructors run before the library's destructor.
+struct Profile {
+    std::string file;
+    PathSet paths;
+};
+Profile* g_profile = nullptr;
+
+// The profile's directory from PYIMPORT_PROFILE, or "" when off.
+std::string profile_directory(const std::string& setting) {
+    if (setting == "off") return "";
+    if (setting != "auto") return setting;
+    const char* cache = getenv("XDG_CACHE_HOME");
+    if (cache && cache[0] == '/') return std::string(cache) + "/pyimport";
+    const char* home = getenv("HOME");
+    if (home && home[0] == '/') return std::string(home) + "/.cache/pyimport";
+    return "";
+}
+
+std::vector<std::string> command_line_arguments() {
+    std::vector<std::string> args;
+    int fd = REAL(open)("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return args;
+    std::string text;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
+        text.append(buffer, static_cast<size_t>(n));
+    REAL(close)(fd);
+    for (size_t pos = 0; pos < text.size();) {
+        size_t end = text.find('\0', pos);
+        if (end == std::string::npos) end = text.size();
+        args.push_back(text.substr(pos, end - pos));
+        pos = end + 1;
+    }
+    if (!args.empty()) args.erase(args.begin()); // argv[0]
+    return args;
+}
+
+// Rank 0, at start: which profile, and its paths (none: walk everything).
+void load_profile(const Config& config, BuildOptions& options) {
+    std::string dir = profile_directory(config.profile);
+    if (dir.empty()) return;
+    if (dir[0] != '/') {
+        log_error("PYIMPORT_PROFILE=%s is not an absolute directory; not using a profile",
+                  dir.c_str());
+        return;
+    }
+    char executable[PATH_MAX];
+    ssize_t n = REAL(readlink)("/proc/self/exe", executable, sizeof executable - 1);
+    executable[n > 0 ? n : 0] = '\0';
+    g_profile = new Profile;
+    g_profile->file =
+        profile_file(dir, executable, program_identity(command_line_arguments()), options.prefixes);
+    std::string error;
+    if (!read_profile(g_profile->file, g_profile->paths, error)) {
+        log_error("%s; ignoring it (the next job rewrites it)", error.c_str());
+        g_profile->paths.clear();
+        return;
+    }
+    PYIMPORT_LOG(LogLevel::info, "profile %s: %zu paths", g_profile->file.c_str(),
+                 g_profile->paths.size());
+    if (!g_profile->paths.empty()) options.profile = &g_profile->paths;
+}
+
+// Rank 0, at exit: what this job used, added to the profile.
+void save_profile(Core& core) {
+    if (!g_profile) return;
+    const Tree& tree = core.tree();
+    const Snapshot& snapshot = tree.snapshot();
+    PathSet paths = g_profile->paths;
+    for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i)
+        if (tree.was_used(i)) paths.insert(snapshot.path(i));
+    for (std::string& p : tree.learned_paths())
+        paths.insert(std::move(p));
+    if (paths.size() == g_profile->paths.size()) return; // nothing new
+    std::string error;
+    if (!write_profile(g_profile->file, paths, error))
+        PYIMPORT_LOG(LogLevel::info, "%s; the profile is not updated", error.c_str());
+}
 
 const char* getenv_raw(const char* name) {
     return getenv(name);
@@ -52,8 +135,11 @@ bool share_snapshot(Transport& transport, const Config& config, SharedImage& sha
         options.prefixes = config.prefixes.empty() ? default_prefixes() : config.prefixes;
         options.prefixes_required = !config.prefixes.empty();
         options.content_suffixes = config.content_suffixes;
+        options.stat_suffixes = config.stat_suffixes;
+        options.exclude = config.exclude;
         options.max_bytes = config.max_bytes;
         options.cache_tag = python_cache_tag();
+        load_profile(config, options);
         for (const std::string& prefix : options.prefixes)
             PYIMPORT_LOG(LogLevel::debug, "prefix %s", prefix.c_str());
         auto built = std::chrono::steady_clock::now();
@@ -268,6 +354,7 @@ void shutdown_at_exit() {
         transport->gather_at_exit(values, text, texts);
         if (transport->rank() == 0 && core) print_summary(core, values, texts);
     }
+    if (core && transport->rank() == 0) save_profile(*core);
     transport->finish();
     t_inside_shim = 0;
 }

@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
 #include <new>
@@ -145,9 +146,9 @@ bool same_version(const StatRecord& a, const StatRecord& b) {
 
 // Opens without touching atime where the kernel lets us (owner or root), so
 // that building the snapshot leaves the trees as they were.
-int open_quietly(int dirfd, const char* name, int flags) {
-    int fd = REAL(openat)(dirfd, name, flags | O_NOATIME);
-    if (fd < 0 && errno == EPERM) fd = REAL(openat)(dirfd, name, flags);
+int open_quietly(int dirfd, const char* name, int flags, bool try_noatime = true) {
+    int fd = REAL(openat)(dirfd, name, flags | (try_noatime ? O_NOATIME : 0));
+    if (fd < 0 && try_noatime && errno == EPERM) fd = REAL(openat)(dirfd, name, flags);
     return fd;
 }
 
@@ -165,8 +166,13 @@ class Builder {
 
     bool add_roots(std::string& error);
     bool walk(uint32_t index, int dirfd, std::string& error);
-    void read_content(int dirfd, const char* name, Entry& entry);
+    bool read_content(int dirfd, const char* name, Entry& entry);
+    bool stat_by_name(int dirfd, const char* name, Entry& entry);
+    int open_directory(int dirfd, const char* name, Entry& entry);
     bool wants_content(std::string_view name) const;
+    bool wants_stat(std::string_view name) const;
+    bool excluded(std::string_view name) const;
+    std::unordered_set<std::string> wanted_; // profile paths and their ancestors
     bool is_source(std::string_view name) const;
     bool has_bytecode(uint32_t dir, uint32_t source) const;
     uint32_t add_string(std::string_view text);
@@ -182,6 +188,8 @@ class Builder {
     std::vector<std::string> root_paths_;
     std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
+    bool noatime_ = true; // try O_NOATIME in the directory being walked
+    static constexpr size_t kMaxOpenSubdirs = 64;
 
     std::string path_of(uint32_t index) const;
     bool inside_roots(const std::string& path) const;
@@ -192,6 +200,17 @@ bool Builder::wants_content(std::string_view name) const {
     for (const std::string& suffix : options_.content_suffixes)
         if (name.size() >= suffix.size() && name.ends_with(suffix)) return true;
     return false;
+}
+
+bool Builder::wants_stat(std::string_view name) const {
+    for (const std::string& suffix : options_.stat_suffixes)
+        if (suffix == "*" || name.ends_with(suffix)) return true;
+    return wants_content(name);
+}
+
+bool Builder::excluded(std::string_view name) const {
+    return std::find(options_.exclude.begin(), options_.exclude.end(), name) !=
+           options_.exclude.end();
 }
 
 uint32_t Builder::add_string(std::string_view text) {
@@ -241,6 +260,15 @@ bool Builder::add_roots(std::string& error) {
             return false;
         }
         Entry e{};
+        struct statx sx {};
+        if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
+            REAL(close)(fd);
+            if (!options_.prefixes_required) continue;
+            error =
+                "cannot stat prefix " + root + ": " + std::strerror(errno) + "; running uncached";
+            return false;
+        }
+        e.st = to_record(sx);
         e.parent = kNoEntry;
         e.name_off = add_string(root);
         e.name_len = static_cast<uint32_t>(root.size());
@@ -253,46 +281,96 @@ bool Builder::add_roots(std::string& error) {
     return true;
 }
 
-void Builder::read_content(int dirfd, const char* name, Entry& entry) {
-    for (int attempt = 0; attempt < 3; ++attempt) {
-        int fd = open_quietly(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) return; // unreadable: opens are forwarded and fail as they would
-        size_t start = data_.size();
-        bool ok = true;
-        // Room for the expected size plus one byte, which tells growth; more
-        // in steps only if the file did grow (zero-filling costs).
-        size_t room = entry.st.size + 1;
-        size_t used = start;
-        for (;;) {
-            if (used == data_.size()) data_.resize(used + room);
-            ssize_t n = ::read(fd, data_.data() + used, data_.size() - used);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) ok = false;
-            if (n <= 0) break;
-            used += static_cast<size_t>(n);
-            room = 65536;
+// Reads a file into data_ with one open: open, fstat, read exactly the size
+// fstat gave. Reading up to EOF, not past it, matters: on FUSE and other
+// network filesystems a read past the cached size is one more attribute
+// request to the server. A file whose ctime is not clearly older than the read
+// may be changing, so it is stat'ed again after the read and read until two
+// stats agree. Unreadable files get no content: their opens are forwarded and
+// fail as they would. Returns false only if the file could not be opened or
+// stat'ed, so the caller can fall back to a stat by name.
+bool Builder::read_content(int dirfd, const char* name, Entry& entry) {
+    for (int attempt = 0; attempt < 4; ++attempt) {
+        int fd = open_quietly(dirfd, name,
+                              O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, noatime_);
+        if (fd < 0) return attempt > 0;
+        struct timespec started {};
+        clock_gettime(CLOCK_REALTIME, &started);
+        struct statx sx {};
+        if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
+            REAL(close)(fd);
+            return attempt > 0;
         }
-        data_.resize(used);
-        struct statx after {};
-        if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &after) != 0) ok = false;
+        entry.st = to_record(sx);
+        if (!S_ISREG(entry.st.mode)) { // raced into something else
+            REAL(close)(fd);
+            return true;
+        }
+        size_t start = data_.size();
+        size_t want = entry.st.size;
+        data_.resize(start + want);
+        size_t got = 0;
+        bool ok = true;
+        while (got < want) {
+            ssize_t n = ::read(fd, data_.data() + start + got, want - got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                ok = n == 0; // shrank meanwhile (checked below) or unreadable
+                break;
+            }
+            got += static_cast<size_t>(n);
+        }
+        data_.resize(start + got);
+        bool settled = entry.st.ctime.sec + 2 < started.tv_sec;
+        if (ok && !settled) {
+            struct statx again {};
+            settled = REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &again) == 0 &&
+                      same_version(to_record(again), entry.st);
+        }
         REAL(close)(fd);
-        StatRecord now = to_record(after);
-        if (ok && same_version(now, entry.st) && now.size == data_.size() - start) {
-            entry.st = now; // atime as it is after the read
+        if (!ok) {
+            data_.resize(start);
+            return true;
+        }
+        if (settled && got == want) {
             entry.flags |= kHasContent;
             entry.content_off = start;
-            entry.content_len = data_.size() - start;
-            return;
+            entry.content_len = got;
+            return true;
         }
         data_.resize(start);
-        if (!ok) return;
-        entry.st = now; // changed while read: take the new version and try again
     }
+    return true; // kept changing: no content, stat as last seen
+}
+
+bool Builder::stat_by_name(int dirfd, const char* name, Entry& entry) {
+    struct statx sx {};
+    if (REAL(statx)(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, kStatxMask, &sx) != 0)
+        return false;
+    entry.st = to_record(sx);
+    return true;
+}
+
+// A directory is opened first and stat'ed through its descriptor, which the
+// walk then lists: one lookup instead of two, and the listing is surely of
+// the directory whose stat is recorded. Returns the open descriptor or -1.
+int Builder::open_directory(int dirfd, const char* name, Entry& entry) {
+    int fd = open_quietly(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, noatime_);
+    if (fd < 0) return -1;
+    struct statx sx {};
+    if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
+        REAL(close)(fd);
+        return -1;
+    }
+    entry.st = to_record(sx);
+    return fd;
 }
 
 bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
     // List the directory first; the listing becomes this entry's items in
-    // readdir order, and children get entries.
+    // readdir order, and children get entries. Each child costs the fewest
+    // requests to the filesystem that give its stat: on a parallel
+    // filesystem every one of them is a round trip to the metadata server.
     DIR* dir = ::fdopendir(dirfd);
     if (!dir) {
         REAL(close)(dirfd);
@@ -314,14 +392,27 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         }
         items.push_back({d->d_name, d->d_ino, d->d_type});
     }
-    struct statx self {};
-    bool have_self = REAL(statx)(dirfd, "", AT_EMPTY_PATH, kStatxMask, &self) == 0;
-    if (have_self) entries_[index].st = to_record(self);
+    std::string dir_path = options_.profile ? path_of(index) : std::string();
+    if (dir_path == "/") dir_path.clear();
+    // Owner (or root) of this directory: likely owner of its files, so
+    // O_NOATIME is worth trying (for anyone else it fails with EPERM and
+    // would cost a second lookup per open).
+    bool saved_noatime = noatime_;
+    noatime_ = geteuid() == 0 || entries_[index].st.uid == geteuid();
 
-    std::vector<uint32_t> subdirs;
+    struct Subdir {
+        uint32_t entry;
+        int fd; // open, or -1: reopen when walked
+    };
+    std::vector<Subdir> subdirs;
     std::vector<uint32_t> sources; // .py files, read after __pycache__ is known
     std::vector<ListingItem> local;
     size_t first_child = entries_.size();
+    auto close_subdirs = [&] {
+        for (const Subdir& s : subdirs)
+            if (s.fd >= 0) REAL(close)(s.fd);
+        subdirs.clear();
+    };
     for (const Item& item : items) {
         ListingItem li{};
         li.ino = item.ino;
@@ -332,49 +423,84 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             local.push_back(li);
             continue;
         }
-        struct statx sx {};
-        if (REAL(statx)(dirfd, item.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, kStatxMask,
-                        &sx) != 0) {
-            listed = false; // vanished or not searchable: let lookups here go to the FS
-            break;
-        }
         Entry e{};
-        e.st = to_record(sx);
         e.follow = kNoEntry;
         e.parent = index;
         e.name_off = add_string(item.name);
         e.name_len = static_cast<uint32_t>(item.name.size());
+        const char* name = item.name.c_str();
+        int subdir_fd = -1;
+        bool stated = false;
+        if (options_.profile && (item.type == DT_REG || item.type == DT_DIR) &&
+            !wanted_.count(dir_path + "/" + item.name)) {
+            // Not used by the program's earlier jobs: known by name and
+            // type; if this job uses it, it is forwarded and learned.
+            e.st.mode = item.type == DT_DIR ? S_IFDIR : S_IFREG;
+            e.st.ino = item.ino;
+            e.flags |= kNoStat;
+            stated = true;
+        } else if (!options_.profile && item.type == DT_DIR && excluded(item.name)) {
+            e.st.mode = S_IFDIR;
+            e.st.ino = item.ino;
+            e.flags |= kNoStat;
+            stated = true;
+        } else if (item.type == DT_DIR) {
+            subdir_fd = open_directory(dirfd, name, e);
+            stated = subdir_fd >= 0;
+        } else if (item.type == DT_REG && wants_content(item.name) && !is_source(item.name)) {
+            stated = read_content(dirfd, name, e);
+        } else if (!options_.profile && item.type == DT_REG && !wants_stat(item.name)) {
+            // Not a module file: the import system never looks at it, so
+            // rank 0 does not pay a request for its stat.
+            e.st.mode = S_IFREG;
+            e.st.ino = item.ino;
+            e.flags |= kNoStat;
+            stated = true;
+        }
+        if (!stated && !stat_by_name(dirfd, name, e)) {
+            listed = false; // vanished or not searchable: let lookups here go to the FS
+            break;
+        }
         if (S_ISLNK(e.st.mode)) {
             std::vector<char> target(e.st.size + 2 > PATH_MAX ? e.st.size + 2 : PATH_MAX);
-            ssize_t n = REAL(readlinkat)(dirfd, item.name.c_str(), target.data(), target.size());
+            ssize_t n = REAL(readlinkat)(dirfd, name, target.data(), target.size());
             // Reading a link can update its atime: take its stat afterwards.
-            if (n < 0 || static_cast<size_t>(n) >= target.size() ||
-                REAL(statx)(dirfd, item.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
-                            kStatxMask, &sx) != 0 ||
-                !S_ISLNK(sx.stx_mode)) {
+            if (n < 0 || static_cast<size_t>(n) >= target.size() || !stat_by_name(dirfd, name, e) ||
+                !S_ISLNK(e.st.mode)) {
                 listed = false;
                 break;
             }
-            e.st = to_record(sx);
             e.link_off = add_string({target.data(), static_cast<size_t>(n)});
             e.link_len = static_cast<uint32_t>(n);
             follow_outside(index, e);
         } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
             if (is_source(item.name))
                 sources.push_back(static_cast<uint32_t>(entries_.size()));
-            else
-                read_content(dirfd, item.name.c_str(), e);
+            else if (!(e.flags & kHasContent) && item.type != DT_REG)
+                read_content(dirfd, name, e); // the listing gave no type
         }
         li.entry = static_cast<uint32_t>(entries_.size());
-        if (S_ISDIR(e.st.mode)) subdirs.push_back(li.entry);
+        if (S_ISDIR(e.st.mode) && !(e.flags & kNoStat) &&
+            (options_.profile || !excluded(item.name))) {
+            // Keep a bounded number of directories open; the rest are
+            // reopened when walked and must still be the same directory.
+            if (subdir_fd >= 0 && subdirs.size() >= kMaxOpenSubdirs) {
+                REAL(close)(subdir_fd);
+                subdir_fd = -1;
+            }
+            subdirs.push_back({li.entry, subdir_fd});
+        } else if (subdir_fd >= 0) {
+            REAL(close)(subdir_fd);
+        }
         entries_.push_back(e);
         local.push_back(li);
         if (over_budget(error)) {
+            close_subdirs();
             REAL(closedir)(dir);
             return false;
         }
     }
-    if (listed && have_self) {
+    if (listed) {
         entries_[index].listing_begin = static_cast<uint32_t>(listing_.size());
         entries_[index].listing_count = static_cast<uint32_t>(local.size());
         entries_[index].flags |= kHasListing;
@@ -382,20 +508,33 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
     } else {
         // Keep no half listing: drop the children made so far.
         entries_.resize(first_child);
-        subdirs.clear();
+        close_subdirs();
         sources.clear();
     }
-    for (uint32_t child : subdirs) {
-        std::string child_name(strings_.data() + entries_[child].name_off,
-                               entries_[child].name_len);
-        int fd = open_quietly(dirfd, child_name.c_str(),
-                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    for (size_t i = 0; i < subdirs.size(); ++i) {
+        uint32_t child = subdirs[i].entry;
+        int fd = subdirs[i].fd;
+        subdirs[i].fd = -1;
+        if (fd < 0) {
+            std::string child_name(strings_.data() + entries_[child].name_off,
+                                   entries_[child].name_len);
+            Entry again = entries_[child];
+            fd = open_directory(dirfd, child_name.c_str(), again);
+            if (fd >= 0 && (again.st.ino != entries_[child].st.ino ||
+                            again.st.dev_major != entries_[child].st.dev_major ||
+                            again.st.dev_minor != entries_[child].st.dev_minor)) {
+                REAL(close)(fd); // replaced meanwhile: lookups inside are forwarded
+                fd = -1;
+            }
+        }
         if (fd < 0) continue; // not listable: lookups inside are forwarded
         if (!walk(child, fd, error)) {
+            close_subdirs();
             REAL(closedir)(dir);
             return false;
         }
     }
+    noatime_ = saved_noatime;
     for (uint32_t source : sources) {
         if (has_bytecode(index, source)) continue;
         std::string name(strings_.data() + entries_[source].name_off, entries_[source].name_len);
@@ -516,6 +655,11 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
     struct statx minimal {};
     if (REAL(statx)(root_fds_[0], "", AT_EMPTY_PATH, STATX_TYPE, &minimal) == 0)
         statx_unrequested_ = minimal.stx_mask;
+    if (options_.profile) {
+        for (const std::string& path : *options_.profile)
+            for (std::string p = path; p.size() > 1 && wanted_.insert(p).second;)
+                p = p.substr(0, std::max<size_t>(p.find_last_of('/'), 1));
+    }
     bool ok = true;
     for (size_t i = 0; i < root_fds_.size(); ++i) {
         if (ok)

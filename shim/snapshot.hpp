@@ -11,18 +11,22 @@
 #include <string>
 #include <string_view>
 #include <sys/stat.h>
+#include <unordered_set>
 #include <vector>
 
 namespace pyimport {
 
 inline constexpr uint32_t kNoEntry = 0xffffffffu;
 inline constexpr char kSnapshotMagic[8] = {'P', 'Y', 'I', 'M', 'P', 'S', 'N', '1'};
-inline constexpr uint32_t kSnapshotVersion = 1;
+inline constexpr uint32_t kSnapshotVersion = 2;
 
 // Entry flags.
 inline constexpr uint8_t kHasListing = 1; // directory listed completely
 inline constexpr uint8_t kHasContent = 2; // regular file whose bytes are in data
 inline constexpr uint8_t kIsRoot = 4;     // a cached prefix
+// Listed by name and type only (a data file, an excluded directory): calls on
+// it and under it are forwarded.
+inline constexpr uint8_t kNoStat = 8;
 
 struct Timestamp {
     int64_t sec;
@@ -137,6 +141,15 @@ struct BuildOptions {
     std::vector<std::string> prefixes; // absolute; missing ones are an error if `required`
     bool prefixes_required = false;    // user-given prefixes must exist
     std::vector<std::string> content_suffixes;
+    // Regular files whose stat is recorded besides the content ones ("*":
+    // all). Others get kNoStat: listed, but their calls are forwarded.
+    std::vector<std::string> stat_suffixes;
+    // Directory names not walked (kNoStat): lookups under them are forwarded.
+    std::vector<std::string> exclude;
+    // A profile (profile.hpp): if set, only these paths, their ancestors'
+    // listings and every symlink are recorded; other entries get kNoStat.
+    // `exclude` and `stat_suffixes` then do not apply.
+    const std::unordered_set<std::string>* profile = nullptr;
     uint64_t max_bytes = 0;
     // "cpython-311": a .py whose __pycache__/NAME.cpython-311.pyc exists is
     // not read (the interpreter reads the .pyc); empty: always read.

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <mpi.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace pyimport {
@@ -27,6 +28,8 @@ namespace {
     X(MPI_Comm_rank)                                                                               \
     X(MPI_Comm_size)                                                                               \
     X(MPI_Bcast)                                                                                   \
+    X(MPI_Ibcast)                                                                                  \
+    X(MPI_Test)                                                                                    \
     X(MPI_Reduce)                                                                                  \
     X(MPI_Gather)                                                                                  \
     X(MPI_Gatherv)                                                                                 \
@@ -89,9 +92,31 @@ class MpiTransport final : public Transport {
         return size_;
     }
 
+    // Like MPI_Bcast of one length, but a waiting rank sleeps between polls
+    // instead of spinning: while rank 0 builds the snapshot (seconds on a
+    // slow filesystem) the other ranks of its node would otherwise take the
+    // cores that rank 0 and the filesystem client need.
+    bool bcast_length_idly(uint64_t& length) {
+        // Alone there is nothing to wait for (and MPICH 4.0.2 with UCX
+        // crashes in MPI_Test on a one-rank session communicator).
+        if (size_ == 1) return true;
+        MPI_Request request;
+        if (mpi_.MPI_Ibcast_(&length, 1, MPI_UINT64_T, 0, comm_, &request) != MPI_SUCCESS)
+            return false;
+        long pause_ns = 100000; // 0.1 ms, doubling up to 10 ms
+        for (;;) {
+            int done = 0;
+            if (mpi_.MPI_Test_(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+            if (done) return true;
+            struct timespec pause = {0, pause_ns};
+            nanosleep(&pause, nullptr);
+            pause_ns = std::min(pause_ns * 2, 10000000L);
+        }
+    }
+
     bool broadcast(std::vector<char>& bytes, std::string& error) override {
         uint64_t length = bytes.size();
-        if (mpi_.MPI_Bcast_(&length, 1, MPI_UINT64_T, 0, comm_) != MPI_SUCCESS) {
+        if (!bcast_length_idly(length)) {
             error = "MPI_Bcast failed";
             return false;
         }

@@ -1,5 +1,7 @@
 #include "tree.hpp"
 
+#include "profile.hpp"
+
 #include <cerrno>
 #include <climits>
 #include <xxhash.h>
@@ -24,7 +26,8 @@ bool is_join(std::string_view dir, std::string_view name, std::string_view path)
            (sep == 0 || path[dir.size()] == '/') && path.ends_with(name);
 }
 
-constexpr int kMaxSymlinks = 40; // the kernel's MAXSYMLINKS
+constexpr int kMaxSymlinks = 40;        // the kernel's MAXSYMLINKS
+constexpr size_t kMaxLearned = 1 << 20; // paths kept for the profile
 
 } // namespace
 
@@ -49,11 +52,25 @@ Tree::Tree(const Snapshot& snapshot) : snapshot_(snapshot) {
         }
     }
     stale_ = std::make_unique<std::atomic<uint8_t>[]>(count);
+    used_ = std::make_unique<std::atomic<uint8_t>[]>(count);
     checked_epoch_ = std::make_unique<std::atomic<uint32_t>[]>(count);
     for (uint32_t i = 0; i < count; ++i) {
         stale_[i].store(0, std::memory_order_relaxed);
+        used_[i].store(0, std::memory_order_relaxed);
         checked_epoch_[i].store(0, std::memory_order_relaxed);
     }
+}
+
+void Tree::learn(uint32_t entry, std::string_view rest) const {
+    std::string path = snapshot_.path(entry);
+    if (!rest.empty()) path = lexically_tidy(path + "/" + std::string(rest));
+    std::lock_guard lock(learned_mutex_);
+    if (learned_.size() < kMaxLearned) learned_.insert(std::move(path));
+}
+
+std::vector<std::string> Tree::learned_paths() const {
+    std::lock_guard lock(learned_mutex_);
+    return {learned_.begin(), learned_.end()};
 }
 
 uint32_t Tree::child(uint32_t dir, std::string_view name) const {
@@ -202,19 +219,30 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
         if (found == kNoEntry) {
             if (stale_[at].load(std::memory_order_acquire) & kStaleSelf)
                 return Resolution::forward();
+            note_use(at);
             return Resolution::failed(ENOENT);
         }
         if (stale_[found].load(std::memory_order_acquire) & kStaleSubtree)
             return Resolution::forward();
         const Entry& e = snapshot_.entry(found);
+        if (e.flags & kNoStat) {
+            // Only its name and type are known: a path through a regular
+            // file is ENOTDIR, anything else goes to the filesystem.
+            if (S_ISREG(e.st.mode) && (!last || slash_after)) return Resolution::failed(ENOTDIR);
+            if (!was_used(found) || !last) learn(found, last ? "" : pending.substr(cursor));
+            note_use(found);
+            return Resolution::forward();
+        }
         if (S_ISLNK(e.st.mode) && last && follow_last && !slash_after && e.follow != kNoEntry &&
             !outside_changed_.load(std::memory_order_acquire)) {
             Resolution r = Resolution::found(found);
             r.followed = true;
+            note_use(found);
             return r;
         }
         if (S_ISLNK(e.st.mode) && (!last || follow_last || slash_after)) {
             if (++links > kMaxSymlinks) return Resolution::failed(ELOOP);
+            note_use(found);
             std::string_view target = snapshot_.link_target(found);
             if (target.empty()) return Resolution::failed(ENOENT);
             std::string next_pending(target);
@@ -240,6 +268,7 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
     if (is_dir(at) && !still_current(at)) return Resolution::forward();
     uint8_t stale = stale_[at].load(std::memory_order_acquire);
     if (stale & kStaleSubtree || (stale && !accept_stale_last)) return Resolution::forward();
+    note_use(at);
     return Resolution::found(at);
 }
 

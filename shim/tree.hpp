@@ -8,8 +8,10 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 namespace pyimport {
@@ -76,6 +78,12 @@ class Tree {
     void outside_changed() { outside_changed_.store(true, std::memory_order_release); }
 
     bool is_dir(uint32_t entry) const { return S_ISDIR(snapshot_.entry(entry).st.mode); }
+
+    // What this process looked at, for the profile: entries that answered
+    // (or whose directory answered "absent"), and paths forwarded through an
+    // entry the snapshot holds by name only.
+    bool was_used(uint32_t entry) const { return used_[entry].load(std::memory_order_relaxed); }
+    std::vector<std::string> learned_paths() const;
     bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
 
   private:
@@ -90,6 +98,12 @@ class Tree {
         stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
     }
 
+    void note_use(uint32_t entry) const {
+        if (!used_[entry].load(std::memory_order_relaxed))
+            used_[entry].store(1, std::memory_order_relaxed);
+    }
+    void learn(uint32_t entry, std::string_view rest) const;
+
     const Snapshot& snapshot_;
     std::vector<uint32_t> slots_; // open addressing over (parent, name)
     uint64_t mask_ = 0;
@@ -99,6 +113,9 @@ class Tree {
     std::unique_ptr<std::atomic<uint32_t>[]> checked_epoch_;
     DirectoryCheck check_ = nullptr;
     std::atomic<bool> outside_changed_{false};
+    std::unique_ptr<std::atomic<uint8_t>[]> used_;
+    mutable std::mutex learned_mutex_;
+    mutable std::unordered_set<std::string> learned_;
 };
 
 } // namespace pyimport

@@ -2,9 +2,14 @@
 // that compare the snapshot with the real filesystem.
 #pragma once
 
+#include "snapshot.hpp"
+#include "tree.hpp"
+
+#include <criterion/criterion.h>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,5 +53,30 @@ struct Fixture {
     void link(const std::string& target, const std::string& rel) const {
         int ignored = symlink(target.c_str(), path(rel).c_str());
         (void)ignored;
+    }
+};
+
+// Options that snapshot the fixture (its root, required; 1 MiB budget).
+inline pyimport::BuildOptions fixture_options(const Fixture& fx) {
+    pyimport::BuildOptions o;
+    o.prefixes = {fx.root};
+    o.prefixes_required = true;
+    o.max_bytes = 1 << 20;
+    return o;
+}
+
+// A snapshot built with `options`, attached and indexed (asserting each step).
+struct Built {
+    std::vector<char> image;
+    pyimport::Snapshot snapshot;
+    std::unique_ptr<pyimport::Tree> tree;
+    explicit Built(const pyimport::BuildOptions& options) {
+        std::string error;
+        cr_assert(pyimport::build_snapshot(options, image, error), "%s", error.c_str());
+        cr_assert(snapshot.attach(image.data(), image.size(), error), "%s", error.c_str());
+        tree = std::make_unique<pyimport::Tree>(snapshot);
+    }
+    pyimport::Resolution resolve(const std::string& path, bool follow = true) const {
+        return tree->resolve(pyimport::Position{}, path, follow);
     }
 };

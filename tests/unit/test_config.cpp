@@ -112,10 +112,11 @@ Test(config, public_header_names_every_variable) {
 #define PYIMPORT_NAME(field, name, type, def, meaning) table.push_back(name);
     PYIMPORT_OPTIONS(PYIMPORT_NAME)
 #undef PYIMPORT_NAME
-    std::vector<std::string> header = {PYIMPORT_ENV_DISABLE,     PYIMPORT_ENV_PREFIX,
-                                       PYIMPORT_ENV_MAX_BYTES,   PYIMPORT_ENV_CONTENT,
-                                       PYIMPORT_ENV_LOG,         PYIMPORT_ENV_STATS,
-                                       PYIMPORT_ENV_TIMEOUT,     PYIMPORT_ENV_RECHECK,
-                                       PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
+    std::vector<std::string> header = {
+        PYIMPORT_ENV_DISABLE,    PYIMPORT_ENV_PREFIX,  PYIMPORT_ENV_MAX_BYTES,
+        PYIMPORT_ENV_CONTENT,    PYIMPORT_ENV_STAT,    PYIMPORT_ENV_EXCLUDE,
+        PYIMPORT_ENV_PROFILE,    PYIMPORT_ENV_LOG,     PYIMPORT_ENV_STATS,
+        PYIMPORT_ENV_TIMEOUT,    PYIMPORT_ENV_RECHECK, PYIMPORT_ENV_ANY_PROGRAM,
+        PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }

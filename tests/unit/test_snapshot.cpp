@@ -12,11 +12,8 @@ using namespace pyimport;
 
 namespace {
 BuildOptions options_for(const Fixture& fx) {
-    BuildOptions o;
-    o.prefixes = {fx.root};
-    o.prefixes_required = true;
+    BuildOptions o = fixture_options(fx);
     o.content_suffixes = {".py", ".pyc"};
-    o.max_bytes = 1 << 20;
     o.cache_tag = "cpython-311";
     return o;
 }
@@ -129,10 +126,5 @@ Test(snapshot, nested_prefixes_are_walked_once) {
     Fixture fx;
     BuildOptions o = options_for(fx);
     o.prefixes = {fx.path("pkg/sub"), fx.root, fx.path("pkg")};
-    std::vector<char> image;
-    std::string error;
-    cr_assert(build_snapshot(o, image, error));
-    Snapshot s;
-    cr_assert(s.attach(image.data(), image.size(), error));
-    cr_expect_eq(s.root_count(), 1u);
+    cr_expect_eq(Built(o).snapshot.root_count(), 1u);
 }

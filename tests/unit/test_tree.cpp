@@ -6,27 +6,23 @@
 #include <cerrno>
 #include <criterion/criterion.h>
 #include <cstring>
+#include <dirent.h>
 #include <sys/stat.h>
 
 using namespace pyimport;
 
 namespace {
+BuildOptions python_options(const Fixture& fx) {
+    BuildOptions o = fixture_options(fx);
+    o.content_suffixes = {".py"};
+    return o;
+}
+
 struct Loaded {
     Fixture fx;
-    std::vector<char> image;
-    Snapshot snapshot;
-    std::unique_ptr<Tree> tree;
-    Loaded() {
-        BuildOptions o;
-        o.prefixes = {fx.root};
-        o.prefixes_required = true;
-        o.content_suffixes = {".py"};
-        o.max_bytes = 1 << 20;
-        std::string error;
-        cr_assert(build_snapshot(o, image, error), "%s", error.c_str());
-        cr_assert(snapshot.attach(image.data(), image.size(), error));
-        tree = std::make_unique<Tree>(snapshot);
-    }
+    Built built{python_options(fx)};
+    Snapshot& snapshot = built.snapshot;
+    std::unique_ptr<Tree>& tree = built.tree;
 };
 
 // Resolves like stat/lstat and checks the answer against the kernel's.
@@ -163,4 +159,71 @@ Test(tree, changes_are_answered_by_the_filesystem) {
     m.tree->invalidate(Position{}, m.fx.path("pkg/sub/up"), true);
     cr_expect_eq(m.tree->resolve(Position{}, m.fx.path("pkg/mod.py"), true).kind,
                  Resolution::Forward);
+}
+
+// A file that is not a module (PYIMPORT_STAT) is listed but not stat'ed: its
+// calls are forwarded, and a path through it fails as the kernel's does.
+Test(tree, data_files_are_listed_but_forwarded) {
+    Loaded l;
+    const std::string R = l.fx.root;
+    Resolution r = l.tree->resolve(Position{}, R + "/pkg/data.bin", true);
+    cr_expect_eq(r.kind, Resolution::Forward);
+    for (std::string rel : {"pkg/data.bin/", "pkg/data.bin/x", "pkg/data.bin/."})
+        expect_like_kernel(l, Position{}, R + "/" + rel, true, (R + "/" + rel).c_str());
+    Resolution pkg = l.tree->resolve(Position{}, R + "/pkg", true);
+    cr_assert_eq(pkg.kind, Resolution::Found);
+    bool listed = false;
+    const Entry& dir = l.snapshot.entry(pkg.entry);
+    for (uint32_t i = 0; i < dir.listing_count; ++i) {
+        const ListingItem& item = l.snapshot.listing(pkg.entry)[i];
+        uint32_t e = item.entry;
+        if (e != kNoEntry && l.snapshot.name(e) == "data.bin") {
+            listed = true;
+            cr_expect(l.snapshot.entry(e).flags & kNoStat);
+            cr_expect_eq(item.type, DT_REG);
+        }
+    }
+    cr_expect(listed, "data.bin missing from the listing");
+}
+
+Test(tree, star_caches_every_stat) {
+    Fixture fx;
+    BuildOptions o = fixture_options(fx);
+    o.stat_suffixes = {"*"};
+    Built b(o);
+    const Snapshot& s = b.snapshot;
+    Resolution r = b.resolve(fx.path("pkg/data.bin"));
+    cr_assert_eq(r.kind, Resolution::Found);
+    struct stat st {};
+    cr_assert_eq(stat((fx.root + "/pkg/data.bin").c_str(), &st), 0);
+    cr_expect_eq(s.entry(r.entry).st.ino, st.st_ino);
+    cr_expect_eq(s.entry(r.entry).st.size, static_cast<uint64_t>(st.st_size));
+}
+
+// An excluded directory (PYIMPORT_EXCLUDE) is listed in its parent but not
+// walked: it and everything under it go to the filesystem.
+Test(tree, excluded_directories_are_forwarded) {
+    Fixture fx;
+    BuildOptions o = python_options(fx);
+    o.exclude = {"sub"};
+    Built b(o);
+    const Snapshot& s = b.snapshot;
+    const Tree& tree = *b.tree;
+    for (std::string rel : {"pkg/sub", "pkg/sub/", "pkg/sub/deep.py", "pkg/sub/absent",
+                            "pkg/to_sub/deep.py", "pkg/sub/up"})
+        cr_expect_eq(tree.resolve(Position{}, fx.root + "/" + rel, true).kind, Resolution::Forward,
+                     "%s was answered", rel.c_str());
+    Resolution mod = tree.resolve(Position{}, fx.root + "/pkg/mod.py", true);
+    cr_expect_eq(mod.kind, Resolution::Found);
+    Resolution pkg = tree.resolve(Position{}, fx.root + "/pkg", true);
+    cr_assert_eq(pkg.kind, Resolution::Found);
+    bool listed = false;
+    for (uint32_t i = 0; i < s.entry(pkg.entry).listing_count; ++i) {
+        const ListingItem& item = s.listing(pkg.entry)[i];
+        if (item.entry != kNoEntry && s.name(item.entry) == "sub") {
+            listed = true;
+            cr_expect_eq(item.type, DT_DIR);
+        }
+    }
+    cr_expect(listed, "sub missing from the listing");
 }

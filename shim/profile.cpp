@@ -1,0 +1,151 @@
+#include "profile.hpp"
+
+#include "real.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+namespace pyimport {
+
+namespace {
+constexpr char kHeader[] = "pyimport-profile 1\n";
+constexpr size_t kMaxProfileBytes = size_t{64} << 20;
+
+// Python options that take the next argument as their value.
+bool takes_value(const std::string& option) {
+    return option == "-W" || option == "-X" || option == "--check-hash-based-pycs";
+}
+} // namespace
+
+std::string program_identity(const std::vector<std::string>& args) {
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "-c" || a == "-m") return i + 1 < args.size() ? a + " " + args[i + 1] : a;
+        if (a.size() > 2 && (a.starts_with("-c") || a.starts_with("-m")))
+            return a.substr(0, 2) + " " + a.substr(2);
+        if (a == "-" || a == "--") return i + 1 < args.size() && a == "--" ? args[i + 1] : a;
+        if (a.starts_with("-")) {
+            if (takes_value(a)) ++i;
+            continue;
+        }
+        char resolved[PATH_MAX];
+        return realpath(a.c_str(), resolved) ? std::string(resolved) : a;
+    }
+    return "(interactive)";
+}
+
+std::string profile_file(const std::string& dir, const std::string& executable,
+                         const std::string& program, const std::vector<std::string>& prefixes) {
+    std::string key = executable + '\0' + program + '\0' + std::to_string(geteuid());
+    for (const std::string& p : prefixes)
+        key += '\0' + p;
+    char name[64];
+    std::snprintf(name, sizeof name, "/%016llx.profile",
+                  static_cast<unsigned long long>(XXH3_64bits(key.data(), key.size())));
+    return dir + name;
+}
+
+std::string lexically_tidy(std::string_view path) {
+    std::string out;
+    size_t i = 0;
+    while (i < path.size()) {
+        size_t end = path.find('/', i);
+        if (end == std::string_view::npos) end = path.size();
+        std::string_view part = path.substr(i, end - i);
+        i = end + 1;
+        if (part.empty() || part == ".") continue;
+        if (part == "..") break;
+        out += '/';
+        out += part;
+    }
+    return out.empty() ? "/" : out;
+}
+
+bool read_profile(const std::string& file, PathSet& paths, std::string& error) {
+    paths.clear();
+    int fd = REAL(open)(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return true;
+        error = "cannot read profile " + file + ": " + std::strerror(errno);
+        return false;
+    }
+    std::string text;
+    char buffer[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            error = "cannot read profile " + file + ": " + std::strerror(errno);
+            REAL(close)(fd);
+            return false;
+        }
+        if (n == 0) break;
+        text.append(buffer, static_cast<size_t>(n));
+        if (text.size() > kMaxProfileBytes) break;
+    }
+    REAL(close)(fd);
+    if (text.size() > kMaxProfileBytes) {
+        error = "profile " + file + " is larger than 64 MiB";
+        return false;
+    }
+    if (!text.starts_with(kHeader) || (text.size() > 0 && text.back() != '\n')) {
+        error = "profile " + file + " is not a pyimport profile (or was cut short)";
+        return false;
+    }
+    size_t pos = sizeof kHeader - 1;
+    while (pos < text.size()) {
+        size_t end = text.find('\n', pos);
+        std::string line = text.substr(pos, end - pos);
+        pos = end + 1;
+        if (line.empty() || line[0] != '/' || line.find('\0') != std::string::npos) {
+            error = "profile " + file + " has a line that is not an absolute path";
+            paths.clear();
+            return false;
+        }
+        paths.insert(std::move(line));
+    }
+    return true;
+}
+
+bool write_profile(const std::string& file, const PathSet& paths, std::string& error) {
+    // Create missing directories, private to the user.
+    for (size_t slash = file.find('/', 1); slash != std::string::npos;
+         slash = file.find('/', slash + 1)) {
+        std::string dir = file.substr(0, slash);
+        if (REAL(mkdir)(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+            error = "cannot create " + dir + ": " + std::strerror(errno);
+            return false;
+        }
+    }
+    std::string text = kHeader;
+    for (const std::string& p : paths)
+        if (!p.empty() && p[0] == '/' && p.find('\n') == std::string::npos) text += p + "\n";
+    std::string temporary = file + "." + std::to_string(getpid()) + ".tmp";
+    int fd =
+        REAL(open)(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        error = "cannot write " + temporary + ": " + std::strerror(errno);
+        return false;
+    }
+    size_t done = 0;
+    while (done < text.size()) {
+        ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += static_cast<size_t>(n);
+    }
+    bool ok = done == text.size() && REAL(close)(fd) == 0;
+    if (!ok || REAL(rename)(temporary.c_str(), file.c_str()) != 0) {
+        error = "cannot write " + file + ": " + std::strerror(errno);
+        REAL(unlink)(temporary.c_str());
+        return false;
+    }
+    return true;
+}
+
+} // namespace pyimport
