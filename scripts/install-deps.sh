@@ -9,7 +9,7 @@ packages=(
     libunwind-dev libxxhash-dev libcriterion-dev
     python3 python3-numpy python3-scipy
     strace util-linux procps
-    fuse3 libfuse3-dev bc
+    fuse3 libfuse3-dev bc gnuplot-nox
 )
 
 missing=()

@@ -41,8 +41,24 @@ bool launched_as_rank(std::string& why_not) {
     return true;
 }
 
+// The program is a Python interpreter: Py_BytesMain is defined, in the
+// program itself (a static libpython, as Debian builds it) or in a libpython
+// that a program named python* uses (--enable-shared builds: conda, pyenv).
+// Programs that embed libpython (gdb, vim, a simulation code) are not.
 bool is_python() {
-    return dlsym(RTLD_DEFAULT, "Py_BytesMain") != nullptr;
+    void* entry = dlsym(RTLD_DEFAULT, "Py_BytesMain");
+    if (!entry) return false;
+    char exe[PATH_MAX];
+    ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    const char* base = std::strrchr(exe, '/');
+    if (std::strncmp(base ? base + 1 : exe, "python", 6) == 0) return true;
+    Dl_info info{};
+    if (!dladdr(entry, &info) || !info.dli_fname) return false;
+    if (info.dli_fname[0] == '\0') return true; // the main program's own map
+    char where[PATH_MAX];
+    return realpath(info.dli_fname, where) && std::strcmp(where, exe) == 0;
 }
 
 namespace {

@@ -22,9 +22,9 @@ namespace pyimport {
       "file name endings whose stat (not bytes) is cached besides PYIMPORT_CONTENT's; other "      \
       "regular files are listed by name and type only and their calls go to the filesystem, "      \
       "which saves rank 0 a request per data file; * caches every stat")                           \
-    X(exclude, "PYIMPORT_EXCLUDE", SuffixList, "tests",                                            \
+    X(exclude, "PYIMPORT_EXCLUDE", SuffixList, "tests,test",                                       \
       "directory names, comma-separated, not walked: calls under them go to the filesystem "       \
-      "(test suites, a third of numpy's and scipy's files, are not imported at start-up)")         \
+      "(test suites: a third of numpy's and scipy's files, and of a full stdlib)")                 \
     X(profile, "PYIMPORT_PROFILE", Text, "auto",                                                   \
       "directory where rank 0 keeps, per program, the paths its jobs used, so that the next job "  \
       "reads only those (the rest is forwarded and learned); auto: $XDG_CACHE_HOME/pyimport or "   \
