@@ -1,8 +1,12 @@
-/* Cost per call of the file operations the shim serves, for one directory:
- * stat of present and absent names, open+read+close, and a directory listing.
- * Run plain and under the shim (bench/micro/run.sh) to compare.
+/* Cost per call of the file operations the shim serves, hits and misses:
+ * for a directory inside the cached prefixes (served from the snapshot) and
+ * one outside them (forwarded to libc): stat of a present and an absent name,
+ * open+read+close of a file, and a directory listing.  Run plain and under the
+ * shim (bench/micro/run.sh) to compare.
  *
- *   micro DIR FILE ITERATIONS     (FILE: a name inside DIR)
+ *   micro ITERATIONS LABEL DIR FILE [LABEL DIR FILE ...]   (FILE: a name in DIR)
+ *
+ * Prints "<measure>_<label>_ns <nanoseconds per call>" lines.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -14,43 +18,37 @@
 #include <time.h>
 #include <unistd.h>
 
+static long sink;
+static char buf[1 << 16];
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-int main(int argc, char** argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: micro DIR FILE ITERATIONS\n");
-        return 2;
-    }
-    const char* dir = argv[1];
-    long n = atol(argv[3]);
-    if (n <= 0) {
-        fprintf(stderr, "micro: ITERATIONS must be a positive number\n");
-        return 2;
-    }
+static void report(const char* measure, const char* label, double start, long n) {
+    printf("%s_%s_ns %.0f\n", measure, label, (now() - start) / n * 1e9);
+}
+
+static int measure(const char* label, const char* dir, const char* file, long n) {
     char present[4096], absent[4096];
-    snprintf(present, sizeof present, "%s/%s", dir, argv[2]);
+    snprintf(present, sizeof present, "%s/%s", dir, file);
     snprintf(absent, sizeof absent, "%s/no-such-module.py", dir);
     struct stat st;
     if (stat(present, &st) != 0) {
         perror(present);
         return 2;
     }
-    static char buf[1 << 16];
-    long sink = 0;
-
     double t = now();
     for (long i = 0; i < n; ++i)
         sink += stat(present, &st);
-    printf("stat_hit_ns %.0f\n", (now() - t) / n * 1e9);
+    report("stat_present", label, t, n);
 
     t = now();
     for (long i = 0; i < n; ++i)
         sink += stat(absent, &st);
-    printf("stat_miss_ns %.0f\n", (now() - t) / n * 1e9);
+    report("stat_absent", label, t, n);
 
     t = now();
     for (long i = 0; i < n; ++i) {
@@ -60,7 +58,7 @@ int main(int argc, char** argv) {
             sink += got;
         close(fd);
     }
-    printf("open_read_close_ns %.0f\n", (now() - t) / n * 1e9);
+    report("open_read_close", label, t, n);
 
     t = now();
     for (long i = 0; i < n; ++i) {
@@ -69,6 +67,23 @@ int main(int argc, char** argv) {
             ++sink;
         closedir(d);
     }
-    printf("listdir_ns %.0f\n", (now() - t) / n * 1e9);
+    report("listdir", label, t, n);
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc < 5 || (argc - 2) % 3 != 0) {
+        fprintf(stderr, "usage: micro ITERATIONS LABEL DIR FILE [LABEL DIR FILE ...]\n");
+        return 2;
+    }
+    long n = atol(argv[1]);
+    if (n <= 0) {
+        fprintf(stderr, "micro: ITERATIONS must be a positive number\n");
+        return 2;
+    }
+    for (int i = 2; i + 2 < argc; i += 3) {
+        int rc = measure(argv[i], argv[i + 1], argv[i + 2], n);
+        if (rc) return rc;
+    }
     return sink == 42 ? 1 : 0; /* keep the loops */
 }
