@@ -93,10 +93,22 @@ def prerequisites(chk, args):
         chk.finish()
 
 
+# The per-test cache directory (XDG_CACHE_HOME of every run), set by the
+# first Workdir: with PYIMPORT_PROFILE's default ("auto") rank 0 keeps a
+# profile in $XDG_CACHE_HOME/pyimport, and a test must neither read the
+# profiles of earlier runs of the user nor leave its own there.
+CACHE_HOME = None
+
+
 def base_env():
     """The environment every run starts from: the caller's, minus anything that
     would change the behaviour of the shim or of the interpreter, plus a
-    single-threaded BLAS so that 4 ranks on 2 cores stay deterministic/fast."""
+    single-threaded BLAS so that 4 ranks on 2 cores stay deterministic/fast,
+    and XDG_CACHE_HOME in the test's temporary directory (hermetic: the real
+    ~/.cache/pyimport is never read or written).  Create a Workdir first."""
+    if CACHE_HOME is None:
+        raise RuntimeError("e2e_lib.base_env() before any Workdir: runs would use "
+                           "the real ~/.cache/pyimport")
     env = {}
     for k, v in os.environ.items():
         if k.startswith("PYIMPORT_") or k in ("LD_PRELOAD", "LD_LIBRARY_PATH"):
@@ -105,7 +117,10 @@ def base_env():
             continue
         if k.startswith("PMI_") or k.startswith("MPI_LOCAL") or k.startswith("HYDRA_"):
             continue
+        if k == "XDG_CACHE_HOME":
+            continue
         env[k] = v
+    env["XDG_CACHE_HOME"] = CACHE_HOME
     env["OMP_NUM_THREADS"] = "1"
     env["OPENBLAS_NUM_THREADS"] = "1"
     env["MKL_NUM_THREADS"] = "1"
@@ -235,9 +250,15 @@ def read(path):
 
 class Workdir:
     def __init__(self, keep=False, tag="pyimport-e2e-"):
+        global CACHE_HOME
         self.path = tempfile.mkdtemp(prefix=tag)
         self.keep = keep
         self.n = 0
+        if CACHE_HOME is None:
+            # Created empty: the first job of every program walks the
+            # prefixes whole, as on a fresh CI machine.
+            CACHE_HOME = os.path.join(self.path, "xdg-cache")
+            os.mkdir(CACHE_HOME, 0o700)
 
     def sub(self, name):
         self.n += 1
@@ -253,11 +274,14 @@ class Workdir:
 
 
 def mpirun(label, args, wd, nranks, prog_argv, env, cwd=None, timeout=RUN_TIMEOUT,
-           mpiexec_opts=()):
-    d = wd.sub(label)
-    argv = [args.mpiexec, "-n", str(nranks),
-            "-outfile-pattern", os.path.join(d, "out.%r"),
-            "-errfile-pattern", os.path.join(d, "err.%r")] + list(mpiexec_opts) + list(prog_argv)
+           mpiexec_opts=(), runas=(), rank_dir=None):
+    """runas goes in front of mpiexec (e.g. a setpriv command); rank_dir, if
+    given, receives the per-rank output instead of a new wd.sub(label)."""
+    d = rank_dir or wd.sub(label)
+    argv = list(runas) + [args.mpiexec, "-n", str(nranks),
+                          "-outfile-pattern", os.path.join(d, "out.%r"),
+                          "-errfile-pattern", os.path.join(d, "err.%r")]
+    argv += list(mpiexec_opts) + list(prog_argv)
     return run(label, argv, env, cwd=cwd or d, timeout=timeout, rank_dir=d, nranks=nranks)
 
 

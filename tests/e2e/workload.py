@@ -29,6 +29,10 @@ Environment (all optional):
                             all ranks do).
   WORKLOAD_NO_SUBPROCESS=1  skip the subprocess part.
   WORKLOAD_NO_FORK=1        skip the fork / multiprocessing part.
+  WORKLOAD_EXTRA_IMPORT     comma-separated modules imported on every rank
+                            besides the usual ones (the profile test: a job
+                            of the same program that uses more than its
+                            profile holds).
 """
 
 import os
@@ -139,6 +143,18 @@ def part_stdlib():
     libc.strlen.argtypes = [ctypes.c_char_p]
     out("ctypes strlen", libc.strlen(b"pyimport"),
         "sizeof(c_long)", ctypes.sizeof(ctypes.c_long))
+
+
+def part_extra_imports():
+    names = [n for n in os.environ.get("WORKLOAD_EXTRA_IMPORT", "").split(",") if n]
+    if not names:
+        return
+    import importlib
+    for name in names:
+        mod = importlib.import_module(name)
+        public = sorted(n for n in dir(mod) if not n.startswith("_"))
+        out("extra import", mod.__name__, os.path.basename(mod.__file__),
+            "public names", len(public), public[:3])
 
 
 def _write(path, text, mtime=None):
@@ -410,6 +426,7 @@ def main():
     part_numerics()
     part_threads()
     part_stdlib()
+    part_extra_imports()
     part_preexisting()
     part_child_writes()
     part_writable()
