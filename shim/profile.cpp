@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +17,22 @@ namespace pyimport {
 namespace {
 constexpr char kHeader[] = "pyimport-profile 1\n";
 constexpr size_t kMaxProfileBytes = size_t{64} << 20;
+
+// Profiles of programs that have not run for kProfileMaxAgeDays.
+void remove_old_profiles(const std::string& dir) {
+    DIR* d = REAL(opendir)(dir.c_str());
+    if (!d) return;
+    time_t oldest = time(nullptr) - time_t{kProfileMaxAgeDays} * 86400;
+    while (struct dirent64* e = REAL(readdir64)(d)) {
+        std::string_view name(e->d_name);
+        if (!name.ends_with(".profile")) continue;
+        struct stat st {};
+        if (REAL(fstatat)(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) && st.st_mtime < oldest)
+            REAL(unlinkat)(dirfd(d), e->d_name, 0);
+    }
+    REAL(closedir)(d);
+}
 
 // Python options that take the next argument as their value.
 bool takes_value(const std::string& option) {
@@ -28,13 +46,16 @@ std::string program_identity(const std::vector<std::string>& args) {
         if (a == "-c" || a == "-m") return i + 1 < args.size() ? a + " " + args[i + 1] : a;
         if (a.size() > 2 && (a.starts_with("-c") || a.starts_with("-m")))
             return a.substr(0, 2) + " " + a.substr(2);
-        if (a == "-" || a == "--") return i + 1 < args.size() && a == "--" ? args[i + 1] : a;
-        if (a.starts_with("-")) {
+        if (a == "-") return a;
+        if (a == "--") {
+            if (i + 1 == args.size()) return "(interactive)";
+            ++i;
+        } else if (a.starts_with("-")) {
             if (takes_value(a)) ++i;
             continue;
         }
         char resolved[PATH_MAX];
-        return realpath(a.c_str(), resolved) ? std::string(resolved) : a;
+        return realpath(args[i].c_str(), resolved) ? std::string(resolved) : args[i];
     }
     return "(interactive)";
 }
@@ -70,9 +91,8 @@ bool read_profile(const std::string& file, PathSet& paths, std::string& error) {
     paths.clear();
     int fd = REAL(open)(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT) return true;
-        error = "cannot read profile " + file + ": " + std::strerror(errno);
-        return false;
+        if (errno != ENOENT) error = "cannot read profile " + file + ": " + std::strerror(errno);
+        return true;
     }
     std::string text;
     char buffer[65536];
@@ -82,7 +102,7 @@ bool read_profile(const std::string& file, PathSet& paths, std::string& error) {
         if (n < 0) {
             error = "cannot read profile " + file + ": " + std::strerror(errno);
             REAL(close)(fd);
-            return false;
+            return true;
         }
         if (n == 0) break;
         text.append(buffer, static_cast<size_t>(n));
@@ -139,12 +159,15 @@ bool write_profile(const std::string& file, const PathSet& paths, std::string& e
         if (n <= 0) break;
         done += static_cast<size_t>(n);
     }
-    bool ok = done == text.size() && REAL(close)(fd) == 0;
-    if (!ok || REAL(rename)(temporary.c_str(), file.c_str()) != 0) {
-        error = "cannot write " + file + ": " + std::strerror(errno);
+    int saved = done == text.size() ? 0 : errno ? errno : EIO;
+    if (REAL(close)(fd) != 0 && !saved) saved = errno;
+    if (!saved && REAL(rename)(temporary.c_str(), file.c_str()) != 0) saved = errno;
+    if (saved) {
+        error = "cannot write " + file + ": " + std::strerror(saved);
         REAL(unlink)(temporary.c_str());
         return false;
     }
+    remove_old_profiles(file.substr(0, file.find_last_of('/')));
     return true;
 }
 

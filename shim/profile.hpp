@@ -23,13 +23,16 @@ std::string program_identity(const std::vector<std::string>& args);
 std::string profile_file(const std::string& dir, const std::string& executable,
                          const std::string& program, const std::vector<std::string>& prefixes);
 
-// Reads a profile. A missing file is an empty profile (true); a malformed
-// one is false with a one-line reason.
+// Reads a profile. A missing or unreadable file is an empty profile (true;
+// `error` says why it could not be read, if it exists); a malformed one is
+// false with a one-line reason.
 bool read_profile(const std::string& file, PathSet& paths, std::string& error);
 
 // Writes atomically (a temporary file renamed over it), creating the
-// directory private to the user (0700) if needed.
+// directory private to the user (0700) if needed, and removes the
+// directory's profiles that no job has written for kProfileMaxAgeDays.
 bool write_profile(const std::string& file, const PathSet& paths, std::string& error);
+inline constexpr int kProfileMaxAgeDays = 60;
 
 // "/a/b/./c//d/../e" -> "/a/b/c"; stops at the first ".." (it cannot be
 // undone without the filesystem) and returns what came before.

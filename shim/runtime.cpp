@@ -95,6 +95,7 @@ void load_profile(const Config& config, BuildOptions& options) {
         g_profile->paths.clear();
         return;
     }
+    if (!error.empty()) PYIMPORT_LOG(LogLevel::info, "%s; walking every prefix", error.c_str());
     PYIMPORT_LOG(LogLevel::info, "profile %s: %zu paths", g_profile->file.c_str(),
                  g_profile->paths.size());
     if (!g_profile->paths.empty()) options.profile = &g_profile->paths;
@@ -105,12 +106,16 @@ void save_profile(Core& core) {
     if (!g_profile) return;
     const Tree& tree = core.tree();
     const Snapshot& snapshot = tree.snapshot();
-    PathSet paths = g_profile->paths;
+    // Earlier jobs' paths stay unless this snapshot shows them gone.
+    PathSet paths;
+    for (const std::string& p : g_profile->paths)
+        if (tree.resolve(Position{}, p, false).kind != Resolution::Failed) paths.insert(p);
+    size_t kept = paths.size();
     for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i)
         if (tree.was_used(i)) paths.insert(snapshot.path(i));
     for (std::string& p : tree.learned_paths())
         paths.insert(std::move(p));
-    if (paths.size() == g_profile->paths.size()) return; // nothing new
+    if (kept == g_profile->paths.size() && paths.size() == kept) return; // nothing new
     std::string error;
     if (!write_profile(g_profile->file, paths, error))
         PYIMPORT_LOG(LogLevel::info, "%s; the profile is not updated", error.c_str());

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <criterion/criterion.h>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sys/stat.h>
 
@@ -20,6 +21,8 @@ Test(profile, program_identity_ignores_options_and_arguments) {
                  "/no/such/app.py");
     cr_expect_eq(program_identity({"-O", "/tmp/../tmp"}), "/tmp"); // resolved when it exists
     cr_expect_eq(program_identity({}), "(interactive)");
+    cr_expect_eq(program_identity({"-u", "--", "/tmp/../tmp", "-c"}), "/tmp");
+    cr_expect_eq(program_identity({"-"}), "-");
     cr_expect_neq(program_identity({"a.py"}), program_identity({"b.py"}));
 }
 
@@ -62,6 +65,34 @@ Test(profile, round_trip_missing_and_corrupt) {
                   error.c_str());
         cr_expect(paths.empty());
     }
+}
+
+Test(profile, unreadable_is_empty_with_a_reason) {
+    Fixture fx;
+    PathSet paths = {"/stale"};
+    std::string error;
+    // Under a regular file: ENOTDIR, even for root.
+    cr_expect(read_profile(fx.path("pkg/mod.py/x.profile"), paths, error));
+    cr_expect(paths.empty());
+    cr_expect(error.find("Not a directory") != std::string::npos, "%s", error.c_str());
+}
+
+Test(profile, old_profiles_are_removed_when_one_is_written) {
+    Fixture fx;
+    std::string dir = fx.path("profiles");
+    PathSet paths = {"/a"};
+    std::string error;
+    cr_assert(write_profile(dir + "/old.profile", paths, error), "%s", error.c_str());
+    fx.file("profiles/notes.txt", "kept");
+    struct timespec old[2] = {{time(nullptr) - (kProfileMaxAgeDays + 1) * 86400L, 0},
+                              {time(nullptr) - (kProfileMaxAgeDays + 1) * 86400L, 0}};
+    cr_assert_eq(utimensat(AT_FDCWD, (dir + "/old.profile").c_str(), old, 0), 0);
+    cr_assert_eq(utimensat(AT_FDCWD, (dir + "/notes.txt").c_str(), old, 0), 0);
+    cr_assert(write_profile(dir + "/new.profile", paths, error), "%s", error.c_str());
+    struct stat st {};
+    cr_expect_neq(stat((dir + "/old.profile").c_str(), &st), 0, "an old profile was kept");
+    cr_expect_eq(stat((dir + "/new.profile").c_str(), &st), 0);
+    cr_expect_eq(stat((dir + "/notes.txt").c_str(), &st), 0, "a file not ours was removed");
 }
 
 Test(profile, unwritable_directory_is_reported) {
