@@ -189,7 +189,9 @@ class Builder {
     std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
     bool noatime_ = true; // try O_NOATIME in the directory being walked
-    static constexpr size_t kMaxOpenSubdirs = 64;
+    // Directories kept open between being listed and being walked, over the
+    // whole walk (so deep trees cannot run the process out of descriptors).
+    size_t open_subdirs_left_ = 128;
 
     std::string path_of(uint32_t index) const;
     bool inside_roots(const std::string& path) const;
@@ -410,7 +412,10 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
     size_t first_child = entries_.size();
     auto close_subdirs = [&] {
         for (const Subdir& s : subdirs)
-            if (s.fd >= 0) REAL(close)(s.fd);
+            if (s.fd >= 0) {
+                REAL(close)(s.fd);
+                ++open_subdirs_left_;
+            }
         subdirs.clear();
     };
     for (const Item& item : items) {
@@ -484,9 +489,11 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             (options_.profile || !excluded(item.name))) {
             // Keep a bounded number of directories open; the rest are
             // reopened when walked and must still be the same directory.
-            if (subdir_fd >= 0 && subdirs.size() >= kMaxOpenSubdirs) {
+            if (subdir_fd >= 0 && open_subdirs_left_ == 0) {
                 REAL(close)(subdir_fd);
                 subdir_fd = -1;
+            } else if (subdir_fd >= 0) {
+                --open_subdirs_left_;
             }
             subdirs.push_back({li.entry, subdir_fd});
         } else if (subdir_fd >= 0) {
@@ -515,6 +522,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         uint32_t child = subdirs[i].entry;
         int fd = subdirs[i].fd;
         subdirs[i].fd = -1;
+        if (fd >= 0) ++open_subdirs_left_; // walk() owns it now
         if (fd < 0) {
             std::string child_name(strings_.data() + entries_[child].name_off,
                                    entries_[child].name_len);

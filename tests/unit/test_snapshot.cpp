@@ -128,3 +128,24 @@ Test(snapshot, nested_prefixes_are_walked_once) {
     o.prefixes = {fx.path("pkg/sub"), fx.root, fx.path("pkg")};
     cr_expect_eq(Built(o).snapshot.root_count(), 1u);
 }
+
+// More subdirectories than the walk keeps open: the rest are reopened when
+// walked, and all are listed.
+Test(snapshot, wide_directories_are_walked_whole) {
+    Fixture fx;
+    fx.dir("wide");
+    for (int i = 0; i < 300; ++i) {
+        std::string d = "wide/d" + std::to_string(i);
+        fx.dir(d);
+        fx.file(d + "/m.py", "x = 1\n");
+    }
+    Built b(options_for(fx));
+    for (int i = 0; i < 300; i += 37) {
+        std::string d = fx.path("wide/d" + std::to_string(i));
+        pyimport::Resolution dir = b.resolve(d);
+        cr_assert_eq(dir.kind, pyimport::Resolution::Found, "%s", d.c_str());
+        cr_expect(b.snapshot.entry(dir.entry).flags & kHasListing, "%s not listed", d.c_str());
+        cr_expect_eq(b.resolve(d + "/m.py").kind, pyimport::Resolution::Found);
+        cr_expect_eq(b.resolve(d + "/absent.py").kind, pyimport::Resolution::Failed);
+    }
+}
