@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -231,54 +232,89 @@ bool Builder::over_budget(std::string& error) {
     return true;
 }
 
+// The canonical path of an open directory: the kernel's name for it, from one
+// path walk (realpath would walk the path once per component).
+bool canonical_path(int fd, const std::string& path, std::string& out) {
+    char proc[64], resolved[PATH_MAX];
+    std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    ssize_t n = REAL(readlink)(proc, resolved, sizeof resolved - 1);
+    if (n > 0 && resolved[0] == '/') {
+        out.assign(resolved, static_cast<size_t>(n));
+        return true;
+    }
+    if (!realpath(path.c_str(), resolved)) return false; // no /proc
+    out = resolved;
+    return true;
+}
+
 bool Builder::add_roots(std::string& error) {
-    std::vector<std::string> roots;
+    struct Root {
+        std::string path;
+        int fd;
+    };
+    std::vector<Root> roots;
+    auto fail = [&](const std::string& prefix, const char* what) {
+        error = std::string("cannot ") + what + " prefix " + prefix + ": " + std::strerror(errno) +
+                "; running uncached";
+        for (const Root& r : roots)
+            REAL(close)(r.fd);
+        for (int fd : root_fds_)
+            REAL(close)(fd);
+        root_fds_.clear();
+        return false;
+    };
     for (const std::string& prefix : options_.prefixes) {
-        char resolved[PATH_MAX];
-        if (!realpath(prefix.c_str(), resolved)) {
-            if (!options_.prefixes_required) continue;
-            error =
-                "cannot use prefix " + prefix + ": " + std::strerror(errno) + "; running uncached";
-            return false;
+        int fd = open_quietly(AT_FDCWD, prefix.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        std::string path;
+        if (fd >= 0 && !canonical_path(fd, prefix, path)) {
+            int saved = errno;
+            REAL(close)(fd);
+            errno = saved;
+            fd = -1;
         }
-        roots.emplace_back(resolved);
-    }
-    // A prefix inside another is covered by the outer walk.
-    std::sort(roots.begin(), roots.end());
-    roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
-    std::vector<std::string> outer;
-    for (const std::string& root : roots) {
-        bool nested = false;
-        for (const std::string& o : outer)
-            if (o == "/" || (root.starts_with(o) && root[o.size()] == '/')) nested = true;
-        if (!nested) outer.push_back(root);
-    }
-    for (const std::string& root : outer) {
-        int fd = open_quietly(AT_FDCWD, root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0) {
             if (!options_.prefixes_required) continue;
-            error =
-                "cannot read prefix " + root + ": " + std::strerror(errno) + "; running uncached";
-            return false;
+            return fail(prefix, "read");
+        }
+        roots.push_back({path, fd});
+    }
+    // A prefix inside another is covered by the outer walk.
+    std::sort(roots.begin(), roots.end(),
+              [](const Root& x, const Root& y) { return x.path < y.path; });
+    std::vector<Root> outer;
+    for (const Root& root : roots) {
+        bool nested = false;
+        for (const Root& o : outer)
+            if (o.path == "/" || root.path == o.path ||
+                (root.path.starts_with(o.path) && root.path[o.path.size()] == '/'))
+                nested = true;
+        if (nested)
+            REAL(close)(root.fd);
+        else
+            outer.push_back(root);
+    }
+    roots.clear();
+    for (size_t i = 0; i < outer.size(); ++i) {
+        const Root& root = outer[i];
+        struct statx sx {};
+        if (REAL(statx)(root.fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
+            if (!options_.prefixes_required) {
+                REAL(close)(root.fd);
+                continue;
+            }
+            roots.assign(outer.begin() + static_cast<ptrdiff_t>(i), outer.end());
+            return fail(root.path, "stat");
         }
         Entry e{};
-        struct statx sx {};
-        if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
-            REAL(close)(fd);
-            if (!options_.prefixes_required) continue;
-            error =
-                "cannot stat prefix " + root + ": " + std::strerror(errno) + "; running uncached";
-            return false;
-        }
         e.st = to_record(sx);
         e.parent = kNoEntry;
-        e.name_off = add_string(root);
-        e.name_len = static_cast<uint32_t>(root.size());
+        e.name_off = add_string(root.path);
+        e.name_len = static_cast<uint32_t>(root.path.size());
         e.flags = kIsRoot;
         e.follow = kNoEntry;
         entries_.push_back(e);
-        root_fds_.push_back(fd);
-        root_paths_.push_back(root);
+        root_fds_.push_back(root.fd);
+        root_paths_.push_back(root.path);
     }
     return true;
 }
