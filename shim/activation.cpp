@@ -45,20 +45,24 @@ bool launched_as_rank(std::string& why_not) {
 // program itself (a static libpython, as Debian builds it) or in a libpython
 // that a program named python* uses (--enable-shared builds: conda, pyenv).
 // Programs that embed libpython (gdb, vim, a simulation code) are not.
+std::string executable_path() {
+    char exe[PATH_MAX];
+    ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe);
+    return n > 0 && n < static_cast<ssize_t>(sizeof exe) ? std::string(exe, static_cast<size_t>(n))
+                                                         : std::string();
+}
+
 bool is_python() {
     void* entry = dlsym(RTLD_DEFAULT, "Py_BytesMain");
     if (!entry) return false;
-    char exe[PATH_MAX];
-    ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return false;
-    exe[n] = '\0';
-    const char* base = std::strrchr(exe, '/');
-    if (std::strncmp(base ? base + 1 : exe, "python", 6) == 0) return true;
+    std::string exe = executable_path();
+    if (exe.empty()) return false;
+    if (exe.substr(exe.find_last_of('/') + 1).starts_with("python")) return true;
     Dl_info info{};
     if (!dladdr(entry, &info) || !info.dli_fname) return false;
     if (info.dli_fname[0] == '\0') return true; // the main program's own map
     char where[PATH_MAX];
-    return realpath(info.dli_fname, where) && std::strcmp(where, exe) == 0;
+    return realpath(info.dli_fname, where) && exe == where;
 }
 
 namespace {
@@ -101,10 +105,8 @@ std::vector<std::string> default_prefixes() {
         std::string h(home);
         homes.push_back(h.substr(0, h.find(':')));
     } else {
-        char exe[PATH_MAX];
-        ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe - 1);
-        if (n > 0)
-            homes.push_back(parent_dir(parent_dir(std::string(exe, static_cast<size_t>(n)))));
+        if (std::string exe = executable_path(); !exe.empty())
+            homes.push_back(parent_dir(parent_dir(exe)));
     }
     for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
         if (const char* v = getenv(var); v && *v == '/') homes.emplace_back(v);

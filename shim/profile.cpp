@@ -2,6 +2,7 @@
 
 #include "real.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -34,6 +35,35 @@ void remove_old_profiles(const std::string& dir) {
     REAL(closedir)(d);
 }
 
+// Reads up to `limit` bytes of a file; returns 0 or the errno.
+int read_file(const char* path, size_t limit, std::string& out) {
+    out.clear();
+    int fd = REAL(open)(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    char buffer[65536];
+    int failure = 0;
+    while (out.size() < limit) {
+        ssize_t n = ::read(fd, buffer, std::min(sizeof buffer, limit - out.size()));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) failure = errno;
+        if (n <= 0) break;
+        out.append(buffer, static_cast<size_t>(n));
+    }
+    REAL(close)(fd);
+    return failure;
+}
+
+// "a\nb" -> {"a", "b"}; "" -> {}.
+std::vector<std::string_view> split(std::string_view text, char separator) {
+    std::vector<std::string_view> parts;
+    for (size_t pos = 0; pos < text.size();) {
+        size_t end = std::min(text.find(separator, pos), text.size());
+        parts.push_back(text.substr(pos, end - pos));
+        pos = end + 1;
+    }
+    return parts;
+}
+
 // Python options that take the next argument as their value.
 bool takes_value(const std::string& option) {
     return option == "-W" || option == "-X" || option == "--check-hash-based-pycs";
@@ -60,6 +90,16 @@ std::string program_identity(const std::vector<std::string>& args) {
     return "(interactive)";
 }
 
+std::vector<std::string> own_arguments() {
+    std::string text;
+    std::vector<std::string> args;
+    if (read_file("/proc/self/cmdline", size_t{1} << 20, text) != 0) return args;
+    for (std::string_view a : split(text, '\0'))
+        args.emplace_back(a);
+    if (!args.empty()) args.erase(args.begin()); // argv[0]
+    return args;
+}
+
 std::string profile_file(const std::string& dir, const std::string& executable,
                          const std::string& program, const std::vector<std::string>& prefixes) {
     std::string key = executable + '\0' + program + '\0' + std::to_string(geteuid());
@@ -73,12 +113,7 @@ std::string profile_file(const std::string& dir, const std::string& executable,
 
 std::string lexically_tidy(std::string_view path) {
     std::string out;
-    size_t i = 0;
-    while (i < path.size()) {
-        size_t end = path.find('/', i);
-        if (end == std::string_view::npos) end = path.size();
-        std::string_view part = path.substr(i, end - i);
-        i = end + 1;
+    for (std::string_view part : split(path, '/')) {
         if (part.empty() || part == ".") continue;
         if (part == "..") break;
         out += '/';
@@ -89,45 +124,29 @@ std::string lexically_tidy(std::string_view path) {
 
 bool read_profile(const std::string& file, PathSet& paths, std::string& error) {
     paths.clear();
-    int fd = REAL(open)(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno != ENOENT) error = "cannot read profile " + file + ": " + std::strerror(errno);
+    std::string text;
+    int failure = read_file(file.c_str(), kMaxProfileBytes + 1, text);
+    if (failure) {
+        if (failure != ENOENT)
+            error = "cannot read profile " + file + ": " + std::strerror(failure);
         return true;
     }
-    std::string text;
-    char buffer[65536];
-    for (;;) {
-        ssize_t n = ::read(fd, buffer, sizeof buffer);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            error = "cannot read profile " + file + ": " + std::strerror(errno);
-            REAL(close)(fd);
-            return true;
-        }
-        if (n == 0) break;
-        text.append(buffer, static_cast<size_t>(n));
-        if (text.size() > kMaxProfileBytes) break;
-    }
-    REAL(close)(fd);
     if (text.size() > kMaxProfileBytes) {
         error = "profile " + file + " is larger than 64 MiB";
         return false;
     }
-    if (!text.starts_with(kHeader) || (text.size() > 0 && text.back() != '\n')) {
+    if (!text.starts_with(kHeader) || text.back() != '\n') {
         error = "profile " + file + " is not a pyimport profile (or was cut short)";
         return false;
     }
-    size_t pos = sizeof kHeader - 1;
-    while (pos < text.size()) {
-        size_t end = text.find('\n', pos);
-        std::string line = text.substr(pos, end - pos);
-        pos = end + 1;
-        if (line.empty() || line[0] != '/' || line.find('\0') != std::string::npos) {
+    text.pop_back();
+    for (std::string_view line : split(std::string_view(text).substr(sizeof kHeader - 1), '\n')) {
+        if (line.empty() || line[0] != '/' || line.find('\0') != std::string_view::npos) {
             error = "profile " + file + " has a line that is not an absolute path";
             paths.clear();
             return false;
         }
-        paths.insert(std::move(line));
+        paths.emplace(line);
     }
     return true;
 }

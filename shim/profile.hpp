@@ -18,6 +18,9 @@ using PathSet = std::unordered_set<std::string>;
 // interpreter options and the script's own arguments do not count.
 std::string program_identity(const std::vector<std::string>& args);
 
+// This process's command line without argv[0] (/proc/self/cmdline).
+std::vector<std::string> own_arguments();
+
 // File name of the profile in `dir` for this user, executable, program and
 // prefixes.
 std::string profile_file(const std::string& dir, const std::string& executable,

@@ -17,7 +17,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <fcntl.h>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -54,26 +53,6 @@ std::string profile_directory(const std::string& setting) {
     return "";
 }
 
-std::vector<std::string> command_line_arguments() {
-    std::vector<std::string> args;
-    int fd = REAL(open)("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return args;
-    std::string text;
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
-        text.append(buffer, static_cast<size_t>(n));
-    REAL(close)(fd);
-    for (size_t pos = 0; pos < text.size();) {
-        size_t end = text.find('\0', pos);
-        if (end == std::string::npos) end = text.size();
-        args.push_back(text.substr(pos, end - pos));
-        pos = end + 1;
-    }
-    if (!args.empty()) args.erase(args.begin()); // argv[0]
-    return args;
-}
-
 // Rank 0, at start: which profile, and its paths (none: walk everything).
 void load_profile(const Config& config, BuildOptions& options) {
     std::string dir = profile_directory(config.profile);
@@ -83,12 +62,9 @@ void load_profile(const Config& config, BuildOptions& options) {
                   dir.c_str());
         return;
     }
-    char executable[PATH_MAX];
-    ssize_t n = REAL(readlink)("/proc/self/exe", executable, sizeof executable - 1);
-    executable[n > 0 ? n : 0] = '\0';
     g_profile = new Profile;
     g_profile->file =
-        profile_file(dir, executable, program_identity(command_line_arguments()), options.prefixes);
+        profile_file(dir, executable_path(), program_identity(own_arguments()), options.prefixes);
     std::string error;
     if (!read_profile(g_profile->file, g_profile->paths, error)) {
         log_error("%s; ignoring it (the next job rewrites it)", error.c_str());
@@ -104,17 +80,21 @@ void load_profile(const Config& config, BuildOptions& options) {
 // Rank 0, at exit: what this job used, added to the profile.
 void save_profile(Core& core) {
     if (!g_profile) return;
-    const Tree& tree = core.tree();
+    Tree& tree = core.tree();
     const Snapshot& snapshot = tree.snapshot();
-    // Earlier jobs' paths stay unless this snapshot shows them gone.
+    PathSet used;
+    for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i)
+        if (tree.was_used(i)) used.insert(snapshot.path(i));
+    for (std::string& p : tree.learned_paths())
+        used.insert(std::move(p));
+    // Earlier jobs' paths stay unless this snapshot shows them gone (asking
+    // it is not a use).
+    tree.record_use(false);
     PathSet paths;
     for (const std::string& p : g_profile->paths)
         if (tree.resolve(Position{}, p, false).kind != Resolution::Failed) paths.insert(p);
     size_t kept = paths.size();
-    for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i)
-        if (tree.was_used(i)) paths.insert(snapshot.path(i));
-    for (std::string& p : tree.learned_paths())
-        paths.insert(std::move(p));
+    paths.merge(used);
     if (kept == g_profile->paths.size() && paths.size() == kept) return; // nothing new
     std::string error;
     if (!write_profile(g_profile->file, paths, error))
@@ -271,6 +251,7 @@ void activate() {
         return;
     }
     auto* core = new Core(config, std::move(image), snapshot);
+    if (g_profile) core->tree().record_use(true); // rank 0 keeps a profile
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
                  snapshot.entry_count(), core->tree().snapshot().size(), snapshot.root_count());
     g_core.store(core, std::memory_order_release);

@@ -167,13 +167,13 @@ class Builder {
 
     bool add_roots(std::string& error);
     bool walk(uint32_t index, int dirfd, std::string& error);
-    bool read_content(int dirfd, const char* name, Entry& entry);
+    bool read_content(int dirfd, const char* name, bool noatime, Entry& entry);
     bool stat_by_name(int dirfd, const char* name, Entry& entry);
-    int open_directory(int dirfd, const char* name, Entry& entry);
+    int open_directory(int dirfd, const char* name, bool noatime, Entry& entry);
     bool wants_content(std::string_view name) const;
     bool wants_stat(std::string_view name) const;
     bool excluded(std::string_view name) const;
-    std::unordered_set<std::string> wanted_; // profile paths and their ancestors
+    bool known_by_name_only(const std::string& dir_path, std::string_view name, uint8_t type) const;
     bool is_source(std::string_view name) const;
     bool has_bytecode(uint32_t dir, uint32_t source) const;
     uint32_t add_string(std::string_view text);
@@ -189,7 +189,7 @@ class Builder {
     std::vector<std::string> root_paths_;
     std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
-    bool noatime_ = true; // try O_NOATIME in the directory being walked
+    std::unordered_set<std::string> wanted_; // profile paths and their ancestors
     // Directories kept open between being listed and being walked, over the
     // whole walk (so deep trees cannot run the process out of descriptors).
     size_t open_subdirs_left_ = 128;
@@ -214,6 +214,17 @@ bool Builder::wants_stat(std::string_view name) const {
 bool Builder::excluded(std::string_view name) const {
     return std::find(options_.exclude.begin(), options_.exclude.end(), name) !=
            options_.exclude.end();
+}
+
+// Entries whose stat rank 0 does not ask for (kNoStat): with a profile, files
+// and directories no earlier job used; without, directories named in
+// PYIMPORT_EXCLUDE and files that are not modules (the import system never
+// looks at them). Symlinks and entries of unknown type are always stat'ed.
+bool Builder::known_by_name_only(const std::string& dir_path, std::string_view name,
+                                 uint8_t type) const {
+    if (type != DT_REG && type != DT_DIR) return false;
+    if (options_.profile) return !wanted_.count(dir_path + "/" + std::string(name));
+    return type == DT_DIR ? excluded(name) : !wants_stat(name);
 }
 
 uint32_t Builder::add_string(std::string_view text) {
@@ -251,62 +262,40 @@ bool Builder::add_roots(std::string& error) {
     struct Root {
         std::string path;
         int fd;
+        struct statx st;
     };
     std::vector<Root> roots;
-    auto fail = [&](const std::string& prefix, const char* what) {
-        error = std::string("cannot ") + what + " prefix " + prefix + ": " + std::strerror(errno) +
-                "; running uncached";
-        for (const Root& r : roots)
-            REAL(close)(r.fd);
-        for (int fd : root_fds_)
-            REAL(close)(fd);
-        root_fds_.clear();
-        return false;
-    };
     for (const std::string& prefix : options_.prefixes) {
-        int fd = open_quietly(AT_FDCWD, prefix.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        std::string path;
-        if (fd >= 0 && !canonical_path(fd, prefix, path)) {
-            int saved = errno;
-            REAL(close)(fd);
-            errno = saved;
-            fd = -1;
+        Root r{{}, open_quietly(AT_FDCWD, prefix.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), {}};
+        bool ok = r.fd >= 0 && canonical_path(r.fd, prefix, r.path) &&
+                  REAL(statx)(r.fd, "", AT_EMPTY_PATH, kStatxMask, &r.st) == 0;
+        if (ok) {
+            roots.push_back(std::move(r));
+            continue;
         }
-        if (fd < 0) {
-            if (!options_.prefixes_required) continue;
-            return fail(prefix, "read");
-        }
-        roots.push_back({path, fd});
+        int saved = errno;
+        if (r.fd >= 0) REAL(close)(r.fd);
+        if (!options_.prefixes_required) continue;
+        error = "cannot read prefix " + prefix + ": " + std::strerror(saved) + "; running uncached";
+        for (const Root& done : roots)
+            REAL(close)(done.fd);
+        return false;
     }
-    // A prefix inside another is covered by the outer walk.
+    // A prefix inside another (or the same) is covered by the outer walk.
     std::sort(roots.begin(), roots.end(),
               [](const Root& x, const Root& y) { return x.path < y.path; });
-    std::vector<Root> outer;
     for (const Root& root : roots) {
         bool nested = false;
-        for (const Root& o : outer)
-            if (o.path == "/" || root.path == o.path ||
-                (root.path.starts_with(o.path) && root.path[o.path.size()] == '/'))
+        for (const std::string& o : root_paths_)
+            if (o == "/" || root.path == o ||
+                (root.path.starts_with(o) && root.path[o.size()] == '/'))
                 nested = true;
-        if (nested)
+        if (nested) {
             REAL(close)(root.fd);
-        else
-            outer.push_back(root);
-    }
-    roots.clear();
-    for (size_t i = 0; i < outer.size(); ++i) {
-        const Root& root = outer[i];
-        struct statx sx {};
-        if (REAL(statx)(root.fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
-            if (!options_.prefixes_required) {
-                REAL(close)(root.fd);
-                continue;
-            }
-            roots.assign(outer.begin() + static_cast<ptrdiff_t>(i), outer.end());
-            return fail(root.path, "stat");
+            continue;
         }
         Entry e{};
-        e.st = to_record(sx);
+        e.st = to_record(root.st);
         e.parent = kNoEntry;
         e.name_off = add_string(root.path);
         e.name_len = static_cast<uint32_t>(root.path.size());
@@ -327,10 +316,10 @@ bool Builder::add_roots(std::string& error) {
 // stats agree. Unreadable files get no content: their opens are forwarded and
 // fail as they would. Returns false only if the file could not be opened or
 // stat'ed, so the caller can fall back to a stat by name.
-bool Builder::read_content(int dirfd, const char* name, Entry& entry) {
+bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& entry) {
     for (int attempt = 0; attempt < 4; ++attempt) {
         int fd = open_quietly(dirfd, name,
-                              O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, noatime_);
+                              O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, noatime);
         if (fd < 0) return attempt > 0;
         struct timespec started {};
         clock_gettime(CLOCK_REALTIME, &started);
@@ -392,8 +381,8 @@ bool Builder::stat_by_name(int dirfd, const char* name, Entry& entry) {
 // A directory is opened first and stat'ed through its descriptor, which the
 // walk then lists: one lookup instead of two, and the listing is surely of
 // the directory whose stat is recorded. Returns the open descriptor or -1.
-int Builder::open_directory(int dirfd, const char* name, Entry& entry) {
-    int fd = open_quietly(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, noatime_);
+int Builder::open_directory(int dirfd, const char* name, bool noatime, Entry& entry) {
+    int fd = open_quietly(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, noatime);
     if (fd < 0) return -1;
     struct statx sx {};
     if (REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
@@ -435,8 +424,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
     // Owner (or root) of this directory: likely owner of its files, so
     // O_NOATIME is worth trying (for anyone else it fails with EPERM and
     // would cost a second lookup per open).
-    bool saved_noatime = noatime_;
-    noatime_ = geteuid() == 0 || entries_[index].st.uid == geteuid();
+    bool noatime = geteuid() == 0 || entries_[index].st.uid == geteuid();
 
     struct Subdir {
         uint32_t entry;
@@ -472,31 +460,16 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         const char* name = item.name.c_str();
         int subdir_fd = -1;
         bool stated = false;
-        if (options_.profile && (item.type == DT_REG || item.type == DT_DIR) &&
-            !wanted_.count(dir_path + "/" + item.name)) {
-            // Not used by the program's earlier jobs: known by name and
-            // type; if this job uses it, it is forwarded and learned.
-            e.st.mode = item.type == DT_DIR ? S_IFDIR : S_IFREG;
-            e.st.ino = item.ino;
-            e.flags |= kNoStat;
-            stated = true;
-        } else if (!options_.profile && item.type == DT_DIR && excluded(item.name)) {
-            e.st.mode = S_IFDIR;
+        if (known_by_name_only(dir_path, item.name, item.type)) {
+            e.st.mode = DTTOIF(item.type);
             e.st.ino = item.ino;
             e.flags |= kNoStat;
             stated = true;
         } else if (item.type == DT_DIR) {
-            subdir_fd = open_directory(dirfd, name, e);
+            subdir_fd = open_directory(dirfd, name, noatime, e);
             stated = subdir_fd >= 0;
         } else if (item.type == DT_REG && wants_content(item.name) && !is_source(item.name)) {
-            stated = read_content(dirfd, name, e);
-        } else if (!options_.profile && item.type == DT_REG && !wants_stat(item.name)) {
-            // Not a module file: the import system never looks at it, so
-            // rank 0 does not pay a request for its stat.
-            e.st.mode = S_IFREG;
-            e.st.ino = item.ino;
-            e.flags |= kNoStat;
-            stated = true;
+            stated = read_content(dirfd, name, noatime, e);
         }
         if (!stated && !stat_by_name(dirfd, name, e)) {
             listed = false; // vanished or not searchable: let lookups here go to the FS
@@ -518,7 +491,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             if (is_source(item.name))
                 sources.push_back(static_cast<uint32_t>(entries_.size()));
             else if (!(e.flags & kHasContent) && item.type != DT_REG)
-                read_content(dirfd, name, e); // the listing gave no type
+                read_content(dirfd, name, noatime, e); // the listing gave no type
         }
         li.entry = static_cast<uint32_t>(entries_.size());
         if (S_ISDIR(e.st.mode) && !(e.flags & kNoStat) &&
@@ -558,12 +531,13 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
         uint32_t child = subdirs[i].entry;
         int fd = subdirs[i].fd;
         subdirs[i].fd = -1;
-        if (fd >= 0) ++open_subdirs_left_; // walk() owns it now
-        if (fd < 0) {
+        if (fd >= 0) {
+            ++open_subdirs_left_; // walk() owns it now
+        } else {
             std::string child_name(strings_.data() + entries_[child].name_off,
                                    entries_[child].name_len);
             Entry again = entries_[child];
-            fd = open_directory(dirfd, child_name.c_str(), again);
+            fd = open_directory(dirfd, child_name.c_str(), noatime, again);
             if (fd >= 0 && (again.st.ino != entries_[child].st.ino ||
                             again.st.dev_major != entries_[child].st.dev_major ||
                             again.st.dev_minor != entries_[child].st.dev_minor)) {
@@ -578,12 +552,11 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             return false;
         }
     }
-    noatime_ = saved_noatime;
     for (uint32_t source : sources) {
         if (has_bytecode(index, source)) continue;
         std::string name(strings_.data() + entries_[source].name_off, entries_[source].name_len);
         Entry e = entries_[source];
-        read_content(dirfd, name.c_str(), e);
+        read_content(dirfd, name.c_str(), noatime, e);
         entries_[source] = e;
         if (over_budget(error)) {
             REAL(closedir)(dir);

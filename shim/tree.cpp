@@ -229,7 +229,8 @@ Resolution Tree::walk(const Position& base, std::string_view path, bool follow_l
             // Only its name and type are known: a path through a regular
             // file is ENOTDIR, anything else goes to the filesystem.
             if (S_ISREG(e.st.mode) && (!last || slash_after)) return Resolution::failed(ENOTDIR);
-            if (!was_used(found) || !last) learn(found, last ? "" : pending.substr(cursor));
+            if (recording() && (!was_used(found) || !last))
+                learn(found, last ? "" : pending.substr(cursor));
             note_use(found);
             return Resolution::forward();
         }

@@ -78,13 +78,15 @@ class Tree {
     void outside_changed() { outside_changed_.store(true, std::memory_order_release); }
 
     bool is_dir(uint32_t entry) const { return S_ISDIR(snapshot_.entry(entry).st.mode); }
+    bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
 
-    // What this process looked at, for the profile: entries that answered
-    // (or whose directory answered "absent"), and paths forwarded through an
-    // entry the snapshot holds by name only.
+    // What this process looks at, for the profile (off by default: only
+    // rank 0 with a profile pays for it): entries that answered (or whose
+    // directory answered "absent"), and paths forwarded through an entry the
+    // snapshot holds by name only.
+    void record_use(bool on) { recording_.store(on, std::memory_order_relaxed); }
     bool was_used(uint32_t entry) const { return used_[entry].load(std::memory_order_relaxed); }
     std::vector<std::string> learned_paths() const;
-    bool is_stale(uint32_t entry) const { return stale_[entry].load(std::memory_order_acquire); }
 
   private:
     enum : uint8_t { kStaleSelf = 1, kStaleSubtree = 2 };
@@ -98,8 +100,9 @@ class Tree {
         stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
     }
 
+    bool recording() const { return recording_.load(std::memory_order_relaxed); }
     void note_use(uint32_t entry) const {
-        if (!used_[entry].load(std::memory_order_relaxed))
+        if (recording() && !used_[entry].load(std::memory_order_relaxed))
             used_[entry].store(1, std::memory_order_relaxed);
     }
     void learn(uint32_t entry, std::string_view rest) const;
@@ -113,6 +116,7 @@ class Tree {
     std::unique_ptr<std::atomic<uint32_t>[]> checked_epoch_;
     DirectoryCheck check_ = nullptr;
     std::atomic<bool> outside_changed_{false};
+    std::atomic<bool> recording_{false};
     std::unique_ptr<std::atomic<uint8_t>[]> used_;
     mutable std::mutex learned_mutex_;
     mutable std::unordered_set<std::string> learned_;

@@ -79,4 +79,14 @@ struct Built {
     pyimport::Resolution resolve(const std::string& path, bool follow = true) const {
         return tree->resolve(pyimport::Position{}, path, follow);
     }
+    // The listing item named `name` in directory `path`, or nullptr.
+    const pyimport::ListingItem* listed(const std::string& path, std::string_view name) const {
+        pyimport::Resolution dir = resolve(path);
+        cr_assert_eq(dir.kind, pyimport::Resolution::Found, "%s", path.c_str());
+        for (uint32_t i = 0; i < snapshot.entry(dir.entry).listing_count; ++i) {
+            const pyimport::ListingItem& item = snapshot.listing(dir.entry)[i];
+            if (item.entry != pyimport::kNoEntry && snapshot.name(item.entry) == name) return &item;
+        }
+        return nullptr;
+    }
 };

@@ -147,16 +147,26 @@ Test(profile, snapshot_holds_only_what_was_used) {
     Resolution through = p.resolve("pkg/__init__.py/x");
     cr_expect_eq(through.kind, Resolution::Failed);
     cr_expect_eq(through.error, ENOTDIR);
-    // Symlinks are always recorded.
-    Resolution link = p.tree->resolve(Position{}, p.fx.path("pkg/up_link_absent"), false);
-    cr_expect_eq(link.kind, Resolution::Failed);
-    Resolution lslash = p.tree->resolve(Position{}, p.fx.path("pkg/dangling"), false);
-    cr_expect_eq(lslash.kind, Resolution::Found);
+    // Symlinks are always recorded, with their targets.
+    Resolution link = p.tree->resolve(Position{}, p.fx.path("pkg/to_sub"), false);
+    cr_assert_eq(link.kind, Resolution::Found);
+    cr_expect_eq(p.snapshot.link_target(link.entry), "sub");
+    cr_expect_eq(p.tree->resolve(Position{}, p.fx.path("pkg/dangling"), false).kind,
+                 Resolution::Found);
+}
+
+Test(profile, nothing_is_recorded_unless_asked) {
+    Partial p({"pkg/mod.py"});
+    uint32_t mod = p.resolve("pkg/mod.py").entry;
+    cr_expect_eq(p.resolve("pkg/sub/deep.py").kind, Resolution::Forward);
+    cr_expect_not(p.tree->was_used(mod));
+    cr_expect(p.tree->learned_paths().empty());
 }
 
 Test(profile, a_job_learns_what_it_used) {
     Partial p({"pkg/mod.py"});
-    cr_expect_not(p.tree->was_used(p.resolve("pkg/mod.py").entry) == false);
+    p.tree->record_use(true);
+    cr_expect(p.tree->was_used(p.resolve("pkg/mod.py").entry));
     cr_expect_eq(p.resolve("pkg/sub/deep.py").kind, Resolution::Forward);
     cr_expect_eq(p.resolve("pkg/__init__.py").kind, Resolution::Forward);
     std::vector<std::string> learned = p.tree->learned_paths();

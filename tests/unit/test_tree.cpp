@@ -170,20 +170,10 @@ Test(tree, data_files_are_listed_but_forwarded) {
     cr_expect_eq(r.kind, Resolution::Forward);
     for (std::string rel : {"pkg/data.bin/", "pkg/data.bin/x", "pkg/data.bin/."})
         expect_like_kernel(l, Position{}, R + "/" + rel, true, (R + "/" + rel).c_str());
-    Resolution pkg = l.tree->resolve(Position{}, R + "/pkg", true);
-    cr_assert_eq(pkg.kind, Resolution::Found);
-    bool listed = false;
-    const Entry& dir = l.snapshot.entry(pkg.entry);
-    for (uint32_t i = 0; i < dir.listing_count; ++i) {
-        const ListingItem& item = l.snapshot.listing(pkg.entry)[i];
-        uint32_t e = item.entry;
-        if (e != kNoEntry && l.snapshot.name(e) == "data.bin") {
-            listed = true;
-            cr_expect(l.snapshot.entry(e).flags & kNoStat);
-            cr_expect_eq(item.type, DT_REG);
-        }
-    }
-    cr_expect(listed, "data.bin missing from the listing");
+    const ListingItem* item = l.built.listed(R + "/pkg", "data.bin");
+    cr_assert(item, "data.bin missing from the listing");
+    cr_expect(l.snapshot.entry(item->entry).flags & kNoStat);
+    cr_expect_eq(item->type, DT_REG);
 }
 
 Test(tree, star_caches_every_stat) {
@@ -207,7 +197,6 @@ Test(tree, excluded_directories_are_forwarded) {
     BuildOptions o = python_options(fx);
     o.exclude = {"sub"};
     Built b(o);
-    const Snapshot& s = b.snapshot;
     const Tree& tree = *b.tree;
     for (std::string rel : {"pkg/sub", "pkg/sub/", "pkg/sub/deep.py", "pkg/sub/absent",
                             "pkg/to_sub/deep.py", "pkg/sub/up"})
@@ -215,15 +204,7 @@ Test(tree, excluded_directories_are_forwarded) {
                      "%s was answered", rel.c_str());
     Resolution mod = tree.resolve(Position{}, fx.root + "/pkg/mod.py", true);
     cr_expect_eq(mod.kind, Resolution::Found);
-    Resolution pkg = tree.resolve(Position{}, fx.root + "/pkg", true);
-    cr_assert_eq(pkg.kind, Resolution::Found);
-    bool listed = false;
-    for (uint32_t i = 0; i < s.entry(pkg.entry).listing_count; ++i) {
-        const ListingItem& item = s.listing(pkg.entry)[i];
-        if (item.entry != kNoEntry && s.name(item.entry) == "sub") {
-            listed = true;
-            cr_expect_eq(item.type, DT_DIR);
-        }
-    }
-    cr_expect(listed, "sub missing from the listing");
+    const ListingItem* item = b.listed(fx.path("pkg"), "sub");
+    cr_assert(item, "sub missing from the listing");
+    cr_expect_eq(item->type, DT_DIR);
 }
