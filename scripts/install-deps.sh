@@ -7,7 +7,7 @@ packages=(
     build-essential cmake pkg-config
     mpich libmpich-dev
     libunwind-dev libxxhash-dev libcriterion-dev
-    python3 python3-numpy python3-scipy
+    python3 python3-dev python3-numpy python3-scipy
     strace util-linux procps
     fuse3 libfuse3-dev bc gnuplot-nox
 )

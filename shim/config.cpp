@@ -105,12 +105,14 @@ bool parse_suffix_list(const char* text, std::vector<std::string>& out) {
 }
 
 namespace {
-enum class Kind { Bool, PathList, Size, SuffixList, Level, Seconds, Text };
+enum class Kind { Bool, Path, PathList, Size, SuffixList, Level, Seconds, Text };
 
 const char* accepted(Kind kind) {
     switch (kind) {
     case Kind::Bool:
         return "0/1, yes/no, true/false, on/off";
+    case Kind::Path:
+        return "an absolute directory";
     case Kind::PathList:
         return "absolute directories separated by ':'";
     case Kind::Size:
@@ -131,6 +133,9 @@ bool parse_one(Kind kind, const char* text, void* field) {
     switch (kind) {
     case Kind::Bool:
         return parse_bool(text, *static_cast<bool*>(field));
+    case Kind::Path:
+        *static_cast<std::string*>(field) = text;
+        return text[0] == '/';
     case Kind::PathList:
         return parse_path_list(text, *static_cast<std::vector<std::string>*>(field));
     case Kind::Size:

@@ -29,6 +29,13 @@ namespace pyimport {
       "directory where rank 0 keeps, per program, the paths its jobs used, so that the next job "  \
       "reads only those (the rest is forwarded and learned); auto: $XDG_CACHE_HOME/pyimport or "   \
       "~/.cache/pyimport; off: walk every prefix whole each time")                                 \
+    X(libraries, "PYIMPORT_LIBRARIES", Bool, "1",                                                  \
+      "1: shared libraries under the prefixes (*.so, *.so.N) are cached too, within "              \
+      "PYIMPORT_MAX_BYTES, and dlopen loads them from node-local copies in PYIMPORT_NODE_DIR; "    \
+      "0: the loader reads them from the filesystem")                                              \
+    X(node_dir, "PYIMPORT_NODE_DIR", Path, "/dev/shm",                                             \
+      "node-local directory (tmpfs) for those copies, in a private pyimport-<uid> directory, "     \
+      "removed when the job ends")                                                                 \
     X(log, "PYIMPORT_LOG", Level, "0",                                                             \
       "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 prefixes, "            \
       "3 every forwarded call")                                                                    \
@@ -54,6 +61,8 @@ struct Config {
     std::vector<std::string> stat_suffixes;
     std::vector<std::string> exclude;
     std::string profile;
+    bool libraries = true;
+    std::string node_dir;
     int log = 0;
     bool stats = false;
     int timeout = 0;

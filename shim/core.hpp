@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config.hpp"
+#include "libraries.hpp"
 #include "snapshot.hpp"
 #include "stats.hpp"
 #include "transport.hpp"
@@ -69,6 +70,9 @@ class Core {
     Tree& tree() { return tree_; }
     Stats& stats() { return stats_; }
     FdTable& fds() { return fds_; }
+    // dlopen from the node-local mirror, or nullptr (off, or not available).
+    Libraries* libraries() { return libraries_.get(); }
+    void set_libraries(std::unique_ptr<Libraries> libraries) { libraries_ = std::move(libraries); }
 
     Answer stat_at(int dirfd, const char* path, int flags, struct stat* out);
     Answer statx_at(int dirfd, const char* path, int flags, unsigned mask, struct statx* out);
@@ -96,6 +100,7 @@ class Core {
     Tree tree_;
     FdTable fds_;
     Stats stats_;
+    std::unique_ptr<Libraries> libraries_;
 };
 
 // Directory stream operations on a synthetic DIR*.

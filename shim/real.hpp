@@ -9,6 +9,7 @@
 #include <cstdarg>
 #include <cstddef>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -80,6 +81,12 @@ struct timespec;
     X(dup3, int, (int, int, int))                                                                  \
     X(fcntl, int, (int, int, ...))                                                                 \
     X(fcntl64, int, (int, int, ...))                                                               \
+    /* dynamic loading (wrap_dl.cpp; dlopen is an assembly trampoline) */                          \
+    X(dlopen, void*, (const char*, int))                                                           \
+    X(dlerror, char*, (void))                                                                      \
+    X(dladdr, int, (const void*, Dl_info*))                                                        \
+    X(dladdr1, int, (const void*, Dl_info*, void**, int))                                          \
+    X(dlinfo, int, (void*, int, void*))                                                            \
     /* changes under a prefix (wrap_change.cpp) */                                                 \
     X(mkdir, int, (const char*, mode_t))                                                           \
     X(mkdirat, int, (int, const char*, mode_t))                                                    \

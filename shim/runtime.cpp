@@ -4,7 +4,9 @@
 
 #include "activation.hpp"
 #include "config.hpp"
+#include "libraries.hpp"
 #include "log.hpp"
+#include "mirror.hpp"
 #include "profile.hpp"
 #include "real.hpp"
 #include "transport.hpp"
@@ -41,6 +43,8 @@ struct Profile {
     PathSet paths;
 };
 Profile* g_profile = nullptr;
+// The node-local mirror's root while this process may load from it.
+std::atomic<const char*> g_mirror_root{nullptr};
 
 // The profile's directory from PYIMPORT_PROFILE, or "" when off.
 std::string profile_directory(const std::string& setting) {
@@ -124,6 +128,9 @@ bool share_snapshot(Transport& transport, const Config& config, SharedImage& sha
         options.exclude = config.exclude;
         options.max_bytes = config.max_bytes;
         options.cache_tag = python_cache_tag();
+        options.libraries = config.libraries;
+        uint32_t libraries_over_budget = 0;
+        options.libraries_over_budget = &libraries_over_budget;
         load_profile(config, options);
         for (const std::string& prefix : options.prefixes)
             PYIMPORT_LOG(LogLevel::debug, "prefix %s", prefix.c_str());
@@ -131,6 +138,10 @@ bool share_snapshot(Transport& transport, const Config& config, SharedImage& sha
         bool ok = build_snapshot(options, image, error);
         PYIMPORT_LOG(LogLevel::info, "built the snapshot (%zu bytes) in %.3f s", image.size(),
                      seconds_since(built));
+        if (ok && libraries_over_budget > 0)
+            PYIMPORT_LOG(LogLevel::info,
+                         "%u libraries past PYIMPORT_MAX_BYTES are loaded from the filesystem",
+                         libraries_over_budget);
         if (!ok) {
             status.assign(error.begin(), error.end());
             status.insert(status.begin(), 0);
@@ -156,6 +167,39 @@ bool share_snapshot(Transport& transport, const Config& config, SharedImage& sha
     return true;
 }
 
+// The node's first rank writes the libraries into a private node-local
+// directory; then every rank of the node joins it (the last step at start).
+std::unique_ptr<NodeMirror> share_node_mirror(Transport& transport, const Config& config,
+                                              const SharedImage& image) {
+    auto mirror = std::make_unique<NodeMirror>();
+    std::string dir, error;
+    if (transport.node_rank() == 0) {
+        Snapshot snapshot;
+        auto written = std::chrono::steady_clock::now();
+        if (snapshot.attach(image.data, image.size, error) &&
+            mirror->create(config.node_dir, snapshot, error)) {
+            dir = mirror->job_dir();
+            PYIMPORT_LOG(LogLevel::info, "wrote the libraries to %s in %.3f s", dir.c_str(),
+                         seconds_since(written));
+        } else {
+            log_error("cannot keep node-local copies of libraries (PYIMPORT_NODE_DIR): %s; "
+                      "libraries are loaded from the filesystem",
+                      error.c_str());
+        }
+    }
+    if (!transport.node_broadcast(dir, error)) {
+        log_error("%s; libraries are loaded from the filesystem", error.c_str());
+        mirror->leave();
+        return nullptr;
+    }
+    if (dir.empty()) return nullptr;
+    if (transport.node_rank() != 0 && !mirror->join(dir, error)) {
+        log_error("%s; libraries are loaded from the filesystem", error.c_str());
+        return nullptr;
+    }
+    return mirror;
+}
+
 struct Startup {
     std::mutex mutex;
     std::condition_variable finished;
@@ -164,6 +208,7 @@ struct Startup {
     Config config;
     std::unique_ptr<Transport> transport;
     SharedImage image;
+    std::unique_ptr<NodeMirror> mirror;
 };
 
 void run_start_up_collective(Startup* startup) {
@@ -174,7 +219,11 @@ void run_start_up_collective(Startup* startup) {
     if (transport->connect(error)) {
         set_log_rank(transport->rank());
         shared = share_snapshot(*transport, startup->config, startup->image);
+        std::unique_ptr<NodeMirror> mirror;
+        if (shared && startup->config.libraries)
+            mirror = share_node_mirror(*transport, startup->config, startup->image);
         std::lock_guard lock(startup->mutex);
+        startup->mirror = std::move(mirror);
         // Published even if the waiting thread gave up: the session must be
         // ended at exit, and every rank that completed the broadcast takes
         // part in the exit summary.
@@ -238,6 +287,7 @@ void activate() {
     }
     if (!startup->shared) return;
     SharedImage image = std::move(startup->image);
+    std::unique_ptr<NodeMirror> mirror = std::move(startup->mirror);
     lock.unlock();
     g_broadcast_seconds = seconds_since(start);
 
@@ -252,6 +302,10 @@ void activate() {
     }
     auto* core = new Core(config, std::move(image), snapshot);
     if (g_profile) core->tree().record_use(true); // rank 0 keeps a profile
+    if (mirror) {
+        g_mirror_root.store(strdup(mirror->root().c_str()), std::memory_order_release);
+        core->set_libraries(std::make_unique<Libraries>(core->tree(), std::move(mirror)));
+    }
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
                  snapshot.entry_count(), core->tree().snapshot().size(), snapshot.root_count());
     g_core.store(core, std::memory_order_release);
@@ -307,6 +361,10 @@ void print_summary(Core* core, std::vector<uint64_t>& counts, std::vector<std::s
 
 } // namespace
 
+const char* mirror_root() {
+    return g_mirror_root.load(std::memory_order_acquire);
+}
+
 Core* current_core() {
     Core* core = g_core.load(std::memory_order_acquire);
     if (!core) return nullptr;
@@ -341,6 +399,7 @@ void shutdown_at_exit() {
         if (transport->rank() == 0 && core) print_summary(core, values, texts);
     }
     if (core && transport->rank() == 0) save_profile(*core);
+    if (core && core->libraries()) core->libraries()->close();
     transport->finish();
     t_inside_shim = 0;
 }

@@ -49,6 +49,10 @@ class Guard {
     Core* core_ = nullptr;
 };
 
+// The node-local mirror's root in this process, or nullptr: names the loader
+// gives that start with it are given without it (wrap_dl.cpp).
+const char* mirror_root();
+
 // Ends the shim's MPI use and prints the summary; called at exit and _exit.
 void shutdown_at_exit();
 

@@ -1,5 +1,6 @@
 #include "snapshot.hpp"
 
+#include "elf.hpp"
 #include "real.hpp"
 
 #include <algorithm>
@@ -178,6 +179,8 @@ class Builder {
     bool has_bytecode(uint32_t dir, uint32_t source) const;
     uint32_t add_string(std::string_view text);
     bool over_budget(std::string& error);
+    uint64_t current_size() const;
+    bool wants_source_content(std::string_view name) const;
     bool encode(std::vector<char>& image, std::string& error);
 
     const BuildOptions& options_;
@@ -190,6 +193,7 @@ class Builder {
     std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
     std::unordered_set<std::string> wanted_; // profile paths and their ancestors
+    uint32_t libraries_over_budget_ = 0;
     // Directories kept open between being listed and being walked, over the
     // whole walk (so deep trees cannot run the process out of descriptors).
     size_t open_subdirs_left_ = 128;
@@ -200,8 +204,13 @@ class Builder {
 };
 
 bool Builder::wants_content(std::string_view name) const {
+    return wants_source_content(name) || (options_.libraries && is_library_name(name));
+}
+
+// Content asked for by PYIMPORT_CONTENT itself (not only as a library).
+bool Builder::wants_source_content(std::string_view name) const {
     for (const std::string& suffix : options_.content_suffixes)
-        if (name.size() >= suffix.size() && name.ends_with(suffix)) return true;
+        if (name.ends_with(suffix)) return true;
     return false;
 }
 
@@ -233,10 +242,13 @@ uint32_t Builder::add_string(std::string_view text) {
     return offset;
 }
 
+uint64_t Builder::current_size() const {
+    return sizeof(Header) + entries_.size() * sizeof(Entry) +
+           listing_.size() * sizeof(ListingItem) + strings_.size() + data_.size();
+}
+
 bool Builder::over_budget(std::string& error) {
-    uint64_t size = sizeof(Header) + entries_.size() * sizeof(Entry) +
-                    listing_.size() * sizeof(ListingItem) + strings_.size() + data_.size();
-    if (size <= options_.max_bytes) return false;
+    if (current_size() <= options_.max_bytes) return false;
     error =
         "the module trees need more than PYIMPORT_MAX_BYTES=" + std::to_string(options_.max_bytes) +
         " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
@@ -335,6 +347,14 @@ bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& ent
         }
         size_t start = data_.size();
         size_t want = entry.st.size;
+        // Libraries are cached only within the budget: past it they are
+        // loaded from the filesystem, and the rest of the walk goes on.
+        if (options_.libraries && is_library_name(name) && !wants_source_content(name) &&
+            current_size() + want > options_.max_bytes) {
+            ++libraries_over_budget_;
+            REAL(close)(fd);
+            return true;
+        }
         data_.resize(start + want);
         size_t got = 0;
         bool ok = true;
@@ -690,6 +710,7 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
         error = "the module trees are too large for one snapshot; narrow PYIMPORT_PREFIX";
         return false;
     }
+    if (options_.libraries_over_budget) *options_.libraries_over_budget = libraries_over_budget_;
     return encode(image, error);
 }
 

@@ -151,6 +151,10 @@ struct BuildOptions {
     // `exclude` and `stat_suffixes` then do not apply.
     const std::unordered_set<std::string>* profile = nullptr;
     uint64_t max_bytes = 0;
+    // Shared libraries (elf.hpp's is_library_name) get their bytes cached
+    // too, as far as max_bytes allows; those past it get their stat only.
+    bool libraries = false;
+    uint32_t* libraries_over_budget = nullptr; // out: how many
     // "cpython-311": a .py whose __pycache__/NAME.cpython-311.pyc exists is
     // not read (the interpreter reads the .pyc); empty: always read.
     std::string cache_tag;

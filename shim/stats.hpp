@@ -18,6 +18,7 @@ namespace pyimport {
     X(readlink)                                                                                    \
     X(opendir)                                                                                     \
     X(fstat)                                                                                       \
+    X(dlopen)                                                                                      \
     X(change)
 
 enum class CallKind {

@@ -31,6 +31,10 @@ class Transport {
     // Rank 0's image to every rank, one copy per node: node leaders receive
     // it into a memory file that the other ranks of the node map.
     virtual bool share_image(std::vector<char>& image, SharedImage& out, std::string& error) = 0;
+    // After share_image: this rank's place among the ranks of its node, and
+    // the node's first rank's `text` to the others (a start-up step too).
+    virtual int node_rank() const = 0;
+    virtual bool node_broadcast(std::string& text, std::string& error) = 0;
     // At exit only: element-wise sums of `values` and every rank's `text`, on rank 0.
     virtual void gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
                                 std::vector<std::string>& texts) = 0;

@@ -135,12 +135,14 @@ class MpiTransport final : public Transport {
         uint64_t length = image.size();
         if (mpi_.MPI_Bcast_(&length, 1, MPI_UINT64_T, 0, comm_) != MPI_SUCCESS)
             return error = "MPI_Bcast failed", false;
-        MPI_Comm node = MPI_COMM_NULL, leaders = MPI_COMM_NULL;
-        if (mpi_.MPI_Comm_split_type_(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node) !=
+        MPI_Comm leaders = MPI_COMM_NULL;
+        if (mpi_.MPI_Comm_split_type_(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_) !=
             MPI_SUCCESS)
             return error = "MPI_Comm_split_type failed", false;
+        MPI_Comm node = node_;
         int node_rank = 0;
         mpi_.MPI_Comm_rank_(node, &node_rank);
+        node_rank_ = node_rank;
         mpi_.MPI_Comm_split_(comm_, node_rank == 0 ? 0 : MPI_UNDEFINED, rank_, &leaders);
 
         // Node leaders: a memory file, filled by the broadcast among leaders.
@@ -203,11 +205,24 @@ class MpiTransport final : public Transport {
             if (!bcast_chunked(data, length, node)) return error = "MPI_Bcast failed", false;
         }
         if (memfd >= 0) ::close(memfd); // the mappings hold the memory
-        mpi_.MPI_Comm_free_(&node);
         if (leaders != MPI_COMM_NULL) mpi_.MPI_Comm_free_(&leaders);
         out.data = data;
         out.size = length;
         out.node_shared = all_mapped && where[1] >= 0;
+        return true;
+    }
+
+    int node_rank() const override {
+        return node_rank_;
+    }
+
+    bool node_broadcast(std::string& text, std::string& error) override {
+        if (node_ == MPI_COMM_NULL) return error = "no node communicator", false;
+        uint64_t length = text.size();
+        if (mpi_.MPI_Bcast_(&length, 1, MPI_UINT64_T, 0, node_) != MPI_SUCCESS)
+            return error = "MPI_Bcast failed", false;
+        text.resize(length);
+        if (!bcast_chunked(text.data(), length, node_)) return error = "MPI_Bcast failed", false;
         return true;
     }
 
@@ -245,6 +260,7 @@ class MpiTransport final : public Transport {
     void finish() override {
         if (!open_) return;
         open_ = false;
+        if (node_ != MPI_COMM_NULL) mpi_.MPI_Comm_free_(&node_);
         mpi_.MPI_Comm_free_(&comm_);
         mpi_.MPI_Session_finalize_(&session_);
     }
@@ -254,6 +270,8 @@ class MpiTransport final : public Transport {
     MpiFunctions mpi_;
     MPI_Session session_ = MPI_SESSION_NULL;
     MPI_Comm comm_ = MPI_COMM_NULL;
+    MPI_Comm node_ = MPI_COMM_NULL; // the ranks of this node (from share_image on)
+    int node_rank_ = 0;
     int rank_ = 0;
     int size_ = 1;
     bool open_ = false;

@@ -33,8 +33,11 @@ directory -- and other regular files (data files, stat of a .so by Python).
 Assertions:
   * without the shim every rank makes plenty of such calls (proves the
     counter works);
-  * with the shim ranks 1..N-1 make none; rank 0 (which builds the snapshot)
-    may make many;
+  * with the shim ranks 1..N-1 make none, and no call of any other kind
+    under the prefixes either (the loader's included: extension modules and
+    their libraries come from node-local copies); rank 0 (which builds the
+    snapshot) may make many; all ranks' calls divided by rank 0's is at most
+    1.05 (without the shim it is N);
   * per-rank stdout with the shim under strace equals the run without it;
   * rank 0's PYIMPORT_STATS=1 summary is present.
 """
@@ -306,8 +309,11 @@ def strace_run(args, wd, label, shim, prefixes_env):
         # paths only they use (their own pyimport_e2e_pre_rN modules: 12
         # calls each), and whether a profile is there would depend on
         # earlier runs; off makes every run a full walk.
+        # PYIMPORT_CONTENT with .txt: the workload reads one data file of its
+        # own (pyimport_e2e_prepkg/data.txt); data files are forwarded by
+        # default, and the claim checked is "no call of any kind".
         inner += ["LD_PRELOAD=" + args.shim, "PYIMPORT_STATS=1", "PYIMPORT_RECHECK=0",
-                  "PYIMPORT_PROFILE=off"]
+                  "PYIMPORT_PROFILE=off", "PYIMPORT_CONTENT=.py,.pyc,.pth,.txt"]
     inner += [args.python, L.WORKLOAD]
     prog = ["strace", "-f", "-ff", "-qq", "-y", "-o", os.path.join(traces, "trace"),
             "-e", "trace=%file,%desc,getdents64,%process"] + inner
@@ -388,6 +394,22 @@ def main():
                     detail += "\n".join(by_path(a["import"])[:150])
                 chk.ok(not a["import"], "rank %d: zero import-traffic calls under the cached "
                        "prefixes with the shim (got %d)" % (r, len(a["import"])), detail)
+        def ratio(analysis):
+            counts = [len(a["import"]) + len(a["allowed"]) if a else 0 for a in analysis.values()]
+            return sum(counts) / max(counts[0], 1), counts
+
+        base_ratio, base_counts = ratio(ba)
+        shim_ratio, shim_counts = ratio(sa)
+        print("\n  calls of any kind under the prefixes per rank: without shim %s (all/rank 0 = "
+              "%.3f), with shim %s (all/rank 0 = %.3f)" % (base_counts, base_ratio, shim_counts,
+                                                          shim_ratio))
+        for r in range(1, NRANKS):
+            if sa[r]:
+                chk.ok(not sa[r]["allowed"], "rank %d: zero calls of any kind under the cached "
+                       "prefixes with the shim, the loader's included (got %d)"
+                       % (r, len(sa[r]["allowed"])), "\n".join(by_path(sa[r]["allowed"])[:100]))
+        chk.ok(shim_ratio <= 1.05, "with the shim, all ranks' calls under the prefixes / rank 0's "
+               "<= 1.05 (got %.3f)" % shim_ratio)
         if ba[0] and sa[0]:
             print("\n  rank 0 import traffic: %d without shim, %d with shim (it builds the snapshot);"
                   " ranks 1..%d with shim: %s" % (len(ba[0]["import"]), len(sa[0]["import"]),

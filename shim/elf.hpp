@@ -1,0 +1,27 @@
+// What the dynamic loader reads from a shared object before mapping it: the
+// header checks it makes, and the dynamic section's DT_NEEDED, DT_RPATH,
+// DT_RUNPATH and DT_SONAME. Read from bytes in memory (the snapshot).
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+#include <vector>
+
+namespace pyimport {
+
+struct DynamicInfo {
+    std::vector<std::string_view> needed; // into the bytes given to read_dynamic
+    std::string_view rpath;               // empty when absent (or shadowed by a RUNPATH)
+    std::string_view runpath;
+    std::string_view soname;
+};
+
+// True if `data` is an ELF shared object this process's loader would accept
+// (class, byte order, machine, ABI, type ET_DYN), and its dynamic section
+// could be read; `out` then points into `data`.
+bool read_dynamic(const char* data, size_t size, DynamicInfo& out);
+
+// File names the loader may look for: "x.so" and "x.so.<version>".
+bool is_library_name(std::string_view name);
+
+} // namespace pyimport

@@ -1,0 +1,190 @@
+#include "libraries.hpp"
+
+#include "elf.hpp"
+
+#include <cerrno>
+#include <dlfcn.h>
+#include <link.h>
+#include <sys/auxv.h>
+#include <unordered_set>
+#include <vector>
+
+namespace pyimport {
+
+namespace {
+
+// Subdirectories the loader searches before a search directory itself
+// (glibc-hwcaps since glibc 2.33; the legacy ones before 2.37). The mirror
+// does not reproduce them: a search directory holding one is not served.
+bool is_capability_directory(std::string_view name, std::string_view platform) {
+    return name == "glibc-hwcaps" || name == "tls" || name == "haswell" || name == "xeon_phi" ||
+           name == "avx512_1" || (!platform.empty() && name == platform);
+}
+
+std::string_view platform_name() {
+    const char* p = reinterpret_cast<const char*>(getauxval(AT_PLATFORM));
+    return p ? std::string_view(p) : std::string_view();
+}
+
+struct Object {
+    std::string path; // as the loader will name it (its $ORIGIN is the directory of this)
+    uint32_t entry;
+};
+
+} // namespace
+
+bool expand_search_entry(std::string_view entry, std::string_view origin, std::string_view platform,
+                         std::string& out) {
+    out.clear();
+    for (size_t i = 0; i < entry.size();) {
+        if (entry[i] != '$') {
+            out += entry[i++];
+            continue;
+        }
+        std::string_view name;
+        size_t next;
+        if (i + 1 < entry.size() && entry[i + 1] == '{') {
+            size_t close = entry.find('}', i + 2);
+            if (close == std::string_view::npos) return false;
+            name = entry.substr(i + 2, close - i - 2);
+            next = close + 1;
+        } else {
+            size_t end = i + 1;
+            while (end < entry.size() &&
+                   (isalnum(static_cast<unsigned char>(entry[end])) || entry[end] == '_'))
+                ++end;
+            name = entry.substr(i + 1, end - i - 1);
+            next = end;
+        }
+        if (name == "ORIGIN")
+            out += origin;
+        else if (name == "PLATFORM" && !platform.empty())
+            out += platform;
+        else
+            return false;
+        i = next;
+    }
+    return true;
+}
+
+Libraries::Libraries(const Tree& tree, std::unique_ptr<NodeMirror> mirror)
+    : tree_(tree), mirror_(std::move(mirror)) {}
+
+bool Libraries::prepare(const std::string& path) {
+    const Snapshot& snapshot = tree_.snapshot();
+    if (!mirror_->materialise(tree_, path)) return false;
+    Resolution top = tree_.resolve(Position{}, path, true);
+    if (top.kind != Resolution::Found) return false;
+    std::string_view platform = platform_name();
+    std::vector<Object> queue{{path, top.entry}};
+    std::unordered_set<uint32_t> seen{top.entry};
+    std::unordered_set<std::string> searched;
+
+    // Makes `dir` in the mirror hold every library it holds on the filesystem.
+    auto complete = [&](const std::string& dir) {
+        Resolution d = tree_.resolve(Position{}, dir, true);
+        if (d.kind == Resolution::Failed) return d.error == ENOENT || d.error == ENOTDIR;
+        if (d.kind != Resolution::Found || !tree_.is_dir(d.entry)) return false;
+        const Entry& de = snapshot.entry(d.entry);
+        if ((de.flags & kNoStat) || !(de.flags & kHasListing)) return false;
+        const ListingItem* items = snapshot.listing(d.entry);
+        for (uint32_t i = 0; i < de.listing_count; ++i) {
+            if (items[i].dots) continue;
+            uint32_t child = items[i].entry;
+            std::string_view name = snapshot.name(child);
+            mode_t mode = snapshot.entry(child).st.mode;
+            if ((S_ISDIR(mode) || S_ISLNK(mode)) && is_capability_directory(name, platform))
+                return false;
+            if (!is_library_name(name)) continue;
+            std::string file = dir + "/" + std::string(name);
+            if (!mirror_->materialise(tree_, file)) return false;
+            Resolution r = tree_.resolve(Position{}, file, true);
+            if (r.kind != Resolution::Found) return false;
+            if (seen.insert(r.entry).second) queue.push_back({file, r.entry});
+        }
+        return true;
+    };
+
+    while (!queue.empty()) {
+        Object object = std::move(queue.back());
+        queue.pop_back();
+        DynamicInfo info;
+        const Entry& e = snapshot.entry(object.entry);
+        // Not a library this loader takes: it fails or skips it the same way
+        // in the mirror, where the bytes are the same.
+        if (!read_dynamic(snapshot.content(object.entry), e.content_len, info)) continue;
+        for (std::string_view need : info.needed)
+            if (need.find('/') != std::string_view::npos || !is_library_name(need)) return false;
+        size_t slash = object.path.rfind('/');
+        std::string origin = slash == 0 ? "/" : object.path.substr(0, slash);
+        for (std::string_view list : {info.rpath, info.runpath}) {
+            size_t at = 0;
+            while (at <= list.size() && !list.empty()) {
+                size_t end = list.find(':', at);
+                if (end == std::string_view::npos) end = list.size();
+                std::string_view item = list.substr(at, end - at);
+                at = end + 1;
+                // Only $ORIGIN entries lead the loader into the mirror.
+                if (item.find('$') == std::string_view::npos) continue;
+                std::string dir;
+                if (!expand_search_entry(item, origin, platform, dir)) return false;
+                if (dir.empty() || dir[0] != '/') continue; // relative to the working directory
+                if (searched.insert(dir).second && !complete(dir)) return false;
+            }
+        }
+    }
+    return true;
+}
+
+void Libraries::close() {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    mirror_->leave();
+}
+
+bool Libraries::redirect(const char* path, int mode, std::string& local) {
+    if (!path || path[0] != '/') return false;
+    std::lock_guard lock(mutex_);
+    Resolution r = tree_.resolve(Position{}, path, true);
+    if (r.kind != Resolution::Found || r.followed) return false;
+    const Entry& e = tree_.snapshot().entry(r.entry);
+    if (!S_ISREG(e.st.mode) || !(e.flags & kHasContent)) return false;
+
+    // Loaded already, by this path or another: the loader must be given the
+    // name it knows, so the handle is the same.
+    struct Search {
+        const Libraries* self;
+        uint32_t entry;
+        std::string name;
+        bool found;
+    } search{this, r.entry, {}, false};
+    dl_iterate_phdr(
+        [](struct dl_phdr_info* info, size_t, void* data) {
+            auto* s = static_cast<Search*>(data);
+            if (!info->dlpi_name || info->dlpi_name[0] != '/') return 0;
+            std::string_view name = info->dlpi_name;
+            const std::string& root = s->self->root();
+            std::string_view real = name;
+            if (name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/')
+                real = name.substr(root.size());
+            Resolution q = s->self->tree_.resolve(Position{}, real, true);
+            if (q.kind != Resolution::Found || q.entry != s->entry) return 0;
+            s->name = name;
+            s->found = true;
+            return 1;
+        },
+        &search);
+    if (search.found) {
+        bool mirrored = search.name.starts_with(root());
+        if (mirrored) local = search.name;
+        return mirrored;
+    }
+    if (closed_ || (mode & RTLD_NOLOAD)) return false; // NOLOAD: not loaded, so not at all
+
+    auto known = prepared_.find(path);
+    bool ok = known != prepared_.end() ? known->second : (prepared_[path] = prepare(path));
+    if (ok) local = root() + path;
+    return ok;
+}
+
+} // namespace pyimport

@@ -1,0 +1,314 @@
+#include "mirror.hpp"
+
+#include "elf.hpp"
+#include "real.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <vector>
+
+namespace pyimport {
+
+namespace {
+
+constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+// A directory named new-* is a job's directory being made; past this age
+// its maker is taken to have died.
+constexpr time_t kUnfinishedAge = 600;
+
+std::string user_directory_name() {
+    return "pyimport-" + std::to_string(static_cast<unsigned>(geteuid()));
+}
+
+// A directory that is the effective user's and closed to everyone else.
+bool is_private_directory(int fd) {
+    struct stat st {};
+    return REAL(fstat)(fd, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+           (st.st_mode & 077) == 0;
+}
+
+bool write_all(int fd, const char* data, size_t size) {
+    while (size > 0) {
+        ssize_t n = ::write(fd, data, size);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        data += n;
+        size -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+std::string_view parent_of(std::string_view canonical) {
+    size_t slash = canonical.rfind('/');
+    return slash == 0 ? std::string_view("/") : canonical.substr(0, slash);
+}
+
+std::string child_of(std::string_view dir, std::string_view name) {
+    std::string out(dir);
+    if (out.back() != '/') out += '/';
+    out += name;
+    return out;
+}
+
+bool make_directory(const std::string& path) {
+    return REAL(mkdir)(path.c_str(), 0700) == 0 || errno == EEXIST;
+}
+
+} // namespace
+
+int open_user_directory(const std::string& base, std::string& error) {
+    int base_fd = REAL(open)(base.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (base_fd < 0) return error = base + ": " + std::strerror(errno), -1;
+    std::string name = user_directory_name();
+    if (REAL(mkdirat)(base_fd, name.c_str(), 0700) != 0 && errno != EEXIST) {
+        error = base + "/" + name + ": " + std::strerror(errno);
+        REAL(close)(base_fd);
+        return -1;
+    }
+    int fd = REAL(openat)(base_fd, name.c_str(), kDirFlags);
+    int saved = errno;
+    REAL(close)(base_fd);
+    if (fd < 0) {
+        error = base + "/" + name + ": " +
+                (saved == ELOOP || saved == ENOTDIR ? "not a directory" : std::strerror(saved));
+        return -1;
+    }
+    if (!is_private_directory(fd)) {
+        error = base + "/" + name + " is not a directory private to this user";
+        REAL(close)(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool NodeMirror::remove_tree(int dirfd, const char* name) {
+    if (REAL(unlinkat)(dirfd, name, 0) == 0 || errno == ENOENT) return true;
+    if (errno != EISDIR && errno != EPERM) return false;
+    int fd = REAL(openat)(dirfd, name, kDirFlags);
+    if (fd < 0) return false;
+    DIR* dir = fdopendir(fd);
+    if (!dir) {
+        REAL(close)(fd);
+        return false;
+    }
+    std::vector<std::string> names;
+    while (struct dirent64* d = REAL(readdir64)(dir))
+        if (std::strcmp(d->d_name, ".") != 0 && std::strcmp(d->d_name, "..") != 0)
+            names.emplace_back(d->d_name);
+    bool ok = true;
+    for (const std::string& n : names)
+        ok = remove_tree(REAL(dirfd)(dir), n.c_str()) && ok;
+    REAL(closedir)(dir);
+    return REAL(unlinkat)(dirfd, name, AT_REMOVEDIR) == 0 && ok;
+}
+
+int remove_abandoned_jobs(int user_fd) {
+    int dup = REAL(openat)(user_fd, ".", kDirFlags);
+    if (dup < 0) return 0;
+    DIR* dir = fdopendir(dup);
+    if (!dir) {
+        REAL(close)(dup);
+        return 0;
+    }
+    std::vector<std::string> names;
+    while (struct dirent64* d = REAL(readdir64)(dir))
+        if (std::strncmp(d->d_name, "job-", 4) == 0 || std::strncmp(d->d_name, "new-", 4) == 0)
+            names.emplace_back(d->d_name);
+    REAL(closedir)(dir);
+    int removed = 0;
+    for (const std::string& name : names) {
+        int fd = REAL(openat)(user_fd, name.c_str(), kDirFlags);
+        if (fd < 0) continue;
+        bool abandoned = false;
+        if (name[0] == 'j') {
+            // Every process of a running job holds a shared lock on it.
+            abandoned = flock(fd, LOCK_EX | LOCK_NB) == 0;
+        } else {
+            struct stat st {};
+            abandoned = REAL(fstat)(fd, &st) == 0 && st.st_mtime + kUnfinishedAge < time(nullptr);
+        }
+        REAL(close)(fd);
+        if (abandoned && NodeMirror::remove_tree(user_fd, name.c_str())) ++removed;
+    }
+    return removed;
+}
+
+bool NodeMirror::create(const std::string& base, const Snapshot& snapshot, std::string& error) {
+    int user_fd = open_user_directory(base, error);
+    if (user_fd < 0) return false;
+    remove_abandoned_jobs(user_fd);
+
+    uint64_t random = 0;
+    if (getrandom(&random, sizeof random, GRND_NONBLOCK) != sizeof random)
+        random = static_cast<uint64_t>(time(nullptr)) * 2654435761u;
+    char suffix[64];
+    std::snprintf(suffix, sizeof suffix, "%d-%016llx", static_cast<int>(getpid()),
+                  static_cast<unsigned long long>(random));
+    std::string made = std::string("new-") + suffix;
+    std::string name = std::string("job-") + suffix;
+    std::string user_path = base + "/" + user_directory_name();
+    int fd = -1, files_fd = -1;
+    auto fail = [&](const std::string& why) {
+        error = why;
+        if (files_fd >= 0) REAL(close)(files_fd);
+        if (fd >= 0) REAL(close)(fd);
+        remove_tree(user_fd, made.c_str());
+        remove_tree(user_fd, name.c_str());
+        REAL(close)(user_fd);
+        return false;
+    };
+    if (REAL(mkdirat)(user_fd, made.c_str(), 0700) != 0)
+        return fail(user_path + ": " + std::strerror(errno));
+    fd = REAL(openat)(user_fd, made.c_str(), kDirFlags);
+    if (fd < 0 || flock(fd, LOCK_SH) != 0) return fail(user_path + ": " + std::strerror(errno));
+    struct statvfs vfs {};
+    if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_NOEXEC))
+        return fail(base + " is mounted noexec: libraries cannot be mapped from it");
+    if (REAL(mkdirat)(fd, "files", 0700) != 0 || REAL(mkdirat)(fd, "root", 0700) != 0 ||
+        (files_fd = REAL(openat)(fd, "files", kDirFlags)) < 0)
+        return fail(user_path + ": " + std::strerror(errno));
+    uint64_t bytes = 0;
+    for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i) {
+        const Entry& e = snapshot.entry(i);
+        if (!(e.flags & kHasContent) || !is_library_name(snapshot.name(i))) continue;
+        std::string file = std::to_string(i);
+        int out = REAL(openat)(files_fd, file.c_str(),
+                               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0500);
+        bool ok = out >= 0 && write_all(out, snapshot.content(i), e.content_len);
+        int saved = errno;
+        if (out >= 0) REAL(close)(out);
+        if (!ok)
+            return fail("writing " + std::to_string(bytes + e.content_len) +
+                        " bytes of libraries to " + base + ": " + std::strerror(saved));
+        bytes += e.content_len;
+    }
+    REAL(close)(files_fd);
+    files_fd = -1;
+    // Visible to other jobs' clean-up only now, locked.
+    if (REAL(renameat)(user_fd, made.c_str(), user_fd, name.c_str()) != 0)
+        return fail(user_path + ": " + std::strerror(errno));
+    REAL(close)(user_fd);
+    job_fd_ = fd;
+    root_ = user_path + "/" + name + "/root";
+    return true;
+}
+
+bool NodeMirror::join(const std::string& job_dir, std::string& error) {
+    size_t slash = job_dir.rfind('/');
+    size_t user_slash = slash == std::string::npos ? slash : job_dir.rfind('/', slash - 1);
+    if (user_slash == std::string::npos || user_slash == 0)
+        return error = job_dir + ": not a job directory", false;
+    std::string base = job_dir.substr(0, user_slash);
+    std::string user_name = job_dir.substr(user_slash + 1, slash - user_slash - 1);
+    if (user_name != user_directory_name())
+        return error = job_dir + ": made by another user", false;
+    int user_fd = open_user_directory(base, error);
+    if (user_fd < 0) return false;
+    int fd = REAL(openat)(user_fd, job_dir.c_str() + slash + 1, kDirFlags);
+    int saved = errno;
+    REAL(close)(user_fd);
+    if (fd < 0) return error = job_dir + ": " + std::strerror(saved), false;
+    if (!is_private_directory(fd) || flock(fd, LOCK_SH) != 0) {
+        REAL(close)(fd);
+        return error = job_dir + " is not a directory private to this user", false;
+    }
+    job_fd_ = fd;
+    root_ = job_dir + "/root";
+    return true;
+}
+
+std::string NodeMirror::job_dir() const {
+    return root_.substr(0, root_.size() - 5);
+}
+
+void NodeMirror::leave() {
+    if (job_fd_ < 0) return;
+    // The upgrade succeeds only when no other process holds the directory.
+    if (flock(job_fd_, LOCK_EX | LOCK_NB) == 0) {
+        std::string job = job_dir();
+        size_t slash = job.rfind('/');
+        int user_fd = REAL(open)(job.substr(0, slash).c_str(), kDirFlags);
+        if (user_fd >= 0) {
+            remove_tree(user_fd, job.c_str() + slash + 1);
+            REAL(close)(user_fd);
+        }
+    }
+    REAL(close)(job_fd_);
+    job_fd_ = -1;
+}
+
+NodeMirror::~NodeMirror() {
+    if (job_fd_ >= 0) REAL(close)(job_fd_);
+}
+
+bool NodeMirror::materialise(const Tree& tree, std::string_view path) const {
+    if (job_fd_ < 0 || path.empty() || path[0] != '/') return false;
+    const Snapshot& snapshot = tree.snapshot();
+    // Components still to walk, last first; symlink targets are pushed on.
+    std::vector<std::string> pending;
+    auto push_components = [&pending](std::string_view p) {
+        std::vector<std::string> parts;
+        size_t at = 0;
+        while (at <= p.size()) {
+            size_t end = p.find('/', at);
+            if (end == std::string_view::npos) end = p.size();
+            if (end > at) parts.emplace_back(p.substr(at, end - at));
+            at = end + 1;
+        }
+        pending.insert(pending.end(), parts.rbegin(), parts.rend());
+    };
+    push_components(path);
+    std::string real = "/"; // canonical: where the walk stands
+    int links = 0;
+    while (!pending.empty()) {
+        std::string name = std::move(pending.back());
+        pending.pop_back();
+        if (name == ".") continue;
+        if (name == "..") {
+            real = std::string(parent_of(real));
+            continue;
+        }
+        std::string next = child_of(real, name);
+        Position above;
+        if (tree.locate(next, above) && above.entry == kNoEntry) { // an ancestor of the roots
+            if (!make_directory(root_ + next)) return false;
+            real = std::move(next);
+            continue;
+        }
+        Resolution r = tree.resolve(Position{}, next, false);
+        if (r.kind != Resolution::Found) return false;
+        const Entry& e = snapshot.entry(r.entry);
+        if (e.flags & kNoStat) return false;
+        std::string local = root_ + next;
+        if (S_ISDIR(e.st.mode)) {
+            if (!make_directory(local)) return false;
+            real = std::move(next);
+        } else if (S_ISLNK(e.st.mode)) {
+            if (++links > 40) return false;
+            std::string target(snapshot.link_target(r.entry));
+            std::string local_target = target[0] == '/' ? root_ + target : target;
+            if (REAL(symlink)(local_target.c_str(), local.c_str()) != 0 && errno != EEXIST)
+                return false;
+            if (target[0] == '/') real = "/";
+            push_components(target);
+        } else if (S_ISREG(e.st.mode)) {
+            if (!pending.empty() || !(e.flags & kHasContent) || !is_library_name(name))
+                return false;
+            std::string copy =
+                root_.substr(0, root_.size() - 4) + "files/" + std::to_string(r.entry);
+            return REAL(link)(copy.c_str(), local.c_str()) == 0 || errno == EEXIST;
+        } else {
+            return false;
+        }
+    }
+    return false; // ended on a directory
+}
+
+} // namespace pyimport
