@@ -29,8 +29,9 @@ template <typename T> bool read_at(const char* data, size_t size, uint64_t offse
 bool is_library_name(std::string_view name) {
     for (size_t at = name.find(".so"); at != std::string_view::npos;
          at = name.find(".so", at + 1)) {
-        size_t end = at + 3;
-        if (at > 0 && (end == name.size() || name[end] == '.')) return true;
+        std::string_view version = name.substr(at + 3);
+        if (at == 0 || (!version.empty() && version[0] != '.')) continue;
+        if (version.find_first_not_of(".0123456789") == std::string_view::npos) return true;
     }
     return false;
 }

@@ -21,7 +21,7 @@ struct DynamicInfo {
 // could be read; `out` then points into `data`.
 bool read_dynamic(const char* data, size_t size, DynamicInfo& out);
 
-// File names the loader may look for: "x.so" and "x.so.<version>".
+// File names the loader may look for: "x.so" and "x.so.<digits and dots>".
 bool is_library_name(std::string_view name);
 
 } // namespace pyimport
