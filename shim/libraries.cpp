@@ -142,6 +142,42 @@ void Libraries::close() {
     mirror_->leave();
 }
 
+Libraries::Loaded Libraries::find_loaded(uint32_t entry, bool quietly) const {
+    struct Search {
+        const Libraries* self;
+        uint32_t entry;
+        bool quietly;
+        Loaded loaded;
+    } search{this, entry, quietly, {}};
+    dl_iterate_phdr(
+        [](struct dl_phdr_info* info, size_t, void* data) {
+            auto* s = static_cast<Search*>(data);
+            if (!info->dlpi_name || info->dlpi_name[0] != '/') return 0;
+            std::string_view name = info->dlpi_name;
+            const std::string& root = s->self->root();
+            bool mirrored =
+                name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/';
+            std::string_view real = mirrored ? name.substr(root.size()) : name;
+            const Tree& tree = s->self->tree_;
+            Resolution q = s->quietly ? tree.resolve_quietly(Position{}, real, true)
+                                      : tree.resolve(Position{}, real, true);
+            if (q.kind != Resolution::Found || q.entry != s->entry) return 0;
+            s->loaded = {true, mirrored, info->dlpi_name};
+            return 1;
+        },
+        &search);
+    return search.loaded;
+}
+
+bool Libraries::loaded_from_mirror(const char* path, std::string& local) const {
+    if (!path || path[0] != '/') return false;
+    Resolution r = tree_.resolve_quietly(Position{}, path, true);
+    if (r.kind != Resolution::Found) return false;
+    Loaded loaded = find_loaded(r.entry, true);
+    if (loaded.found && loaded.mirrored) local = loaded.name;
+    return loaded.found && loaded.mirrored;
+}
+
 bool Libraries::redirect(const char* path, int mode, std::string& local) {
     if (!path || path[0] != '/') return false;
     std::lock_guard lock(mutex_);
@@ -152,32 +188,10 @@ bool Libraries::redirect(const char* path, int mode, std::string& local) {
 
     // Loaded already, by this path or another: the loader must be given the
     // name it knows, so the handle is the same.
-    struct Search {
-        const Libraries* self;
-        uint32_t entry;
-        std::string name;
-        bool found;
-    } search{this, r.entry, {}, false};
-    dl_iterate_phdr(
-        [](struct dl_phdr_info* info, size_t, void* data) {
-            auto* s = static_cast<Search*>(data);
-            if (!info->dlpi_name || info->dlpi_name[0] != '/') return 0;
-            std::string_view name = info->dlpi_name;
-            const std::string& root = s->self->root();
-            std::string_view real = name;
-            if (name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/')
-                real = name.substr(root.size());
-            Resolution q = s->self->tree_.resolve(Position{}, real, true);
-            if (q.kind != Resolution::Found || q.entry != s->entry) return 0;
-            s->name = name;
-            s->found = true;
-            return 1;
-        },
-        &search);
-    if (search.found) {
-        bool mirrored = search.name.starts_with(root());
-        if (mirrored) local = search.name;
-        return mirrored;
+    Loaded loaded = find_loaded(r.entry, false);
+    if (loaded.found) {
+        if (loaded.mirrored) local = loaded.name;
+        return loaded.mirrored;
     }
     if (closed_ || (mode & RTLD_NOLOAD)) return false; // NOLOAD: not loaded, so not at all
 

@@ -32,6 +32,11 @@ class Libraries {
     // give it `path`. A file already loaded keeps the name it was loaded by.
     bool redirect(const char* path, int mode, std::string& local);
 
+    // The name the loader knows a loaded file by, if it loaded it from the
+    // mirror, whatever path leads to it. Takes no lock and records nothing:
+    // callable in a fork child of the process.
+    bool loaded_from_mirror(const char* path, std::string& local) const;
+
     // Whether `path` (absolute) and what the loader may read for it through
     // the mirror are all mirrored; prepares the mirror. No loader involved:
     // the unit tests call it.
@@ -45,6 +50,13 @@ class Libraries {
     NodeMirror& mirror() { return *mirror_; }
 
   private:
+    struct Loaded {
+        bool found = false;
+        bool mirrored = false;
+        const char* name = nullptr;
+    };
+    Loaded find_loaded(uint32_t entry, bool quietly) const;
+
     const Tree& tree_;
     std::unique_ptr<NodeMirror> mirror_;
     std::mutex mutex_;

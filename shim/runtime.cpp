@@ -193,11 +193,13 @@ std::unique_ptr<NodeMirror> share_node_mirror(Transport& transport, const Config
         return nullptr;
     }
     if (dir.empty()) return nullptr;
-    if (transport.node_rank() != 0 && !mirror->join(dir, error)) {
-        log_error("%s; libraries are loaded from the filesystem", error.c_str());
-        return nullptr;
-    }
-    return mirror;
+    bool joined = transport.node_rank() == 0 || mirror->join(dir, error);
+    if (!joined) log_error("%s; libraries are loaded from the filesystem", error.c_str());
+    // No rank may leave (and so perhaps remove the directory) before every
+    // rank of the node has joined.
+    bool all_joined = joined;
+    transport.node_all(all_joined);
+    return joined ? std::move(mirror) : nullptr;
 }
 
 struct Startup {
@@ -360,6 +362,10 @@ void print_summary(Core* core, std::vector<uint64_t>& counts, std::vector<std::s
 }
 
 } // namespace
+
+Core* inherited_core() {
+    return g_core.load(std::memory_order_acquire);
+}
 
 const char* mirror_root() {
     return g_mirror_root.load(std::memory_order_acquire);

@@ -49,6 +49,11 @@ class Guard {
     Core* core_ = nullptr;
 };
 
+// The core even in a fork child of the active process (current_core() is
+// nullptr there): only for reading what the parent left, such as the names
+// of libraries it loaded from the mirror.
+Core* inherited_core();
+
 // The node-local mirror's root in this process, or nullptr: names the loader
 // gives that start with it are given without it (wrap_dl.cpp).
 const char* mirror_root();

@@ -226,6 +226,15 @@ class MpiTransport final : public Transport {
         return true;
     }
 
+    bool node_all(bool& value) override {
+        if (node_ == MPI_COMM_NULL) return false;
+        int mine = value ? 1 : 0, all = 0;
+        if (mpi_.MPI_Allreduce_(&mine, &all, 1, MPI_INT, MPI_MIN, node_) != MPI_SUCCESS)
+            return false;
+        value = all != 0;
+        return true;
+    }
+
     bool bcast_chunked(char* data, uint64_t length, MPI_Comm comm) {
         for (uint64_t done = 0; done < length; done += kChunk) {
             int count = static_cast<int>(std::min<uint64_t>(kChunk, length - done));

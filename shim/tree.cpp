@@ -130,8 +130,24 @@ bool Tree::locate(std::string_view canonical, Position& out) const {
     return false;
 }
 
+namespace {
+thread_local int t_quiet __attribute__((tls_model("initial-exec"))) = 0;
+} // namespace
+
+bool Tree::quiet() {
+    return t_quiet != 0;
+}
+
 Resolution Tree::resolve(const Position& base, std::string_view path, bool follow_last) const {
     return walk(base, path, follow_last, false);
+}
+
+Resolution Tree::resolve_quietly(const Position& base, std::string_view path,
+                                 bool follow_last) const {
+    t_quiet = 1;
+    Resolution r = walk(base, path, follow_last, false);
+    t_quiet = 0;
+    return r;
 }
 
 Resolution Tree::walk(const Position& base, std::string_view path, bool follow_last,

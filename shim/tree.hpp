@@ -54,6 +54,9 @@ class Tree {
     // symlinks (40 at most), "." and "..", repeated and trailing slashes.
     // The last component is followed if it is a symlink and `follow_last`.
     Resolution resolve(const Position& base, std::string_view path, bool follow_last) const;
+    // The same without recording any use (and so without taking any lock):
+    // for a fork child, whose copy of a lock may be held by a thread it lacks.
+    Resolution resolve_quietly(const Position& base, std::string_view path, bool follow_last) const;
 
     // This process changed `path` (created, wrote, removed, renamed ...):
     // answer it, everything below it and its directory's listing from the
@@ -100,7 +103,8 @@ class Tree {
         stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
     }
 
-    bool recording() const { return recording_.load(std::memory_order_relaxed); }
+    bool recording() const { return recording_.load(std::memory_order_relaxed) && !quiet(); }
+    static bool quiet();
     void note_use(uint32_t entry) const {
         if (recording() && !used_[entry].load(std::memory_order_relaxed))
             used_[entry].store(1, std::memory_order_relaxed);

@@ -15,7 +15,6 @@
 
 #include <climits>
 #include <cstring>
-#include <link.h>
 
 using namespace pyimport;
 
@@ -33,41 +32,25 @@ const char* unmirrored(const char* name) {
     return name;
 }
 
-// Whether the loader holds `path` under its mirror name (root + path).
-bool loaded_from_mirror(const char* path, const char* root) {
-    struct Search {
-        const char* path;
-        const char* root;
-        size_t root_length;
-        bool found;
-    } search{path, root, std::strlen(root), false};
-    dl_iterate_phdr(
-        [](struct dl_phdr_info* info, size_t, void* data) {
-            auto* s = static_cast<Search*>(data);
-            const char* name = info->dlpi_name;
-            s->found = name && std::strncmp(name, s->root, s->root_length) == 0 &&
-                       std::strcmp(name + s->root_length, s->path) == 0;
-            return s->found ? 1 : 0;
-        },
-        &search);
-    return search.found;
-}
-
 } // namespace
 
 extern "C" __attribute__((visibility("hidden"), used)) void*
 pyimport_dlopen_prepare(const char** file, int mode) {
     const char* path = opaque(*file);
     Guard guard;
-    const char* root = mirror_root();
-    if (!guard && root && path && path[0] == '/' && !t_inside_shim) {
-        // An inert process that inherited the loader's state (a fork child):
-        // what was loaded from the mirror keeps its name, nothing else changes.
-        size_t length = std::strlen(root);
-        if (length + std::strlen(path) < sizeof t_dlopen_path && loaded_from_mirror(path, root)) {
-            std::memcpy(t_dlopen_path, root, length);
-            std::strcpy(t_dlopen_path + length, path);
-            *file = t_dlopen_path;
+    Core* inherited = guard ? nullptr : inherited_core();
+    if (inherited && inherited->libraries() && path && path[0] == '/' && !t_inside_shim) {
+        // A fork child of an active process, where the shim is inert: what the
+        // parent loaded from the mirror keeps its name (or the loader would
+        // load the file a second time); nothing else changes.
+        try {
+            std::string local;
+            if (inherited->libraries()->loaded_from_mirror(path, local) &&
+                local.size() < sizeof t_dlopen_path) {
+                std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
+                *file = t_dlopen_path;
+            }
+        } catch (...) {
         }
     } else if (guard && path && path[0] == '/') {
         Libraries* libraries = guard->libraries();

@@ -75,6 +75,16 @@ say("dladdr(b_value)", rel(file_of(libb_real.b_value)))
 say("dladdr(PyInit__core)", rel(file_of(ctypes.CDLL(core.__file__).PyInit__core)))
 attempt("missing symbol", lambda: liba.no_such_function)
 
+# A fork child (where the shim is inert) loads what its parent loaded: the
+# same library, not a second copy.
+child = os.fork()
+if child == 0:
+    again = ctypes.CDLL(os.path.join(libs, "liba.so"))
+    os.write(1, ("[rank %d] fork child: liba is the same %s, constructor runs %d\n"
+                 % (RANK, again._handle == liba._handle, again.a_init_count())).encode())
+    os._exit(0)
+os.waitpid(child, 0)
+
 # RTLD_NOLOAD: a loaded library is found, one never loaded is not.
 NOLOAD = getattr(os, "RTLD_NOLOAD", 4)
 attempt("NOLOAD liba", lambda: ctypes.CDLL(os.path.join(libs, "liba.so"),
