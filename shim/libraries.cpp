@@ -33,8 +33,7 @@ struct Object {
 
 } // namespace
 
-bool expand_search_entry(std::string_view entry, std::string_view origin, std::string_view platform,
-                         std::string& out) {
+bool expand_search_entry(std::string_view entry, const SearchTokens& tokens, std::string& out) {
     out.clear();
     for (size_t i = 0; i < entry.size();) {
         if (entry[i] != '$') {
@@ -57,9 +56,11 @@ bool expand_search_entry(std::string_view entry, std::string_view origin, std::s
             next = end;
         }
         if (name == "ORIGIN")
-            out += origin;
-        else if (name == "PLATFORM" && !platform.empty())
-            out += platform;
+            out += tokens.origin;
+        else if (name == "PLATFORM" && !tokens.platform.empty())
+            out += tokens.platform;
+        else if (name == "LIB" && !tokens.lib.empty())
+            out += tokens.lib;
         else
             return false;
         i = next;
@@ -125,9 +126,10 @@ bool Libraries::prepare(const std::string& path) {
                 std::string_view item = list.substr(at, end - at);
                 at = end + 1;
                 // Only $ORIGIN entries lead the loader into the mirror.
-                if (item.find('$') == std::string_view::npos) continue;
+                if (item.find("ORIGIN") == std::string_view::npos) continue;
                 std::string dir;
-                if (!expand_search_entry(item, origin, platform, dir)) return false;
+                if (!expand_search_entry(item, {origin, platform, PYIMPORT_LOADER_LIB}, dir))
+                    return false;
                 if (dir.empty() || dir[0] != '/') continue; // relative to the working directory
                 if (searched.insert(dir).second && !complete(dir)) return false;
             }

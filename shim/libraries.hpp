@@ -64,9 +64,15 @@ class Libraries {
     std::unordered_map<std::string, bool> prepared_; // by path given to dlopen
 };
 
-// $ORIGIN, ${ORIGIN}, $PLATFORM and ${PLATFORM} in a search path entry, as the
-// loader expands them; false for other tokens ($LIB: the loader's own).
-bool expand_search_entry(std::string_view entry, std::string_view origin, std::string_view platform,
-                         std::string& out);
+// What the loader substitutes for $ORIGIN, $PLATFORM and $LIB.
+struct SearchTokens {
+    std::string_view origin;
+    std::string_view platform; // AT_PLATFORM
+    std::string_view lib;      // the loader's own constant (PYIMPORT_LOADER_LIB)
+};
+
+// $ORIGIN, $PLATFORM and $LIB (also as ${...}) in a search path entry, as the
+// loader expands them; false for other tokens, or one whose value is unknown.
+bool expand_search_entry(std::string_view entry, const SearchTokens& tokens, std::string& out);
 
 } // namespace pyimport

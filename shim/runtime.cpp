@@ -222,8 +222,14 @@ void run_start_up_collective(Startup* startup) {
         set_log_rank(transport->rank());
         shared = share_snapshot(*transport, startup->config, startup->image);
         std::unique_ptr<NodeMirror> mirror;
-        if (shared && startup->config.libraries)
-            mirror = share_node_mirror(*transport, startup->config, startup->image);
+        if (shared && startup->config.libraries) {
+            try {
+                mirror = share_node_mirror(*transport, startup->config, startup->image);
+            } catch (...) {
+                log_error("unexpected failure while copying libraries to the node; libraries "
+                          "are loaded from the filesystem");
+            }
+        }
         std::lock_guard lock(startup->mutex);
         startup->mirror = std::move(mirror);
         // Published even if the waiting thread gave up: the session must be

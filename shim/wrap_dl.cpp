@@ -38,38 +38,33 @@ extern "C" __attribute__((visibility("hidden"), used)) void*
 pyimport_dlopen_prepare(const char** file, int mode) {
     const char* path = opaque(*file);
     Guard guard;
-    Core* inherited = guard ? nullptr : inherited_core();
-    if (inherited && inherited->libraries() && path && path[0] == '/' && !t_inside_shim) {
-        // A fork child of an active process, where the shim is inert: what the
-        // parent loaded from the mirror keeps its name (or the loader would
-        // load the file a second time); nothing else changes.
-        try {
+    // Nothing may leave this function but the real dlopen's address.
+    try {
+        Core* inherited = guard ? nullptr : inherited_core();
+        if (inherited && inherited->libraries() && path && path[0] == '/' && !t_inside_shim) {
+            // A fork child of an active process, where the shim is inert: what
+            // the parent loaded from the mirror keeps its name (or the loader
+            // would load the file a second time); nothing else changes.
             std::string local;
             if (inherited->libraries()->loaded_from_mirror(path, local) &&
                 local.size() < sizeof t_dlopen_path) {
                 std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
                 *file = t_dlopen_path;
             }
-        } catch (...) {
-        }
-    } else if (guard && path && path[0] == '/') {
-        Libraries* libraries = guard->libraries();
-        bool served = false;
-        if (libraries) {
-            try {
-                std::string local;
-                if (libraries->redirect(path, mode, local) && local.size() < sizeof t_dlopen_path) {
-                    std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
-                    *file = t_dlopen_path;
-                    served = true;
-                }
-            } catch (...) {
+        } else if (guard && path && path[0] == '/') {
+            Libraries* libraries = guard->libraries();
+            std::string local;
+            if (libraries && libraries->redirect(path, mode, local) &&
+                local.size() < sizeof t_dlopen_path) {
+                std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
+                *file = t_dlopen_path;
+                guard->stats().served(CallKind::dlopen);
+            } else {
+                guard->stats().forwarded(CallKind::dlopen, path);
             }
         }
-        if (served)
-            guard->stats().served(CallKind::dlopen);
-        else
-            guard->stats().forwarded(CallKind::dlopen, path);
+    } catch (...) {
+        *file = path; // as given
     }
     return reinterpret_cast<void*>(REAL(dlopen));
 }

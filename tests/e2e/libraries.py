@@ -7,7 +7,10 @@
 Builds a fixture with gcc and the interpreter's headers, in a PYTHONPATH
 directory SITE (so it is under the cached prefixes):
 
-  fixpkg/_core.EXT        DT_RPATH $ORIGIN/../fixpkg.libs; needs liba.so
+  fixpkg/_core.EXT        DT_RPATH $ORIGIN/../fixpkg.libs:$ORIGIN/../fixpkg.libs/$LIB;
+                          needs liba.so and libd.so
+  fixpkg.libs/LIB/libd.so LIB: what the loader substitutes for $LIB
+                          (ld.so --list-diagnostics: dl_dst_lib)
   fixpkg.libs/liba.so     DT_RUNPATH $ORIGIN; needs libb.so.1; a constructor
   fixpkg.libs/libb.so.1 -> libb.so.1.2.3 (SONAME libb.so.1)
   fixpkg/_provider.EXT    defines provided_value
@@ -89,6 +92,20 @@ def build_fixture(chk, python, site, stub):
              "int a_value(void) { return 6 * b_value(); }\n",
              "-Wl,-soname,liba.so", "-L" + libs, "-l:libb.so.1",
              "-Wl,--enable-new-dtags,-rpath,$ORIGIN")
+    # What the loader substitutes for $LIB, as it says itself.
+    lib = None
+    for loader in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"):
+        if os.path.exists(loader):
+            out = subprocess.run([loader, "--list-diagnostics"], capture_output=True,
+                                 text=True).stdout
+            m = re.search(r'^dl_dst_lib="([^"]*)"', out, re.M)
+            lib = m.group(1) if m else None
+            break
+    if not chk.ok(bool(lib), "the loader names its $LIB (%s)" % lib):
+        return False
+    os.makedirs(os.path.join(libs, lib))
+    ok &= cc(os.path.join(libs, lib, "libd.so"), "int d_value(void) { return 100; }\n",
+             "-Wl,-soname,libd.so")
     ok &= cc(os.path.join(stub, "libmissing.so.1"), "int missing_value(void) { return 1; }\n",
              "-Wl,-soname,libmissing.so.1")
     ok &= cc(os.path.join(pkg, "unused.so"), "int unused(void) { return 0; }\n")
@@ -97,8 +114,10 @@ def build_fixture(chk, python, site, stub):
         return cc(os.path.join(pkg, name + ext), MODULE % dict(name=name, decl=decl, expr=expr),
                   "-I" + include, *flags)
 
-    ok &= module("_core", "extern int a_value(void);", "a_value()", "-L" + libs, "-l:liba.so",
-                 "-Wl,--disable-new-dtags,-rpath,$ORIGIN/../fixpkg.libs")
+    ok &= module("_core", "extern int a_value(void); extern int d_value(void);",
+                 "a_value() + d_value()", "-L" + libs, "-l:liba.so", "-L" + os.path.join(libs, lib),
+                 "-l:libd.so",
+                 "-Wl,--disable-new-dtags,-rpath,$ORIGIN/../fixpkg.libs:$ORIGIN/../fixpkg.libs/$LIB")
     ok &= module("_provider", "int provided_value(void) { return 5; }", "provided_value()")
     ok &= module("_user", "extern int provided_value(void);", "2 * provided_value()")
     ok &= module("_broken", "extern int missing_value(void);", "missing_value()",
