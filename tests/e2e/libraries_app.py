@@ -4,7 +4,8 @@ libraries (built by libraries.py); every line starts with "[rank R]".
     libraries_app.py SITE [--kill] [--no-misses]
 
 SITE is the PYTHONPATH directory holding fixpkg/ and fixpkg.libs/.  --kill:
-after the imports the rank sends itself SIGKILL (a job killed mid-run).
+after the imports rank 1 sends itself SIGKILL and the others wait for mpiexec
+to end them (a job killed mid-run).
 --no-misses: leave out the loads of files that are not libraries in the
 snapshot (a missing file, a non-library, RTLD_NOLOAD of a library never
 loaded), which go to the filesystem by design.
@@ -15,6 +16,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 
 RANK = int(os.environ.get("PMI_RANK", "0"))
 SITE = sys.argv[1]
@@ -112,5 +114,8 @@ if MISSES:
                                                                       "__init__.py")))
 
 if "--kill" in sys.argv:
-    os.kill(os.getpid(), signal.SIGKILL)
+    # Rank 1 dies of SIGKILL; mpiexec then ends the others, still waiting here.
+    if RANK == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)
 say("done")
