@@ -31,6 +31,7 @@ directory under /dev/shm:
     liba.so in the node directory; the deliberate misses (a missing file, a
     non-library, RTLD_NOLOAD of a library never loaded: they go to the
     filesystem by design) are left out of that run;
+  * two jobs at once: output identical, both served, nothing left;
   * a job in which rank 1 dies of SIGKILL (and mpiexec ends the others)
     leaves its node-local directory behind; the next job removes it and
     leaves nothing;
@@ -45,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_lib as L  # noqa: E402
@@ -224,6 +226,25 @@ def main():
         L.compare_runs(chk, reference, after, 2, "after a killed job", check_stderr=False)
         chk.ok(leftovers(node_dir) == [], "the next job removed it and left nothing",
                leftovers(node_dir))
+
+        # Two jobs of one user at once: each its own directory, neither
+        # disturbs the other, nothing left.
+        results = {}
+
+        def job(name):
+            results[name] = L.mpirun("with shim, concurrent job " + name, args, wd, 2, prog,
+                                     shim_env())
+        threads = [threading.Thread(target=job, args=(n,)) for n in ("A", "B")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for name, res in sorted(results.items()):
+            L.compare_runs(chk, reference, res, 2, "(concurrent job %s)" % name,
+                           check_stderr=False)
+            chk.ok(served_dlopens(res) >= 10, "concurrent job %s: served dlopen calls" % name,
+                   res.rank_err(0))
+        chk.ok(leftovers(node_dir) == [], "concurrent jobs: nothing left", leftovers(node_dir))
 
         # Unusable node directories: one line, same output, nothing left.
         private = os.path.join(node_dir, "open")

@@ -247,6 +247,9 @@ Test(mirror, private_directories_only) {
     cr_expect_eq(open_user_directory(base, error), -1);
     cr_expect(error.find("not a directory private to this user") != std::string::npos, "%s",
               error.c_str());
+    cr_assert_eq(chmod(user.c_str(), 0700), 0);
+    cr_assert_eq(chown(user.c_str(), 65534, 65534), 0); // another user's, private to them
+    cr_expect_eq(open_user_directory(base, error), -1, "another user's directory");
     rmdir(user.c_str());
     cr_assert_eq(symlink("/tmp", user.c_str()), 0);
     cr_expect_eq(open_user_directory(base, error), -1, "a symlink is never followed");
