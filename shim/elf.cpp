@@ -24,6 +24,8 @@ template <typename T> bool read_at(const char* data, size_t size, uint64_t offse
     return true;
 }
 
+ElfRead read_sections(const char* data, size_t size, const ElfW(Ehdr) & eh, DynamicInfo& out);
+
 } // namespace
 
 bool is_library_name(std::string_view name) {
@@ -36,30 +38,39 @@ bool is_library_name(std::string_view name) {
     return false;
 }
 
-bool read_dynamic(const char* data, size_t size, DynamicInfo& out) {
+ElfRead read_dynamic(const char* data, size_t size, DynamicInfo& out) {
     out = DynamicInfo{};
     ElfW(Ehdr) eh;
-    if (!read_at(data, size, 0, eh)) return false;
+    if (!read_at(data, size, 0, eh)) return ElfRead::NotLoadable; // shorter than a header
     // The checks of glibc's open_verify (elf/dl-load.c) for this host.
     if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
         eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_ident[EI_VERSION] != EV_CURRENT ||
         (eh.e_ident[EI_OSABI] != ELFOSABI_SYSV && eh.e_ident[EI_OSABI] != ELFOSABI_GNU) ||
-        eh.e_version != EV_CURRENT || eh.e_machine != kMachine || eh.e_type != ET_DYN ||
-        eh.e_phentsize != sizeof(ElfW(Phdr)))
-        return false;
+        eh.e_version != EV_CURRENT || eh.e_machine != kMachine || eh.e_type != ET_DYN)
+        return ElfRead::NotLoadable;
+    ElfRead read = read_sections(data, size, eh, out);
+    if (read != ElfRead::Read) out = DynamicInfo{};
+    return read;
+}
+
+namespace {
+
+ElfRead read_sections(const char* data, size_t size, const ElfW(Ehdr) & eh, DynamicInfo& out) {
+    constexpr ElfRead failed = ElfRead::Unreadable;
+    if (eh.e_phentsize != sizeof(ElfW(Phdr)) || eh.e_phnum == PN_XNUM) return failed;
     const ElfW(Phdr)* dynamic = nullptr;
     std::vector<ElfW(Phdr)> loads;
     ElfW(Phdr) ph;
     std::vector<ElfW(Phdr)> headers;
     for (unsigned i = 0; i < eh.e_phnum; ++i) {
-        if (!read_at(data, size, eh.e_phoff + uint64_t{i} * sizeof ph, ph)) return false;
+        if (!read_at(data, size, eh.e_phoff + uint64_t{i} * sizeof ph, ph)) return failed;
         headers.push_back(ph);
     }
     for (const ElfW(Phdr) & h : headers) {
         if (h.p_type == PT_LOAD) loads.push_back(h);
         if (h.p_type == PT_DYNAMIC) dynamic = &h;
     }
-    if (!dynamic) return false;
+    if (!dynamic) return failed;
     // Addresses in the dynamic section are virtual: map them to file offsets.
     auto file_offset = [&](uint64_t vaddr, uint64_t& offset) {
         for (const ElfW(Phdr) & l : loads)
@@ -73,7 +84,7 @@ bool read_dynamic(const char* data, size_t size, DynamicInfo& out) {
     ElfW(Dyn) d;
     for (uint64_t at = dynamic->p_offset;; at += sizeof d) {
         if (at >= dynamic->p_offset + dynamic->p_filesz || !read_at(data, size, at, d))
-            return false;
+            return failed;
         if (d.d_tag == DT_NULL) break;
         switch (d.d_tag) {
         case DT_STRTAB:
@@ -100,7 +111,7 @@ bool read_dynamic(const char* data, size_t size, DynamicInfo& out) {
     }
     uint64_t table = 0;
     if (!has_strtab || !file_offset(strtab, table) || table > size || strsz > size - table)
-        return false;
+        return failed;
     auto string_at = [&](uint64_t index, std::string_view& s) {
         if (index >= strsz) return false;
         const char* begin = data + table + index;
@@ -111,14 +122,16 @@ bool read_dynamic(const char* data, size_t size, DynamicInfo& out) {
     };
     for (uint64_t index : needed) {
         std::string_view name;
-        if (!string_at(index, name)) return false;
+        if (!string_at(index, name)) return failed;
         out.needed.push_back(name);
     }
     // The loader ignores DT_RPATH when DT_RUNPATH is present.
-    if (has_runpath && !string_at(runpath, out.runpath)) return false;
-    if (has_rpath && !has_runpath && !string_at(rpath, out.rpath)) return false;
-    if (has_soname && !string_at(soname, out.soname)) return false;
-    return true;
+    if (has_runpath && !string_at(runpath, out.runpath)) return failed;
+    if (has_rpath && !has_runpath && !string_at(rpath, out.rpath)) return failed;
+    if (has_soname && !string_at(soname, out.soname)) return failed;
+    return ElfRead::Read;
 }
+
+} // namespace
 
 } // namespace pyimport

@@ -14,12 +14,18 @@ struct DynamicInfo {
     std::string_view rpath;               // empty when absent (or shadowed by a RUNPATH)
     std::string_view runpath;
     std::string_view soname;
+    bool filters = false; // DT_FILTER or DT_AUXILIARY: the loader loads more by name
 };
 
-// True if `data` is an ELF shared object this process's loader would accept
-// (class, byte order, machine, ABI, type ET_DYN), and its dynamic section
-// could be read; `out` then points into `data`.
-bool read_dynamic(const char* data, size_t size, DynamicInfo& out);
+enum class ElfRead {
+    Read,        // a shared object for this machine: `out` is filled, pointing into `data`
+    NotLoadable, // not one (not ELF, another class, machine, ABI or type): the loader refuses it
+    Unreadable,  // one, but its headers or dynamic section could not be read whole
+};
+
+// Makes the header checks the loader makes (glibc's open_verify), then reads
+// the dynamic section.
+ElfRead read_dynamic(const char* data, size_t size, DynamicInfo& out);
 
 // File names the loader may look for: "x.so" and "x.so.<digits and dots>".
 bool is_library_name(std::string_view name);

@@ -1,11 +1,14 @@
 #include "libraries.hpp"
 
 #include "elf.hpp"
+#include "real.hpp"
 
 #include <cerrno>
 #include <dlfcn.h>
 #include <link.h>
 #include <sys/auxv.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unordered_set>
 #include <vector>
 
@@ -69,9 +72,68 @@ bool expand_search_entry(std::string_view entry, const SearchTokens& tokens, std
 }
 
 Libraries::Libraries(const Tree& tree, std::unique_ptr<NodeMirror> mirror)
-    : tree_(tree), mirror_(std::move(mirror)) {}
+    : tree_(tree), mirror_(std::move(mirror)) {
+    // $LIB is the loader's build-time constant, read from the build machine's
+    // loader: trusted only if this process's libc lies in such a directory.
+    std::string_view lib = PYIMPORT_LOADER_LIB;
+    Dl_info info{};
+    if (!lib.empty() && REAL(dladdr)(reinterpret_cast<void*>(&getauxval), &info) &&
+        info.dli_fname) {
+        std::string_view libc = info.dli_fname;
+        std::string dir = "/" + std::string(lib) + "/";
+        size_t at = libc.rfind('/');
+        if (at != std::string_view::npos && libc.substr(0, at + 1).ends_with(dir))
+            loader_lib_ = lib;
+    }
+}
+
+bool Libraries::file_id(uint32_t entry, FileId& id) const {
+    const StatRecord& st = tree_.snapshot().entry(entry).st;
+    id = {st.dev_major, st.dev_minor, st.ino};
+    return true;
+}
+
+Libraries::LoadedFiles Libraries::loaded_files(bool quietly) const {
+    struct Walk {
+        const Libraries* self;
+        bool quietly;
+        LoadedFiles files;
+    } walk{this, quietly, {}};
+    dl_iterate_phdr(
+        [](struct dl_phdr_info* info, size_t, void* data) {
+            auto* w = static_cast<Walk*>(data);
+            if (!info->dlpi_name || info->dlpi_name[0] != '/') return 0;
+            std::string_view name = info->dlpi_name;
+            const std::string& root = w->self->root();
+            bool mirrored =
+                name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/';
+            std::string real(mirrored ? name.substr(root.size()) : name);
+            const Tree& tree = w->self->tree_;
+            Resolution r = w->quietly ? tree.resolve_quietly(Position{}, real, true)
+                                      : tree.resolve(Position{}, real, true);
+            FileId id;
+            if (r.kind == Resolution::Found && !r.followed) {
+                w->self->file_id(r.entry, id);
+            } else if (mirrored) {
+                return 0; // not in the snapshot any more (changed): stays as loaded
+            } else {
+                // Outside the prefixes: as the loader knows it, by device and inode.
+                struct stat st {};
+                if (REAL(stat)(real.c_str(), &st) != 0) return 0;
+                id = {major(st.st_dev), minor(st.st_dev), st.st_ino};
+            }
+            w->files.emplace(id, Loaded{std::string(name), mirrored});
+            return 0;
+        },
+        &walk);
+    return walk.files;
+}
 
 bool Libraries::prepare(const std::string& path) {
+    return prepare(path, loaded_files(false));
+}
+
+bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
     const Snapshot& snapshot = tree_.snapshot();
     if (!mirror_->materialise(tree_, path)) return false;
     Resolution top = tree_.resolve(Position{}, path, true);
@@ -83,6 +145,7 @@ bool Libraries::prepare(const std::string& path) {
 
     // Makes `dir` in the mirror hold every library it holds on the filesystem.
     auto complete = [&](const std::string& dir) {
+        if (!mirror_->contained(tree_, dir)) return false;
         Resolution d = tree_.resolve(Position{}, dir, true);
         if (d.kind == Resolution::Failed) return d.error == ENOENT || d.error == ENOTDIR;
         if (d.kind != Resolution::Found || !tree_.is_dir(d.entry)) return false;
@@ -109,11 +172,19 @@ bool Libraries::prepare(const std::string& path) {
     while (!queue.empty()) {
         Object object = std::move(queue.back());
         queue.pop_back();
+        // Loaded from the filesystem already: the loader would find the copy
+        // a different file (by inode) and load it a second time.
+        FileId id;
+        file_id(object.entry, id);
+        auto known = loaded.find(id);
+        if (known != loaded.end() && !known->second.mirrored) return false;
         DynamicInfo info;
         const Entry& e = snapshot.entry(object.entry);
+        ElfRead read = read_dynamic(snapshot.content(object.entry), e.content_len, info);
         // Not a library this loader takes: it fails or skips it the same way
         // in the mirror, where the bytes are the same.
-        if (!read_dynamic(snapshot.content(object.entry), e.content_len, info)) continue;
+        if (read == ElfRead::NotLoadable) continue;
+        if (read == ElfRead::Unreadable || info.filters) return false;
         for (std::string_view need : info.needed)
             if (need.find('/') != std::string_view::npos || !is_library_name(need)) return false;
         size_t slash = object.path.rfind('/');
@@ -128,8 +199,8 @@ bool Libraries::prepare(const std::string& path) {
                 // Only $ORIGIN entries lead the loader into the mirror.
                 if (item.find("ORIGIN") == std::string_view::npos) continue;
                 std::string dir;
-                if (!expand_search_entry(item, {origin, platform, PYIMPORT_LOADER_LIB}, dir))
-                    return false;
+                // $PLATFORM is not expanded: glibc's may differ from AT_PLATFORM.
+                if (!expand_search_entry(item, {origin, "", loader_lib_}, dir)) return false;
                 if (dir.empty() || dir[0] != '/') continue; // relative to the working directory
                 if (searched.insert(dir).second && !complete(dir)) return false;
             }
@@ -144,40 +215,17 @@ void Libraries::close() {
     mirror_->leave();
 }
 
-Libraries::Loaded Libraries::find_loaded(uint32_t entry, bool quietly) const {
-    struct Search {
-        const Libraries* self;
-        uint32_t entry;
-        bool quietly;
-        Loaded loaded;
-    } search{this, entry, quietly, {}};
-    dl_iterate_phdr(
-        [](struct dl_phdr_info* info, size_t, void* data) {
-            auto* s = static_cast<Search*>(data);
-            if (!info->dlpi_name || info->dlpi_name[0] != '/') return 0;
-            std::string_view name = info->dlpi_name;
-            const std::string& root = s->self->root();
-            bool mirrored =
-                name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/';
-            std::string_view real = mirrored ? name.substr(root.size()) : name;
-            const Tree& tree = s->self->tree_;
-            Resolution q = s->quietly ? tree.resolve_quietly(Position{}, real, true)
-                                      : tree.resolve(Position{}, real, true);
-            if (q.kind != Resolution::Found || q.entry != s->entry) return 0;
-            s->loaded = {true, mirrored, info->dlpi_name};
-            return 1;
-        },
-        &search);
-    return search.loaded;
-}
-
 bool Libraries::loaded_from_mirror(const char* path, std::string& local) const {
     if (!path || path[0] != '/') return false;
     Resolution r = tree_.resolve_quietly(Position{}, path, true);
-    if (r.kind != Resolution::Found) return false;
-    Loaded loaded = find_loaded(r.entry, true);
-    if (loaded.found && loaded.mirrored) local = loaded.name;
-    return loaded.found && loaded.mirrored;
+    if (r.kind != Resolution::Found || r.followed) return false;
+    FileId id;
+    file_id(r.entry, id);
+    LoadedFiles loaded = loaded_files(true);
+    auto it = loaded.find(id);
+    if (it == loaded.end() || !it->second.mirrored) return false;
+    local = it->second.name;
+    return true;
 }
 
 bool Libraries::redirect(const char* path, int mode, std::string& local) {
@@ -190,15 +238,25 @@ bool Libraries::redirect(const char* path, int mode, std::string& local) {
 
     // Loaded already, by this path or another: the loader must be given the
     // name it knows, so the handle is the same.
-    Loaded loaded = find_loaded(r.entry, false);
-    if (loaded.found) {
-        if (loaded.mirrored) local = loaded.name;
-        return loaded.mirrored;
+    LoadedFiles loaded = loaded_files(false);
+    FileId id;
+    file_id(r.entry, id);
+    auto it = loaded.find(id);
+    if (it != loaded.end()) {
+        if (it->second.mirrored) local = it->second.name;
+        return it->second.mirrored;
     }
     if (closed_ || (mode & RTLD_NOLOAD)) return false; // NOLOAD: not loaded, so not at all
 
+    uint64_t changes = tree_.changes();
     auto known = prepared_.find(path);
-    bool ok = known != prepared_.end() ? known->second : (prepared_[path] = prepare(path));
+    bool ok;
+    if (known != prepared_.end() && known->second.changes == changes) {
+        ok = known->second.ok;
+    } else {
+        ok = prepare(path, loaded);
+        prepared_[path] = {ok, changes};
+    }
     if (ok) local = root() + path;
     return ok;
 }

@@ -17,12 +17,21 @@
 #include "mirror.hpp"
 #include "tree.hpp"
 
+#include <compare>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
 namespace pyimport {
+
+// A file as the loader tells files apart: device and inode.
+struct FileId {
+    uint32_t dev_major = 0, dev_minor = 0;
+    uint64_t ino = 0;
+    auto operator<=>(const FileId&) const = default;
+};
 
 class Libraries {
   public:
@@ -38,8 +47,8 @@ class Libraries {
     bool loaded_from_mirror(const char* path, std::string& local) const;
 
     // Whether `path` (absolute) and what the loader may read for it through
-    // the mirror are all mirrored; prepares the mirror. No loader involved:
-    // the unit tests call it.
+    // the mirror are all mirrored, and none of it is loaded from the
+    // filesystem already; prepares the mirror. The unit tests call it.
     bool prepare(const std::string& path);
 
     // At exit (or exec): no more loads from the mirror; the node's last
@@ -51,24 +60,35 @@ class Libraries {
 
   private:
     struct Loaded {
-        bool found = false;
+        std::string name; // as the loader knows it
         bool mirrored = false;
-        const char* name = nullptr;
     };
-    Loaded find_loaded(uint32_t entry, bool quietly) const;
+    using LoadedFiles = std::map<FileId, Loaded>;
+    // Every loaded object, by the file it was loaded from (for one loaded
+    // from the mirror: the file it is a copy of). `quietly`: no locks, no
+    // records (a fork child).
+    LoadedFiles loaded_files(bool quietly) const;
+    bool file_id(uint32_t entry, FileId& id) const;
+    bool prepare(const std::string& path, const LoadedFiles& loaded);
 
     const Tree& tree_;
     std::unique_ptr<NodeMirror> mirror_;
+    std::string loader_lib_; // $LIB, if this process's loader is the one it was read from
     std::mutex mutex_;
     bool closed_ = false;
-    std::unordered_map<std::string, bool> prepared_; // by path given to dlopen
+    struct Decision {
+        bool ok;
+        uint64_t changes; // Tree::changes() it was made at
+    };
+    std::unordered_map<std::string, Decision> prepared_; // by path given to dlopen
 };
 
 // What the loader substitutes for $ORIGIN, $PLATFORM and $LIB.
 struct SearchTokens {
     std::string_view origin;
-    std::string_view platform; // AT_PLATFORM
-    std::string_view lib;      // the loader's own constant (PYIMPORT_LOADER_LIB)
+    std::string_view
+        platform; // the loader's platform name (not served: glibc may differ from AT_PLATFORM)
+    std::string_view lib; // the loader's own constant (PYIMPORT_LOADER_LIB)
 };
 
 // $ORIGIN, $PLATFORM and $LIB (also as ${...}) in a search path entry, as the

@@ -7,10 +7,12 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <map>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -175,9 +177,12 @@ bool NodeMirror::create(const std::string& base, const Snapshot& snapshot, std::
         (files_fd = REAL(openat)(fd, "files", kDirFlags)) < 0)
         return fail(user_path + ": " + std::strerror(errno));
     uint64_t bytes = 0;
-    for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i) {
+    // One copy per file (hard links share it), so the loader sees one inode
+    // wherever the filesystem has one.
+    copies_ = library_copies(snapshot);
+    for (const auto& [i, copy] : copies_) {
+        if (i != copy) continue;
         const Entry& e = snapshot.entry(i);
-        if (!(e.flags & kHasContent) || !is_library_name(snapshot.name(i))) continue;
         std::string file = std::to_string(i);
         int out = REAL(openat)(files_fd, file.c_str(),
                                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0500);
@@ -231,6 +236,7 @@ std::string NodeMirror::job_dir() const {
 void NodeMirror::leave() {
     if (job_fd_ < 0) return;
     // The upgrade succeeds only when no other process holds the directory.
+    // (A failed upgrade drops this process's shared lock: harmless, it leaves.)
     if (flock(job_fd_, LOCK_EX | LOCK_NB) == 0) {
         std::string job = job_dir();
         size_t slash = job.rfind('/');
@@ -245,11 +251,24 @@ void NodeMirror::leave() {
 }
 
 NodeMirror::~NodeMirror() {
-    if (job_fd_ >= 0) REAL(close)(job_fd_);
+    leave();
 }
 
 bool NodeMirror::materialise(const Tree& tree, std::string_view path) const {
-    if (job_fd_ < 0 || path.empty() || path[0] != '/') return false;
+    return job_fd_ >= 0 && walk(tree, path, true);
+}
+
+bool NodeMirror::contained(const Tree& tree, std::string_view path) const {
+    return walk(tree, path, false);
+}
+
+// The kernel's walk of root() + path, step by step through the snapshot. With
+// `create`, each step is made in the mirror, and the walk must end on a cached
+// library. Without, it answers whether the kernel's walk in the mirror can
+// leave root(): ".." at "/" would (the mirror's "/" has a parent), or a step
+// the snapshot cannot answer might.
+bool NodeMirror::walk(const Tree& tree, std::string_view path, bool create) const {
+    if (path.empty() || path[0] != '/') return false;
     const Snapshot& snapshot = tree.snapshot();
     // Components still to walk, last first; symlink targets are pushed on.
     std::vector<std::string> pending;
@@ -272,43 +291,69 @@ bool NodeMirror::materialise(const Tree& tree, std::string_view path) const {
         pending.pop_back();
         if (name == ".") continue;
         if (name == "..") {
+            if (real == "/") return false; // out of the mirror
             real = std::string(parent_of(real));
             continue;
         }
         std::string next = child_of(real, name);
         Position above;
         if (tree.locate(next, above) && above.entry == kNoEntry) { // an ancestor of the roots
-            if (!make_directory(root_ + next)) return false;
+            if (create && !make_directory(root_ + next)) return false;
             real = std::move(next);
             continue;
         }
         Resolution r = tree.resolve(Position{}, next, false);
+        // Absent here: the kernel stops, in the mirror too (it holds less).
+        if (r.kind == Resolution::Failed) return !create;
         if (r.kind != Resolution::Found) return false;
         const Entry& e = snapshot.entry(r.entry);
         if (e.flags & kNoStat) return false;
         std::string local = root_ + next;
         if (S_ISDIR(e.st.mode)) {
-            if (!make_directory(local)) return false;
+            if (create && !make_directory(local)) return false;
             real = std::move(next);
         } else if (S_ISLNK(e.st.mode)) {
-            if (++links > 40) return false;
+            if (++links > 40) return !create; // ELOOP
             std::string target(snapshot.link_target(r.entry));
-            std::string local_target = target[0] == '/' ? root_ + target : target;
-            if (REAL(symlink)(local_target.c_str(), local.c_str()) != 0 && errno != EEXIST)
-                return false;
+            if (create) {
+                std::string local_target = target[0] == '/' ? root_ + target : target;
+                if (REAL(symlink)(local_target.c_str(), local.c_str()) != 0 && errno != EEXIST)
+                    return false;
+            }
             if (target[0] == '/') real = "/";
             push_components(target);
+        } else if (!create) {
+            return true; // the end, or ENOTDIR
         } else if (S_ISREG(e.st.mode)) {
             if (!pending.empty() || !(e.flags & kHasContent) || !is_library_name(name))
                 return false;
-            std::string copy =
-                root_.substr(0, root_.size() - 4) + "files/" + std::to_string(r.entry);
+            std::string copy = root_.substr(0, root_.size() - 4) + "files/" +
+                               std::to_string(copy_of(snapshot, r.entry));
             return REAL(link)(copy.c_str(), local.c_str()) == 0 || errno == EEXIST;
         } else {
             return false;
         }
     }
-    return false; // ended on a directory
+    return !create; // ended on a directory
+}
+
+uint32_t NodeMirror::copy_of(const Snapshot& snapshot, uint32_t entry) const {
+    std::lock_guard lock(copies_mutex_);
+    if (copies_.empty()) copies_ = library_copies(snapshot);
+    auto it = copies_.find(entry);
+    return it == copies_.end() ? entry : it->second;
+}
+
+std::unordered_map<uint32_t, uint32_t> library_copies(const Snapshot& snapshot) {
+    std::map<std::tuple<uint32_t, uint32_t, uint64_t>, uint32_t> first;
+    std::unordered_map<uint32_t, uint32_t> copies;
+    for (uint32_t i = snapshot.root_count(); i < snapshot.entry_count(); ++i) {
+        const Entry& e = snapshot.entry(i);
+        if (!(e.flags & kHasContent) || !is_library_name(snapshot.name(i))) continue;
+        auto key = std::make_tuple(e.st.dev_major, e.st.dev_minor, e.st.ino);
+        copies[i] = first.emplace(key, i).first->second;
+    }
+    return copies;
 }
 
 } // namespace pyimport

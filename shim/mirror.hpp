@@ -12,8 +12,10 @@
 
 #include "tree.hpp"
 
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace pyimport {
 
@@ -22,7 +24,7 @@ class NodeMirror {
     NodeMirror() = default;
     NodeMirror(const NodeMirror&) = delete;
     NodeMirror& operator=(const NodeMirror&) = delete;
-    ~NodeMirror();
+    ~NodeMirror(); // leave()s
 
     // The node's first rank, at start: makes <base>/pyimport-<uid>, removes
     // what jobs no process holds any more left there (killed ones), makes
@@ -50,14 +52,29 @@ class NodeMirror {
     // stale, or known by name only), or the end is not a cached library.
     bool materialise(const Tree& tree, std::string_view path) const;
 
+    // Whether the kernel's walk of root() + `path` stays inside root() (a
+    // ".." at "/" would climb out into the node directory, which others can
+    // write to), as far as the snapshot tells.
+    bool contained(const Tree& tree, std::string_view path) const;
+
     // Removes `name` under `dirfd` and everything below it, following no
     // symlink. Exposed for the tests.
     static bool remove_tree(int dirfd, const char* name);
 
   private:
+    bool walk(const Tree& tree, std::string_view path, bool create) const;
+    // The entry whose copy in files/ holds `entry`'s bytes (hard links share one).
+    uint32_t copy_of(const Snapshot& snapshot, uint32_t entry) const;
+
     int job_fd_ = -1;
     std::string root_;
+    mutable std::mutex copies_mutex_;
+    mutable std::unordered_map<uint32_t, uint32_t> copies_;
 };
+
+// For every library the snapshot holds bytes of: the first entry of the same
+// file (device and inode).
+std::unordered_map<uint32_t, uint32_t> library_copies(const Snapshot& snapshot);
 
 // The user's directory under `base` (created if missing), open, after
 // checking it is a directory owned by the effective user with no access for

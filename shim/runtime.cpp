@@ -207,6 +207,7 @@ struct Startup {
     std::condition_variable finished;
     bool done = false;
     bool shared = false;
+    bool gave_up = false; // the constructor stopped waiting
     Config config;
     std::unique_ptr<Transport> transport;
     SharedImage image;
@@ -231,7 +232,9 @@ void run_start_up_collective(Startup* startup) {
             }
         }
         std::lock_guard lock(startup->mutex);
-        startup->mirror = std::move(mirror);
+        // If the constructor stopped waiting, nobody will use it: leave now.
+        if (!startup->gave_up) startup->mirror = std::move(mirror);
+        mirror.reset();
         // Published even if the waiting thread gave up: the session must be
         // ended at exit, and every rank that completed the broadcast takes
         // part in the exit summary.
@@ -287,6 +290,7 @@ void activate() {
     std::unique_lock lock(startup->mutex);
     if (!startup->finished.wait_for(lock, std::chrono::seconds(config.timeout),
                                     [&] { return startup->done; })) {
+        startup->gave_up = true;
         log_error("the start-up broadcast did not complete within PYIMPORT_TIMEOUT=%d s "
                   "(do all ranks of the job run Python with the same PYIMPORT_ settings?); "
                   "running uncached",

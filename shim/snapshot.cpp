@@ -180,6 +180,8 @@ class Builder {
     uint32_t add_string(std::string_view text);
     bool over_budget(std::string& error);
     uint64_t current_size() const;
+    void drop_library_contents();
+    std::string budget_message() const;
     bool wants_source_content(std::string_view name) const;
     bool encode(std::vector<char>& image, std::string& error);
 
@@ -194,6 +196,8 @@ class Builder {
     uint32_t statx_unrequested_ = 0;
     std::unordered_set<std::string> wanted_; // profile paths and their ancestors
     uint32_t libraries_over_budget_ = 0;
+    std::vector<uint32_t> library_entries_; // entries holding a library's bytes
+    bool libraries_dropped_ = false;
     // Directories kept open between being listed and being walked, over the
     // whole walk (so deep trees cannot run the process out of descriptors).
     size_t open_subdirs_left_ = 128;
@@ -242,16 +246,45 @@ uint32_t Builder::add_string(std::string_view text) {
     return offset;
 }
 
+std::string Builder::budget_message() const {
+    return "the module trees need more than PYIMPORT_MAX_BYTES=" +
+           std::to_string(options_.max_bytes) +
+           " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
+}
+
+void Builder::drop_library_contents() {
+    for (uint32_t index : library_entries_) {
+        entries_[index].flags &= static_cast<uint8_t>(~kHasContent);
+        entries_[index].content_off = entries_[index].content_len = 0;
+    }
+    libraries_over_budget_ += static_cast<uint32_t>(library_entries_.size());
+    library_entries_.clear();
+    libraries_dropped_ = true;
+    std::vector<char> kept;
+    for (Entry& e : entries_) {
+        if (!(e.flags & kHasContent)) continue;
+        size_t offset = kept.size();
+        kept.insert(kept.end(), data_.begin() + static_cast<ptrdiff_t>(e.content_off),
+                    data_.begin() + static_cast<ptrdiff_t>(e.content_off + e.content_len));
+        e.content_off = offset;
+    }
+    data_.swap(kept);
+}
+
 uint64_t Builder::current_size() const {
     return sizeof(Header) + entries_.size() * sizeof(Entry) +
            listing_.size() * sizeof(ListingItem) + strings_.size() + data_.size();
 }
 
+// Past the budget the libraries' bytes go first: without them the libraries
+// are loaded from the filesystem, and everything else is still cached.
 bool Builder::over_budget(std::string& error) {
     if (current_size() <= options_.max_bytes) return false;
-    error =
-        "the module trees need more than PYIMPORT_MAX_BYTES=" + std::to_string(options_.max_bytes) +
-        " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
+    if (!library_entries_.empty()) {
+        drop_library_contents();
+        if (current_size() <= options_.max_bytes) return false;
+    }
+    error = budget_message();
     return true;
 }
 
@@ -350,7 +383,7 @@ bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& ent
         // Libraries are cached only within the budget: past it they are
         // loaded from the filesystem, and the rest of the walk goes on.
         if (options_.libraries && is_library_name(name) && !wants_source_content(name) &&
-            current_size() + want > options_.max_bytes) {
+            (libraries_dropped_ || current_size() + want > options_.max_bytes)) {
             ++libraries_over_budget_;
             REAL(close)(fd);
             return true;
@@ -529,6 +562,9 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             REAL(close)(subdir_fd);
         }
         entries_.push_back(e);
+        if ((e.flags & kHasContent) && is_library_name(item.name) &&
+            !wants_source_content(item.name))
+            library_entries_.push_back(li.entry);
         local.push_back(li);
         if (over_budget(error)) {
             close_subdirs();
@@ -648,6 +684,7 @@ void Builder::follow_outside(uint32_t parent, Entry& link) {
 }
 
 bool Builder::encode(std::vector<char>& image, std::string& error) {
+    if (over_budget(error)) return false;
     auto align8 = [](uint64_t v) { return (v + 7) & ~uint64_t{7}; };
     Header h{};
     std::memcpy(h.magic, kSnapshotMagic, sizeof h.magic);
@@ -670,7 +707,10 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     h.egid = getegid();
     h.groups_hash = credentials_hash();
     h.statx_unrequested = statx_unrequested_;
-    if (h.total_size > options_.max_bytes) return over_budget(error), false;
+    if (h.total_size > options_.max_bytes) { // the alignment's few bytes
+        error = budget_message();
+        return false;
+    }
     image.assign(h.total_size, 0);
     std::memcpy(image.data() + h.entries_off, entries_.data(), entries_.size() * sizeof(Entry));
     std::memcpy(image.data() + h.listing_off, listing_.data(),

@@ -75,7 +75,13 @@ class Tree {
     // directory still matches its entry.
     using DirectoryCheck = bool (*)(const Snapshot& snapshot, uint32_t entry);
     void set_directory_check(DirectoryCheck check) { check_ = check; }
-    void others_may_have_changed() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+    void others_may_have_changed() {
+        epoch_.fetch_add(1, std::memory_order_acq_rel);
+        changes_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    // Moves on whenever answers may have changed (a change by this process,
+    // or others_may_have_changed): decisions built on answers keep it.
+    uint64_t changes() const { return changes_.load(std::memory_order_acquire); }
     // Something outside the roots changed: targets of symlinks that leave the
     // roots are no longer answered from the snapshot.
     void outside_changed() { outside_changed_.store(true, std::memory_order_release); }
@@ -101,6 +107,7 @@ class Tree {
     bool still_current(uint32_t dir) const;
     void mark(uint32_t entry, uint8_t bits) {
         stale_[entry].fetch_or(bits, std::memory_order_acq_rel);
+        changes_.fetch_add(1, std::memory_order_acq_rel);
     }
 
     bool recording() const { return recording_.load(std::memory_order_relaxed) && !quiet(); }
@@ -117,6 +124,7 @@ class Tree {
     std::vector<std::string> root_ancestors_;
     std::unique_ptr<std::atomic<uint8_t>[]> stale_;
     std::atomic<uint32_t> epoch_{0};
+    std::atomic<uint64_t> changes_{0};
     std::unique_ptr<std::atomic<uint32_t>[]> checked_epoch_;
     DirectoryCheck check_ = nullptr;
     std::atomic<bool> outside_changed_{false};

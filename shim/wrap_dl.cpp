@@ -71,7 +71,7 @@ pyimport_dlopen_prepare(const char** file, int mode) {
 
 #if defined(__x86_64__)
 asm(R"(
-    .text
+    .pushsection .text
     .globl dlopen
     .type dlopen, @function
     .p2align 4
@@ -95,16 +95,18 @@ dlopen:
     jmp *%rax
     .cfi_endproc
     .size dlopen, .-dlopen
+    .popsection
 )");
 #elif defined(__aarch64__)
 // Not exercised by the tests on this x86_64 machine.
 asm(R"(
-    .text
+    .pushsection .text
     .globl dlopen
     .type dlopen, %function
     .p2align 2
 dlopen:
     .cfi_startproc
+    hint #34 // bti c: callers reach it through the PLT's indirect branch
     stp x29, x30, [sp, #-32]!
     .cfi_def_cfa_offset 32
     .cfi_offset 29, -32
@@ -124,6 +126,7 @@ dlopen:
     br x16
     .cfi_endproc
     .size dlopen, .-dlopen
+    .popsection
 )");
 #else
 #error "the dlopen trampoline (wrap_dl.cpp) is written for x86_64 and aarch64 only"
