@@ -117,10 +117,19 @@ Libraries::LoadedFiles Libraries::loaded_files(bool quietly) const {
             } else if (mirrored) {
                 return 0; // not in the snapshot any more (changed): stays as loaded
             } else {
-                // Outside the prefixes: as the loader knows it, by device and inode.
-                struct stat st {};
-                if (REAL(stat)(real.c_str(), &st) != 0) return 0;
-                id = {major(st.st_dev), minor(st.st_dev), st.st_ino};
+                // Outside the prefixes: as the loader knows it, by device and
+                // inode (a stat once per loaded object and load address).
+                auto key = std::make_pair(real, static_cast<uintptr_t>(info->dlpi_addr));
+                auto known =
+                    w->quietly ? w->self->outside_ids_.end() : w->self->outside_ids_.find(key);
+                if (known != w->self->outside_ids_.end()) {
+                    id = known->second;
+                } else {
+                    struct stat st {};
+                    if (REAL(stat)(real.c_str(), &st) != 0) return 0;
+                    id = {major(st.st_dev), minor(st.st_dev), st.st_ino};
+                    if (!w->quietly) w->self->outside_ids_.emplace(key, id);
+                }
             }
             w->files.emplace(id, Loaded{std::string(name), mirrored});
             return 0;

@@ -81,6 +81,8 @@ class Libraries {
         uint64_t changes; // Tree::changes() it was made at
     };
     std::unordered_map<std::string, Decision> prepared_; // by path given to dlopen
+    // Loaded objects outside the prefixes, by name and load address (under mutex_).
+    mutable std::map<std::pair<std::string, uintptr_t>, FileId> outside_ids_;
 };
 
 // What the loader substitutes for $ORIGIN, $PLATFORM and $LIB.
