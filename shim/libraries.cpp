@@ -2,6 +2,7 @@
 
 #include "elf.hpp"
 #include "real.hpp"
+#include "text.hpp"
 
 #include <cerrno>
 #include <dlfcn.h>
@@ -87,9 +88,23 @@ Libraries::Libraries(const Tree& tree, std::unique_ptr<NodeMirror> mirror)
     }
 }
 
-bool Libraries::file_id(uint32_t entry, FileId& id) const {
+FileId Libraries::file_id(uint32_t entry) const {
     const StatRecord& st = tree_.snapshot().entry(entry).st;
-    id = {st.dev_major, st.dev_minor, st.ino};
+    return {st.dev_major, st.dev_minor, st.ino};
+}
+
+// What file a loaded object was loaded from: the snapshot's entry for its
+// name (for one loaded from the mirror: the file it copies), or else a stat
+// of its name. False if neither tells.
+bool Libraries::identify(std::string_view name, bool mirrored, bool quietly, FileId& id) const {
+    std::string real(mirrored ? name.substr(root().size()) : name);
+    Resolution r = quietly ? tree_.resolve_quietly(Position{}, real, true)
+                           : tree_.resolve(Position{}, real, true);
+    if (r.kind == Resolution::Found && !r.followed) return id = file_id(r.entry), true;
+    if (mirrored) return false; // no longer in the snapshot (changed): it stays as loaded
+    struct stat st {};
+    if (REAL(stat)(real.c_str(), &st) != 0) return false;
+    id = {major(st.st_dev), minor(st.st_dev), st.st_ino};
     return true;
 }
 
@@ -107,29 +122,19 @@ Libraries::LoadedFiles Libraries::loaded_files(bool quietly) const {
             const std::string& root = w->self->root();
             bool mirrored =
                 name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/';
-            std::string real(mirrored ? name.substr(root.size()) : name);
-            const Tree& tree = w->self->tree_;
-            Resolution r = w->quietly ? tree.resolve_quietly(Position{}, real, true)
-                                      : tree.resolve(Position{}, real, true);
+            // A loaded object stays the file it was loaded from: identified
+            // once per name and load address (not in a fork child, which
+            // must not touch what a parent thread may have been changing).
+            auto& known = w->self->identities_;
+            auto key = std::make_pair(std::string(name), static_cast<uintptr_t>(info->dlpi_addr));
+            auto it = w->quietly ? known.end() : known.find(key);
             FileId id;
-            if (r.kind == Resolution::Found && !r.followed) {
-                w->self->file_id(r.entry, id);
-            } else if (mirrored) {
-                return 0; // not in the snapshot any more (changed): stays as loaded
+            if (it != known.end()) {
+                id = it->second;
+            } else if (w->self->identify(name, mirrored, w->quietly, id)) {
+                if (!w->quietly) known.emplace(std::move(key), id);
             } else {
-                // Outside the prefixes: as the loader knows it, by device and
-                // inode (a stat once per loaded object and load address).
-                auto key = std::make_pair(real, static_cast<uintptr_t>(info->dlpi_addr));
-                auto known =
-                    w->quietly ? w->self->outside_ids_.end() : w->self->outside_ids_.find(key);
-                if (known != w->self->outside_ids_.end()) {
-                    id = known->second;
-                } else {
-                    struct stat st {};
-                    if (REAL(stat)(real.c_str(), &st) != 0) return 0;
-                    id = {major(st.st_dev), minor(st.st_dev), st.st_ino};
-                    if (!w->quietly) w->self->outside_ids_.emplace(key, id);
-                }
+                return 0;
             }
             w->files.emplace(id, Loaded{std::string(name), mirrored});
             return 0;
@@ -144,12 +149,11 @@ bool Libraries::prepare(const std::string& path) {
 
 bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
     const Snapshot& snapshot = tree_.snapshot();
-    if (!mirror_->materialise(tree_, path)) return false;
-    Resolution top = tree_.resolve(Position{}, path, true);
-    if (top.kind != Resolution::Found) return false;
+    uint32_t top = mirror_->materialise(tree_, path);
+    if (top == kNoEntry) return false;
     std::string_view platform = platform_name();
-    std::vector<Object> queue{{path, top.entry}};
-    std::unordered_set<uint32_t> seen{top.entry};
+    std::vector<Object> queue{{path, top}};
+    std::unordered_set<uint32_t> seen{top};
     std::unordered_set<std::string> searched;
 
     // Makes `dir` in the mirror hold every library it holds on the filesystem.
@@ -170,10 +174,9 @@ bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
                 return false;
             if (!is_library_name(name)) continue;
             std::string file = dir + "/" + std::string(name);
-            if (!mirror_->materialise(tree_, file)) return false;
-            Resolution r = tree_.resolve(Position{}, file, true);
-            if (r.kind != Resolution::Found) return false;
-            if (seen.insert(r.entry).second) queue.push_back({file, r.entry});
+            uint32_t entry = mirror_->materialise(tree_, file);
+            if (entry == kNoEntry) return false;
+            if (seen.insert(entry).second) queue.push_back({file, entry});
         }
         return true;
     };
@@ -183,9 +186,7 @@ bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
         queue.pop_back();
         // Loaded from the filesystem already: the loader would find the copy
         // a different file (by inode) and load it a second time.
-        FileId id;
-        file_id(object.entry, id);
-        auto known = loaded.find(id);
+        auto known = loaded.find(file_id(object.entry));
         if (known != loaded.end() && !known->second.mirrored) return false;
         DynamicInfo info;
         const Entry& e = snapshot.entry(object.entry);
@@ -199,12 +200,7 @@ bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
         size_t slash = object.path.rfind('/');
         std::string origin = slash == 0 ? "/" : object.path.substr(0, slash);
         for (std::string_view list : {info.rpath, info.runpath}) {
-            size_t at = 0;
-            while (at <= list.size() && !list.empty()) {
-                size_t end = list.find(':', at);
-                if (end == std::string_view::npos) end = list.size();
-                std::string_view item = list.substr(at, end - at);
-                at = end + 1;
+            for (std::string_view item : split(list, ':')) {
                 // Only $ORIGIN entries lead the loader into the mirror.
                 if (item.find("ORIGIN") == std::string_view::npos) continue;
                 std::string dir;
@@ -228,10 +224,8 @@ bool Libraries::loaded_from_mirror(const char* path, std::string& local) const {
     if (!path || path[0] != '/') return false;
     Resolution r = tree_.resolve_quietly(Position{}, path, true);
     if (r.kind != Resolution::Found || r.followed) return false;
-    FileId id;
-    file_id(r.entry, id);
     LoadedFiles loaded = loaded_files(true);
-    auto it = loaded.find(id);
+    auto it = loaded.find(file_id(r.entry));
     if (it == loaded.end() || !it->second.mirrored) return false;
     local = it->second.name;
     return true;
@@ -248,9 +242,7 @@ bool Libraries::redirect(const char* path, int mode, std::string& local) {
     // Loaded already, by this path or another: the loader must be given the
     // name it knows, so the handle is the same.
     LoadedFiles loaded = loaded_files(false);
-    FileId id;
-    file_id(r.entry, id);
-    auto it = loaded.find(id);
+    auto it = loaded.find(file_id(r.entry));
     if (it != loaded.end()) {
         if (it->second.mirrored) local = it->second.name;
         return it->second.mirrored;

@@ -68,7 +68,8 @@ class Libraries {
     // from the mirror: the file it is a copy of). `quietly`: no locks, no
     // records (a fork child).
     LoadedFiles loaded_files(bool quietly) const;
-    bool file_id(uint32_t entry, FileId& id) const;
+    bool identify(std::string_view name, bool mirrored, bool quietly, FileId& id) const;
+    FileId file_id(uint32_t entry) const;
     bool prepare(const std::string& path, const LoadedFiles& loaded);
 
     const Tree& tree_;
@@ -81,8 +82,8 @@ class Libraries {
         uint64_t changes; // Tree::changes() it was made at
     };
     std::unordered_map<std::string, Decision> prepared_; // by path given to dlopen
-    // Loaded objects outside the prefixes, by name and load address (under mutex_).
-    mutable std::map<std::pair<std::string, uintptr_t>, FileId> outside_ids_;
+    // The file of each loaded object, by name and load address (under mutex_).
+    mutable std::map<std::pair<std::string, uintptr_t>, FileId> identities_;
 };
 
 // What the loader substitutes for $ORIGIN, $PLATFORM and $LIB.

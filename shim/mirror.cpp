@@ -2,6 +2,7 @@
 
 #include "elf.hpp"
 #include "real.hpp"
+#include "text.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -59,6 +60,23 @@ std::string child_of(std::string_view dir, std::string_view name) {
     return out;
 }
 
+// The names in an open directory but "." and "..", read through a
+// descriptor of its own (`dirfd` stays open and unread).
+std::vector<std::string> names_in(int dirfd) {
+    std::vector<std::string> names;
+    int fd = REAL(openat)(dirfd, ".", kDirFlags);
+    DIR* dir = fd >= 0 ? fdopendir(fd) : nullptr;
+    if (!dir) {
+        if (fd >= 0) REAL(close)(fd);
+        return names;
+    }
+    while (struct dirent64* d = REAL(readdir64)(dir))
+        if (std::strcmp(d->d_name, ".") != 0 && std::strcmp(d->d_name, "..") != 0)
+            names.emplace_back(d->d_name);
+    REAL(closedir)(dir);
+    return names;
+}
+
 bool make_directory(const std::string& path) {
     return REAL(mkdir)(path.c_str(), 0700) == 0 || errno == EEXIST;
 }
@@ -95,37 +113,17 @@ bool NodeMirror::remove_tree(int dirfd, const char* name) {
     if (errno != EISDIR && errno != EPERM) return false;
     int fd = REAL(openat)(dirfd, name, kDirFlags);
     if (fd < 0) return false;
-    DIR* dir = fdopendir(fd);
-    if (!dir) {
-        REAL(close)(fd);
-        return false;
-    }
-    std::vector<std::string> names;
-    while (struct dirent64* d = REAL(readdir64)(dir))
-        if (std::strcmp(d->d_name, ".") != 0 && std::strcmp(d->d_name, "..") != 0)
-            names.emplace_back(d->d_name);
     bool ok = true;
-    for (const std::string& n : names)
-        ok = remove_tree(REAL(dirfd)(dir), n.c_str()) && ok;
-    REAL(closedir)(dir);
+    for (const std::string& n : names_in(fd))
+        ok = remove_tree(fd, n.c_str()) && ok;
+    REAL(close)(fd);
     return REAL(unlinkat)(dirfd, name, AT_REMOVEDIR) == 0 && ok;
 }
 
 int remove_abandoned_jobs(int user_fd) {
-    int dup = REAL(openat)(user_fd, ".", kDirFlags);
-    if (dup < 0) return 0;
-    DIR* dir = fdopendir(dup);
-    if (!dir) {
-        REAL(close)(dup);
-        return 0;
-    }
-    std::vector<std::string> names;
-    while (struct dirent64* d = REAL(readdir64)(dir))
-        if (std::strncmp(d->d_name, "job-", 4) == 0 || std::strncmp(d->d_name, "new-", 4) == 0)
-            names.emplace_back(d->d_name);
-    REAL(closedir)(dir);
     int removed = 0;
-    for (const std::string& name : names) {
+    for (const std::string& name : names_in(user_fd)) {
+        if (!name.starts_with("job-") && !name.starts_with("new-")) continue;
         int fd = REAL(openat)(user_fd, name.c_str(), kDirFlags);
         if (fd < 0) continue;
         bool abandoned = false;
@@ -200,8 +198,7 @@ bool NodeMirror::create(const std::string& base, const Snapshot& snapshot, std::
     if (REAL(renameat)(user_fd, made.c_str(), user_fd, name.c_str()) != 0)
         return fail(user_path + ": " + std::strerror(errno));
     REAL(close)(user_fd);
-    job_fd_ = fd;
-    root_ = user_path + "/" + name + "/root";
+    hold(fd, user_path + "/" + name);
     return true;
 }
 
@@ -224,13 +221,14 @@ bool NodeMirror::join(const std::string& job_dir, std::string& error) {
         REAL(close)(fd);
         return error = job_dir + " is not a directory private to this user", false;
     }
-    job_fd_ = fd;
-    root_ = job_dir + "/root";
+    hold(fd, job_dir);
     return true;
 }
 
-std::string NodeMirror::job_dir() const {
-    return root_.substr(0, root_.size() - 5);
+void NodeMirror::hold(int fd, std::string job_dir) {
+    job_fd_ = fd;
+    job_dir_ = std::move(job_dir);
+    root_ = job_dir_ + "/root";
 }
 
 void NodeMirror::leave() {
@@ -238,11 +236,10 @@ void NodeMirror::leave() {
     // The upgrade succeeds only when no other process holds the directory.
     // (A failed upgrade drops this process's shared lock: harmless, it leaves.)
     if (flock(job_fd_, LOCK_EX | LOCK_NB) == 0) {
-        std::string job = job_dir();
-        size_t slash = job.rfind('/');
-        int user_fd = REAL(open)(job.substr(0, slash).c_str(), kDirFlags);
+        size_t slash = job_dir_.rfind('/');
+        int user_fd = REAL(open)(job_dir_.substr(0, slash).c_str(), kDirFlags);
         if (user_fd >= 0) {
-            remove_tree(user_fd, job.c_str() + slash + 1);
+            remove_tree(user_fd, job_dir_.c_str() + slash + 1);
             REAL(close)(user_fd);
         }
     }
@@ -254,34 +251,30 @@ NodeMirror::~NodeMirror() {
     leave();
 }
 
-bool NodeMirror::materialise(const Tree& tree, std::string_view path) const {
-    return job_fd_ >= 0 && walk(tree, path, true);
+uint32_t NodeMirror::materialise(const Tree& tree, std::string_view path) const {
+    uint32_t library = kNoEntry;
+    return job_fd_ >= 0 && walk(tree, path, &library) ? library : kNoEntry;
 }
 
 bool NodeMirror::contained(const Tree& tree, std::string_view path) const {
-    return walk(tree, path, false);
+    return walk(tree, path, nullptr);
 }
 
 // The kernel's walk of root() + path, step by step through the snapshot. With
-// `create`, each step is made in the mirror, and the walk must end on a cached
-// library. Without, it answers whether the kernel's walk in the mirror can
-// leave root(): ".." at "/" would (the mirror's "/" has a parent), or a step
-// the snapshot cannot answer might.
-bool NodeMirror::walk(const Tree& tree, std::string_view path, bool create) const {
+// `library`, each step is made in the mirror, and the walk must end on a
+// cached library, whose entry it sets. Without, it answers whether the
+// kernel's walk in the mirror stays inside root(): ".." at "/" would not (the
+// mirror's "/" has a parent), and a step the snapshot cannot answer might not.
+bool NodeMirror::walk(const Tree& tree, std::string_view path, uint32_t* library) const {
+    bool create = library != nullptr;
     if (path.empty() || path[0] != '/') return false;
     const Snapshot& snapshot = tree.snapshot();
     // Components still to walk, last first; symlink targets are pushed on.
     std::vector<std::string> pending;
     auto push_components = [&pending](std::string_view p) {
-        std::vector<std::string> parts;
-        size_t at = 0;
-        while (at <= p.size()) {
-            size_t end = p.find('/', at);
-            if (end == std::string_view::npos) end = p.size();
-            if (end > at) parts.emplace_back(p.substr(at, end - at));
-            at = end + 1;
-        }
-        pending.insert(pending.end(), parts.rbegin(), parts.rend());
+        std::vector<std::string_view> parts = split(p, '/');
+        for (auto part = parts.rbegin(); part != parts.rend(); ++part)
+            if (!part->empty()) pending.emplace_back(*part);
     };
     push_components(path);
     std::string real = "/"; // canonical: where the walk stands
@@ -327,9 +320,10 @@ bool NodeMirror::walk(const Tree& tree, std::string_view path, bool create) cons
         } else if (S_ISREG(e.st.mode)) {
             if (!pending.empty() || !(e.flags & kHasContent) || !is_library_name(name))
                 return false;
-            std::string copy = root_.substr(0, root_.size() - 4) + "files/" +
-                               std::to_string(copy_of(snapshot, r.entry));
-            return REAL(link)(copy.c_str(), local.c_str()) == 0 || errno == EEXIST;
+            std::string copy = job_dir_ + "/files/" + std::to_string(copy_of(snapshot, r.entry));
+            if (REAL(link)(copy.c_str(), local.c_str()) != 0 && errno != EEXIST) return false;
+            *library = r.entry;
+            return true;
         } else {
             return false;
         }

@@ -41,16 +41,17 @@ class NodeMirror {
     void leave();
 
     bool joined() const { return job_fd_ >= 0; }
-    std::string job_dir() const; // what the other ranks of the node join
+    const std::string& job_dir() const { return job_dir_; } // what the node's other ranks join
     // The mirror of "/": the loader is given root() + path.
     const std::string& root() const { return root_; }
 
     // Makes root() + `path` lead where `path` leads in the snapshot,
     // component by component: directories, symlinks (same targets; absolute
     // ones into the mirror), and the library file at the end (a hard link to
-    // its copy). False if anything on the way is not in the snapshot (or
-    // stale, or known by name only), or the end is not a cached library.
-    bool materialise(const Tree& tree, std::string_view path) const;
+    // its copy). Returns the library's entry; kNoEntry if anything on the
+    // way is not in the snapshot (or stale, or known by name only), or the
+    // end is not a cached library.
+    uint32_t materialise(const Tree& tree, std::string_view path) const;
 
     // Whether the kernel's walk of root() + `path` stays inside root() (a
     // ".." at "/" would climb out into the node directory, which others can
@@ -62,12 +63,14 @@ class NodeMirror {
     static bool remove_tree(int dirfd, const char* name);
 
   private:
-    bool walk(const Tree& tree, std::string_view path, bool create) const;
+    bool walk(const Tree& tree, std::string_view path, uint32_t* library) const;
+    void hold(int fd, std::string job_dir);
     // The entry whose copy in files/ holds `entry`'s bytes (hard links share one).
     uint32_t copy_of(const Snapshot& snapshot, uint32_t entry) const;
 
     int job_fd_ = -1;
-    std::string root_;
+    std::string job_dir_;
+    std::string root_; // job_dir_ + "/root"
     mutable std::mutex copies_mutex_;
     mutable std::unordered_map<uint32_t, uint32_t> copies_;
 };

@@ -1,6 +1,7 @@
 #include "profile.hpp"
 
 #include "real.hpp"
+#include "text.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -51,17 +52,6 @@ int read_file(const char* path, size_t limit, std::string& out) {
     }
     REAL(close)(fd);
     return failure;
-}
-
-// "a\nb" -> {"a", "b"}; "" -> {}.
-std::vector<std::string_view> split(std::string_view text, char separator) {
-    std::vector<std::string_view> parts;
-    for (size_t pos = 0; pos < text.size();) {
-        size_t end = std::min(text.find(separator, pos), text.size());
-        parts.push_back(text.substr(pos, end - pos));
-        pos = end + 1;
-    }
-    return parts;
 }
 
 // Python options that take the next argument as their value.

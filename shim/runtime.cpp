@@ -43,8 +43,6 @@ struct Profile {
     PathSet paths;
 };
 Profile* g_profile = nullptr;
-// The node-local mirror's root while this process may load from it.
-std::atomic<const char*> g_mirror_root{nullptr};
 
 // The profile's directory from PYIMPORT_PROFILE, or "" when off.
 std::string profile_directory(const std::string& setting) {
@@ -169,15 +167,15 @@ bool share_snapshot(Transport& transport, const Config& config, SharedImage& sha
 
 // The node's first rank writes the libraries into a private node-local
 // directory; then every rank of the node joins it (the last step at start).
+// Every rank of the node takes part, also one whose copy of the snapshot
+// failed its checksum (`snapshot` nullptr).
 std::unique_ptr<NodeMirror> share_node_mirror(Transport& transport, const Config& config,
-                                              const SharedImage& image) {
+                                              const Snapshot* snapshot) {
     auto mirror = std::make_unique<NodeMirror>();
-    std::string dir, error;
+    std::string dir, error = "this rank's copy of the snapshot is damaged";
     if (transport.node_rank() == 0) {
-        Snapshot snapshot;
         auto written = std::chrono::steady_clock::now();
-        if (snapshot.attach(image.data, image.size, error) &&
-            mirror->create(config.node_dir, snapshot, error)) {
+        if (snapshot && mirror->create(config.node_dir, *snapshot, error)) {
             dir = mirror->job_dir();
             PYIMPORT_LOG(LogLevel::info, "wrote the libraries to %s in %.3f s", dir.c_str(),
                          seconds_since(written));
@@ -197,8 +195,7 @@ std::unique_ptr<NodeMirror> share_node_mirror(Transport& transport, const Config
     if (!joined) log_error("%s; libraries are loaded from the filesystem", error.c_str());
     // No rank may leave (and so perhaps remove the directory) before every
     // rank of the node has joined.
-    bool all_joined = joined;
-    transport.node_all(all_joined);
+    transport.node_barrier();
     return joined ? std::move(mirror) : nullptr;
 }
 
@@ -211,6 +208,8 @@ struct Startup {
     Config config;
     std::unique_ptr<Transport> transport;
     SharedImage image;
+    Snapshot snapshot; // attached to `image` (checksum verified) when `attached`
+    bool attached = false;
     std::unique_ptr<NodeMirror> mirror;
 };
 
@@ -222,16 +221,23 @@ void run_start_up_collective(Startup* startup) {
     if (transport->connect(error)) {
         set_log_rank(transport->rank());
         shared = share_snapshot(*transport, startup->config, startup->image);
+        bool attached = false;
+        if (shared) {
+            attached = startup->snapshot.attach(startup->image.data, startup->image.size, error);
+            if (!attached) log_error("%s; running uncached", error.c_str());
+        }
         std::unique_ptr<NodeMirror> mirror;
         if (shared && startup->config.libraries) {
             try {
-                mirror = share_node_mirror(*transport, startup->config, startup->image);
+                mirror = share_node_mirror(*transport, startup->config,
+                                           attached ? &startup->snapshot : nullptr);
             } catch (...) {
                 log_error("unexpected failure while copying libraries to the node; libraries "
                           "are loaded from the filesystem");
             }
         }
         std::lock_guard lock(startup->mutex);
+        startup->attached = attached;
         // If the constructor stopped waiting, nobody will use it: leave now.
         if (!startup->gave_up) startup->mirror = std::move(mirror);
         mirror.reset();
@@ -297,27 +303,20 @@ void activate() {
                   config.timeout);
         return;
     }
-    if (!startup->shared) return;
+    if (!startup->shared || !startup->attached) return;
     SharedImage image = std::move(startup->image);
+    Snapshot snapshot = startup->snapshot;
     std::unique_ptr<NodeMirror> mirror = std::move(startup->mirror);
     lock.unlock();
     g_broadcast_seconds = seconds_since(start);
 
-    Snapshot snapshot;
-    if (!snapshot.attach(image.data, image.size, error)) {
-        log_error("%s; running uncached", error.c_str());
-        return;
-    }
     if (snapshot.header().groups_hash != credentials_hash()) {
         PYIMPORT_LOG(LogLevel::info, "credentials differ from rank 0's; running uncached");
         return;
     }
     auto* core = new Core(config, std::move(image), snapshot);
     if (g_profile) core->tree().record_use(true); // rank 0 keeps a profile
-    if (mirror) {
-        g_mirror_root.store(strdup(mirror->root().c_str()), std::memory_order_release);
-        core->set_libraries(std::make_unique<Libraries>(core->tree(), std::move(mirror)));
-    }
+    if (mirror) core->set_libraries(std::make_unique<Libraries>(core->tree(), std::move(mirror)));
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
                  snapshot.entry_count(), core->tree().snapshot().size(), snapshot.root_count());
     g_core.store(core, std::memory_order_release);
@@ -375,10 +374,6 @@ void print_summary(Core* core, std::vector<uint64_t>& counts, std::vector<std::s
 
 Core* inherited_core() {
     return g_core.load(std::memory_order_acquire);
-}
-
-const char* mirror_root() {
-    return g_mirror_root.load(std::memory_order_acquire);
 }
 
 Core* current_core() {

@@ -51,12 +51,8 @@ class Guard {
 
 // The core even in a fork child of the active process (current_core() is
 // nullptr there): only for reading what the parent left, such as the names
-// of libraries it loaded from the mirror.
+// of libraries it loaded from the mirror (wrap_dl.cpp).
 Core* inherited_core();
-
-// The node-local mirror's root in this process, or nullptr: names the loader
-// gives that start with it are given without it (wrap_dl.cpp).
-const char* mirror_root();
 
 // Ends the shim's MPI use and prints the summary; called at exit and _exit.
 void shutdown_at_exit();

@@ -183,6 +183,7 @@ class Builder {
     void drop_library_contents();
     std::string budget_message() const;
     bool wants_source_content(std::string_view name) const;
+    bool library_only(std::string_view name) const;
     bool encode(std::vector<char>& image, std::string& error);
 
     const BuildOptions& options_;
@@ -216,6 +217,11 @@ bool Builder::wants_source_content(std::string_view name) const {
     for (const std::string& suffix : options_.content_suffixes)
         if (name.ends_with(suffix)) return true;
     return false;
+}
+
+// Its bytes are cached only as a library's: optional, within the budget.
+bool Builder::library_only(std::string_view name) const {
+    return options_.libraries && is_library_name(name) && !wants_source_content(name);
 }
 
 bool Builder::wants_stat(std::string_view name) const {
@@ -382,7 +388,7 @@ bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& ent
         size_t want = entry.st.size;
         // Libraries are cached only within the budget: past it they are
         // loaded from the filesystem, and the rest of the walk goes on.
-        if (options_.libraries && is_library_name(name) && !wants_source_content(name) &&
+        if (library_only(name) &&
             (libraries_dropped_ || current_size() + want > options_.max_bytes)) {
             ++libraries_over_budget_;
             REAL(close)(fd);
@@ -562,8 +568,7 @@ bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
             REAL(close)(subdir_fd);
         }
         entries_.push_back(e);
-        if ((e.flags & kHasContent) && is_library_name(item.name) &&
-            !wants_source_content(item.name))
+        if ((e.flags & kHasContent) && library_only(item.name))
             library_entries_.push_back(li.entry);
         local.push_back(li);
         if (over_budget(error)) {

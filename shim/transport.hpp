@@ -35,8 +35,8 @@ class Transport {
     // the node's first rank's `text` to the others (a start-up step too).
     virtual int node_rank() const = 0;
     virtual bool node_broadcast(std::string& text, std::string& error) = 0;
-    // Whether `value` holds on every rank of the node (a barrier of the node).
-    virtual bool node_all(bool& value) = 0;
+    // Returns when every rank of the node has called it.
+    virtual bool node_barrier() = 0;
     // At exit only: element-wise sums of `values` and every rank's `text`, on rank 0.
     virtual void gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
                                 std::vector<std::string>& texts) = 0;

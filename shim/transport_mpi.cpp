@@ -226,13 +226,10 @@ class MpiTransport final : public Transport {
         return true;
     }
 
-    bool node_all(bool& value) override {
-        if (node_ == MPI_COMM_NULL) return false;
-        int mine = value ? 1 : 0, all = 0;
-        if (mpi_.MPI_Allreduce_(&mine, &all, 1, MPI_INT, MPI_MIN, node_) != MPI_SUCCESS)
-            return false;
-        value = all != 0;
-        return true;
+    bool node_barrier() override {
+        int none = 0, all = 0; // an all-reduce is a barrier (MPI_Barrier is not loaded)
+        return node_ != MPI_COMM_NULL &&
+               mpi_.MPI_Allreduce_(&none, &all, 1, MPI_INT, MPI_MIN, node_) == MPI_SUCCESS;
     }
 
     bool bcast_chunked(char* data, uint64_t length, MPI_Comm comm) {

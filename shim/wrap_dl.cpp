@@ -23,13 +23,30 @@ namespace {
 thread_local char t_dlopen_path[PATH_MAX + 512] __attribute__((tls_model("initial-exec")));
 thread_local char t_dlerror[4096] __attribute__((tls_model("initial-exec")));
 
+// The root of the mirror this process (or its parent, in a fork child) loads
+// from, or nullptr: names the loader gives that start with it are given
+// without it.
+const std::string* mirror_root() {
+    Core* core = inherited_core();
+    Libraries* libraries = core ? core->libraries() : nullptr;
+    return libraries ? &libraries->root() : nullptr;
+}
+
 // The filesystem path for a name the loader knows, or `name` itself.
 const char* unmirrored(const char* name) {
-    const char* root = mirror_root();
+    const std::string* root = mirror_root();
     if (!root || !name) return name;
-    size_t length = std::strlen(root);
-    if (std::strncmp(name, root, length) == 0 && name[length] == '/') return name + length;
+    size_t length = root->size();
+    if (std::strncmp(name, root->c_str(), length) == 0 && name[length] == '/') return name + length;
     return name;
+}
+
+// Makes the real dlopen be given `local`; false if it is too long to.
+bool give(const std::string& local, const char** file) {
+    if (local.size() >= sizeof t_dlopen_path) return false;
+    std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
+    *file = t_dlopen_path;
+    return true;
 }
 
 } // namespace
@@ -46,22 +63,14 @@ pyimport_dlopen_prepare(const char** file, int mode) {
             // the parent loaded from the mirror keeps its name (or the loader
             // would load the file a second time); nothing else changes.
             std::string local;
-            if (inherited->libraries()->loaded_from_mirror(path, local) &&
-                local.size() < sizeof t_dlopen_path) {
-                std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
-                *file = t_dlopen_path;
-            }
+            if (inherited->libraries()->loaded_from_mirror(path, local)) give(local, file);
         } else if (guard && path && path[0] == '/') {
             Libraries* libraries = guard->libraries();
             std::string local;
-            if (libraries && libraries->redirect(path, mode, local) &&
-                local.size() < sizeof t_dlopen_path) {
-                std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
-                *file = t_dlopen_path;
+            if (libraries && libraries->redirect(path, mode, local) && give(local, file))
                 guard->stats().served(CallKind::dlopen);
-            } else {
+            else
                 guard->stats().forwarded(CallKind::dlopen, path);
-            }
         }
     } catch (...) {
         *file = path; // as given
@@ -134,15 +143,13 @@ dlopen:
 
 PYIMPORT_EXPORT char* dlerror(void) {
     char* message = REAL(dlerror)();
-    const char* root = mirror_root();
-    if (!message || !root) return message;
-    size_t root_length = std::strlen(root);
-    if (!std::strstr(message, root)) return message;
+    const std::string* root = mirror_root();
+    if (!message || !root || !std::strstr(message, root->c_str())) return message;
     // Every occurrence of the mirror's root goes; what follows it is the path.
     size_t out = 0;
     for (const char* at = message; *at && out + 1 < sizeof t_dlerror;) {
-        if (std::strncmp(at, root, root_length) == 0 && at[root_length] == '/') {
-            at += root_length;
+        if (std::strncmp(at, root->c_str(), root->size()) == 0 && at[root->size()] == '/') {
+            at += root->size();
             continue;
         }
         t_dlerror[out++] = *at++;

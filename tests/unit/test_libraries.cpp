@@ -76,6 +76,30 @@ struct Node {
     std::string user_dir() const { return base + "/pyimport-" + std::to_string(geteuid()); }
 };
 
+// The wheel, with what a test adds to it, its snapshot and a mirror of it.
+struct Wheel {
+    Fixture fx;
+    std::unique_ptr<Built> built;
+    std::unique_ptr<Node> node;
+    std::string root; // the mirror's
+
+    template <typename Extra> explicit Wheel(Extra extra) {
+        make_wheel(fx);
+        extra(fx);
+        built = std::make_unique<Built>(library_options(fx));
+        node = std::make_unique<Node>(built->snapshot);
+        root = node->mirror->root();
+    }
+    Wheel() : Wheel([](const Fixture&) {}) {}
+
+    const Tree& tree() const { return *built->tree; }
+    NodeMirror& mirror() const { return *node->mirror; }
+    // The mirror handed over, as the runtime does.
+    std::unique_ptr<Libraries> libraries() {
+        return std::make_unique<Libraries>(tree(), std::move(node->mirror));
+    }
+};
+
 } // namespace
 
 Test(elf, reads_what_the_loader_reads) {
@@ -111,6 +135,8 @@ Test(elf, refuses_what_the_loader_refuses_and_survives_truncation) {
         std::vector<char> cut(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(size));
         ElfRead read = read_dynamic(cut.data(), cut.size(), info);
         if (size < 64) cr_expect_eq(read, ElfRead::NotLoadable, "%zu bytes", size);
+        // What it reads whole from a cut file is what the whole file says.
+        if (read == ElfRead::Read) cr_expect_eq(info.soname, "liby.so", "%zu bytes", size);
     }
     std::string other = bytes;
     other[4] = 1; // ELFCLASS32
@@ -147,13 +173,10 @@ Test(libraries, search_entries_expand_like_the_loader) {
 }
 
 Test(libraries, the_mirror_reproduces_the_way_to_a_library) {
-    Fixture fx;
-    make_wheel(fx);
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    NodeMirror& mirror = *node.mirror;
-    std::string root = mirror.root();
-    cr_assert(mirror.materialise(*built.tree, fx.path("pkg/../pkg.libs/libx.so.1")));
+    Wheel w;
+    const Fixture& fx = w.fx;
+    const std::string& root = w.root;
+    cr_assert_neq(w.mirror().materialise(w.tree(), fx.path("pkg/../pkg.libs/libx.so.1")), kNoEntry);
     std::string copy = root + fx.path("pkg.libs/libx.so.1.2.3");
     cr_expect_eq(slurp(copy), slurp(fx.path("pkg.libs/libx.so.1.2.3")));
     char target[64] = {};
@@ -164,77 +187,73 @@ Test(libraries, the_mirror_reproduces_the_way_to_a_library) {
     cr_expect_eq(stat((root + fx.path("pkg")).c_str(), &st), 0, "the way there is mirrored");
     cr_expect(S_ISDIR(st.st_mode));
     // Through an absolute symlink to a directory: the link points into the mirror.
-    cr_assert(mirror.materialise(*built.tree, fx.path("abs_pkg/ext.so")));
+    cr_assert_neq(w.mirror().materialise(w.tree(), fx.path("abs_pkg/ext.so")), kNoEntry);
     cr_expect_eq(slurp(root + fx.path("abs_pkg/ext.so")), slurp(fx.path("pkg/ext.so")));
     // Not libraries, or not there: nothing to load from the mirror.
-    cr_expect_not(mirror.materialise(*built.tree, fx.path("pkg/mod.py")));
-    cr_expect_not(mirror.materialise(*built.tree, fx.path("pkg/none.so")));
-    cr_expect_not(mirror.materialise(*built.tree, fx.path("pkg")));
-    cr_expect_not(mirror.materialise(*built.tree, "/etc/passwd"));
+    for (std::string path : {fx.path("pkg/mod.py"), fx.path("pkg/none.so"), fx.path("pkg"),
+                             std::string("/etc/passwd")})
+        cr_expect_eq(w.mirror().materialise(w.tree(), path), kNoEntry, "%s", path.c_str());
 }
 
 Test(libraries, a_load_is_served_when_its_origin_directories_are_complete) {
-    Fixture fx;
-    make_wheel(fx);
-    fx.file("pkg.libs/libscript.so", "INPUT(libx.so.1)\n"); // not ELF: mirrored, not followed
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    std::string root = node.mirror->root();
-    Libraries libraries(*built.tree, std::move(node.mirror));
-    cr_expect(libraries.prepare(fx.path("pkg/ext.so")));
+    Wheel w([](const Fixture& fx) {
+        fx.file("pkg.libs/libscript.so", "INPUT(libx.so.1)\n"); // not ELF: mirrored, not followed
+    });
+    const Fixture& fx = w.fx;
+    const std::string& root = w.root;
+    auto libraries = w.libraries();
+    cr_expect(libraries->prepare(fx.path("pkg/ext.so")));
     // Every library of $ORIGIN/../pkg.libs (ext's RPATH) and of $ORIGIN (liby's RUNPATH).
     for (const char* rel :
          {"pkg/ext.so", "pkg.libs/liby.so", "pkg.libs/libx.so.1.2.3", "pkg.libs/libscript.so"})
         cr_expect_eq(slurp(root + fx.path(rel)), slurp(fx.path(rel)), "%s", rel);
-    libraries.close();
+    libraries->close();
 }
 
 Test(libraries, the_loader_is_given_the_mirror_and_then_the_name_it_knows) {
-    Fixture fx;
-    make_wheel(fx);
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    std::string root = node.mirror->root();
-    Libraries libraries(*built.tree, std::move(node.mirror));
+    Wheel w;
+    const Fixture& fx = w.fx;
+    const std::string& root = w.root;
+    auto libraries = w.libraries();
     std::string local;
-    cr_expect_not(libraries.redirect(fx.path("pkg/ext.so").c_str(), RTLD_NOW | RTLD_NOLOAD, local),
+    cr_expect_not(libraries->redirect(fx.path("pkg/ext.so").c_str(), RTLD_NOW | RTLD_NOLOAD, local),
                   "RTLD_NOLOAD of what is not loaded: the filesystem answers");
-    cr_assert(libraries.redirect(fx.path("pkg/ext.so").c_str(), RTLD_NOW, local));
+    cr_assert(libraries->redirect(fx.path("pkg/ext.so").c_str(), RTLD_NOW, local));
     cr_expect_eq(local, root + fx.path("pkg/ext.so"));
     void* handle = dlopen(local.c_str(), RTLD_NOW | RTLD_LOCAL);
     cr_assert(handle, "%s", dlerror());
     // Another way to the same file: the name the loader already knows.
     std::string again;
-    cr_assert(libraries.redirect(fx.path("abs_pkg/ext.so").c_str(), RTLD_NOW | RTLD_NOLOAD, again));
+    cr_assert(
+        libraries->redirect(fx.path("abs_pkg/ext.so").c_str(), RTLD_NOW | RTLD_NOLOAD, again));
     cr_expect_eq(again, local);
     // Its dependency, loaded by the loader from the mirror, by its own path.
-    cr_assert(libraries.redirect(fx.path("pkg.libs/libx.so.1.2.3").c_str(), RTLD_NOW, again));
+    cr_assert(libraries->redirect(fx.path("pkg.libs/libx.so.1.2.3").c_str(), RTLD_NOW, again));
     cr_expect_eq(again, root + fx.path("pkg/../pkg.libs/libx.so.1"));
     cr_expect_eq(dlopen(again.c_str(), RTLD_NOW | RTLD_NOLOAD), dlopen(again.c_str(), RTLD_NOW));
     dlclose(handle);
-    libraries.close();
+    libraries->close();
 }
 
 Test(libraries, a_load_is_not_served_when_the_mirror_could_differ) {
-    Fixture fx;
-    make_wheel(fx);
-    fx.dir("other.libs");
-    build(fx, "other.libs/libq.so", "int q(void) { return 2; }");
-    fx.dir("other.libs/glibc-hwcaps"); // the loader would look there first
-    build(fx, "pkg/hw.so", "int h(void) { return 3; }", "-Wl,-rpath,'$ORIGIN/../other.libs'");
-    fx.dir("sys.libs");
-    fx.link("/usr/lib/x86_64-linux-gnu/libm.so.6", "sys.libs/libm.so.6"); // out of the prefixes
-    build(fx, "pkg/sys.so", "int s(void) { return 4; }", "-Wl,-rpath,'$ORIGIN/../sys.libs'");
-    build(fx, "pkg/lib.so", "int l(void) { return 5; }", "-Wl,-rpath,'$ORIGIN/$UNKNOWN'");
-    Built built(library_options(fx));
+    Wheel w([](const Fixture& fx) {
+        fx.dir("other.libs");
+        build(fx, "other.libs/libq.so", "int q(void) { return 2; }");
+        fx.dir("other.libs/glibc-hwcaps"); // the loader would look there first
+        build(fx, "pkg/hw.so", "int h(void) { return 3; }", "-Wl,-rpath,'$ORIGIN/../other.libs'");
+        fx.dir("sys.libs");
+        fx.link("/usr/lib/x86_64-linux-gnu/libm.so.6", "sys.libs/libm.so.6"); // out of the prefixes
+        build(fx, "pkg/sys.so", "int s(void) { return 4; }", "-Wl,-rpath,'$ORIGIN/../sys.libs'");
+        build(fx, "pkg/lib.so", "int l(void) { return 5; }", "-Wl,-rpath,'$ORIGIN/$UNKNOWN'");
+    });
+    const Fixture& fx = w.fx;
     {
-        Node node(built.snapshot);
-        Libraries libraries(*built.tree, std::move(node.mirror));
-        cr_expect_not(libraries.prepare(fx.path("pkg/hw.so")), "a glibc-hwcaps directory");
-        cr_expect_not(libraries.prepare(fx.path("pkg/sys.so")), "a library outside the prefixes");
-        cr_expect_not(libraries.prepare(fx.path("pkg/lib.so")), "a token the loader has not");
-        cr_expect(libraries.prepare(fx.path("pkg/ext.so")));
-        libraries.close();
+        auto libraries = w.libraries();
+        cr_expect_not(libraries->prepare(fx.path("pkg/hw.so")), "a glibc-hwcaps directory");
+        cr_expect_not(libraries->prepare(fx.path("pkg/sys.so")), "a library outside the prefixes");
+        cr_expect_not(libraries->prepare(fx.path("pkg/lib.so")), "a token the loader has not");
+        cr_expect(libraries->prepare(fx.path("pkg/ext.so")));
+        libraries->close();
     }
     // A profile without libx: it is known by name only, so ext.so is not served.
     PathSet profile = {fx.path("pkg/ext.so"), fx.path("pkg.libs/liby.so")};
@@ -274,22 +293,19 @@ Test(mirror, private_directories_only) {
 }
 
 Test(mirror, the_last_process_removes_it_and_abandoned_ones_are_removed) {
-    Fixture fx;
-    make_wheel(fx);
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    std::string job = node.mirror->job_dir();
+    Wheel w;
+    std::string job = w.mirror().job_dir();
     NodeMirror second;
     std::string error;
     cr_assert(second.join(job, error), "%s", error.c_str());
-    node.mirror->leave();
+    w.mirror().leave();
     struct stat st {};
     cr_expect_eq(stat(job.c_str(), &st), 0, "another process still holds it");
     second.leave();
     cr_expect_neq(stat(job.c_str(), &st), 0, "the last one removed it");
 
     // Jobs left behind: one nobody holds (killed), one held, one being made.
-    std::string user = node.user_dir();
+    std::string user = w.node->user_dir();
     for (const char* name : {"job-1-dead", "job-2-alive", "new-3-young"})
         cr_assert_eq(mkdir((user + "/" + name).c_str(), 0700), 0);
     int held = open((user + "/job-2-alive").c_str(), O_RDONLY | O_DIRECTORY);
@@ -304,36 +320,39 @@ Test(mirror, the_last_process_removes_it_and_abandoned_ones_are_removed) {
 }
 
 Test(libraries, the_mirror_never_leads_out_of_itself) {
-    Fixture fx;
-    make_wheel(fx);
     // One more ".." than the path has: "/.." is "/" on the filesystem, but in
     // the mirror it is the job directory's parent, which others can write to.
-    std::string up;
-    for (size_t i = 0, n = std::count(fx.root.begin(), fx.root.end(), '/'); i <= n + 1; ++i)
-        up += "../";
-    build(fx, "pkg/esc.so", "int q(void) { return 1; }", "-Wl,-rpath,'$ORIGIN/" + up + "pkg.libs'");
-    fx.link(up + fx.root.substr(1) + "/pkg.libs/libx.so.1.2.3", "pkg/libout.so");
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    cr_expect_not(node.mirror->materialise(*built.tree, fx.path("pkg/libout.so")));
-    cr_expect_not(node.mirror->materialise(*built.tree, "/.." + fx.path("pkg/ext.so")));
-    cr_expect_not(node.mirror->contained(*built.tree, fx.path("pkg/" + up)));
-    cr_expect(node.mirror->contained(*built.tree, fx.path("pkg/../pkg.libs")));
-    Libraries libraries(*built.tree, std::move(node.mirror));
-    cr_expect_not(libraries.prepare(fx.path("pkg/esc.so")));
-    libraries.close();
+    auto too_far = [](const Fixture& fx) {
+        std::string up;
+        for (size_t i = 0, n = std::count(fx.root.begin(), fx.root.end(), '/'); i <= n + 1; ++i)
+            up += "../";
+        return up;
+    };
+    Wheel w([&](const Fixture& fx) {
+        std::string up = too_far(fx);
+        build(fx, "pkg/esc.so", "int q(void) { return 1; }",
+              "-Wl,-rpath,'$ORIGIN/" + up + "pkg.libs'");
+        fx.link(up + fx.root.substr(1) + "/pkg.libs/libx.so.1.2.3", "pkg/libout.so");
+    });
+    const Fixture& fx = w.fx;
+    cr_expect_eq(w.mirror().materialise(w.tree(), fx.path("pkg/libout.so")), kNoEntry);
+    cr_expect_eq(w.mirror().materialise(w.tree(), "/.." + fx.path("pkg/ext.so")), kNoEntry);
+    cr_expect_not(w.mirror().contained(w.tree(), fx.path("pkg/" + too_far(fx))));
+    cr_expect(w.mirror().contained(w.tree(), fx.path("pkg/../pkg.libs")));
+    auto libraries = w.libraries();
+    cr_expect_not(libraries->prepare(fx.path("pkg/esc.so")));
+    libraries->close();
 }
 
 Test(libraries, one_copy_per_file_and_none_of_what_the_filesystem_gave) {
-    Fixture fx;
-    make_wheel(fx);
-    cr_assert_eq(::link(fx.path("pkg.libs/liby.so").c_str(), fx.path("pkg.libs/liby2.so").c_str()),
-                 0);
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    std::string root = node.mirror->root();
-    cr_assert(node.mirror->materialise(*built.tree, fx.path("pkg.libs/liby.so")));
-    cr_assert(node.mirror->materialise(*built.tree, fx.path("pkg.libs/liby2.so")));
+    Wheel w([](const Fixture& fx) {
+        cr_assert_eq(
+            ::link(fx.path("pkg.libs/liby.so").c_str(), fx.path("pkg.libs/liby2.so").c_str()), 0);
+    });
+    const Fixture& fx = w.fx;
+    const std::string& root = w.root;
+    cr_assert_neq(w.mirror().materialise(w.tree(), fx.path("pkg.libs/liby.so")), kNoEntry);
+    cr_assert_neq(w.mirror().materialise(w.tree(), fx.path("pkg.libs/liby2.so")), kNoEntry);
     struct stat a {
     }, b{};
     cr_assert_eq(stat((root + fx.path("pkg.libs/liby.so")).c_str(), &a), 0);
@@ -345,41 +364,36 @@ Test(libraries, one_copy_per_file_and_none_of_what_the_filesystem_gave) {
     char tmpl[] = "/tmp/pyimport-alias-XXXXXX";
     std::string alias = std::string(mkdtemp(tmpl)) + "/libs";
     cr_assert_eq(symlink(fx.path("pkg.libs").c_str(), alias.c_str()), 0);
-    Libraries libraries(*built.tree, std::move(node.mirror));
+    auto libraries = w.libraries();
     void* handle = dlopen((alias + "/libx.so.1.2.3").c_str(), RTLD_NOW);
     cr_assert(handle, "%s", dlerror());
     std::string local;
-    cr_expect_not(libraries.redirect(fx.path("pkg.libs/libx.so.1").c_str(), RTLD_NOW, local));
-    cr_expect_not(libraries.prepare(fx.path("pkg/ext.so")));
+    cr_expect_not(libraries->redirect(fx.path("pkg.libs/libx.so.1").c_str(), RTLD_NOW, local));
+    cr_expect_not(libraries->prepare(fx.path("pkg/ext.so")));
     dlclose(handle);
-    libraries.close();
+    libraries->close();
     unlink(alias.c_str());
     rmdir(alias.substr(0, alias.size() - 5).c_str());
 }
 
 Test(libraries, a_decision_is_made_again_after_a_change) {
-    Fixture fx;
-    make_wheel(fx);
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    Libraries libraries(*built.tree, std::move(node.mirror));
+    Wheel w;
+    auto libraries = w.libraries();
     std::string local;
-    cr_expect(libraries.redirect(fx.path("pkg/ext.so").c_str(), RTLD_NOW, local));
+    cr_expect(libraries->redirect(w.fx.path("pkg/ext.so").c_str(), RTLD_NOW, local));
     // This process rewrote a library ext.so needs: the filesystem answers now.
-    built.tree->invalidate(pyimport::Position{}, fx.path("pkg.libs/libx.so.1.2.3"), false);
-    cr_expect_not(libraries.redirect(fx.path("pkg/ext.so").c_str(), RTLD_NOW, local));
-    libraries.close();
+    w.built->tree->invalidate(pyimport::Position{}, w.fx.path("pkg.libs/libx.so.1.2.3"), false);
+    cr_expect_not(libraries->redirect(w.fx.path("pkg/ext.so").c_str(), RTLD_NOW, local));
+    libraries->close();
 }
 
 Test(libraries, platform_tokens_are_not_served) {
-    Fixture fx;
-    make_wheel(fx);
-    build(fx, "pkg/plat.so", "int p(void) { return 1; }", "-Wl,-rpath,'$ORIGIN/$PLATFORM'");
-    Built built(library_options(fx));
-    Node node(built.snapshot);
-    Libraries libraries(*built.tree, std::move(node.mirror));
-    cr_expect_not(libraries.prepare(fx.path("pkg/plat.so")), "glibc's $PLATFORM may differ");
-    libraries.close();
+    Wheel w([](const Fixture& fx) {
+        build(fx, "pkg/plat.so", "int p(void) { return 1; }", "-Wl,-rpath,'$ORIGIN/$PLATFORM'");
+    });
+    auto libraries = w.libraries();
+    cr_expect_not(libraries->prepare(w.fx.path("pkg/plat.so")), "glibc's $PLATFORM may differ");
+    libraries->close();
 }
 
 Test(snapshot, libraries_give_way_to_modules_past_the_budget) {
