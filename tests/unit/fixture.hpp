@@ -2,8 +2,9 @@
 // that compare the snapshot with the real filesystem.
 #pragma once
 
-#include "snapshot.hpp"
-#include "tree.hpp"
+#include "image/image.hpp"
+#include "image/walk.hpp"
+#include "serve/tree.hpp"
 
 #include <criterion/criterion.h>
 #include <cstdio>

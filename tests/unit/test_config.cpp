@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "base/config.hpp"
 
 #include <criterion/criterion.h>
 #include <map>

@@ -1,10 +1,10 @@
 // Shared libraries: reading the dynamic section, the node-local mirror, and
 // the decision to load from it, against libraries gcc builds for each test.
-#include "elf.hpp"
+#include "loader/elf.hpp"
 #include "fixture.hpp"
-#include "libraries.hpp"
-#include "mirror.hpp"
-#include "profile.hpp"
+#include "loader/libraries.hpp"
+#include "loader/mirror.hpp"
+#include "image/profile.hpp"
 
 #include <dlfcn.h>
 

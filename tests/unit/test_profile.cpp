@@ -1,8 +1,8 @@
 // The profile: its file, and a snapshot built from it (only what an earlier
 // job used is stat'ed and read; the rest is known by name and forwarded).
 #include "fixture.hpp"
-#include "profile.hpp"
-#include "tree.hpp"
+#include "image/profile.hpp"
+#include "serve/tree.hpp"
 
 #include <cerrno>
 #include <criterion/criterion.h>

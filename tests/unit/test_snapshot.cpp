@@ -1,6 +1,6 @@
 // Encoding and decoding of the snapshot image, checked against the real files.
 #include "fixture.hpp"
-#include "snapshot.hpp"
+#include "image/image.hpp"
 
 #include <criterion/criterion.h>
 #include <cstring>

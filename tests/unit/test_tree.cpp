@@ -1,7 +1,7 @@
 // The index and path resolution, against what the kernel says about the
 // same paths.
 #include "fixture.hpp"
-#include "tree.hpp"
+#include "serve/tree.hpp"
 
 #include <cerrno>
 #include <criterion/criterion.h>

@@ -1,0 +1,180 @@
+// dlopen, dlerror, dladdr, dladdr1, dlinfo.
+//
+// dlopen is caller-relative: glibc takes the caller from its return address
+// (a bare name is searched with the caller's RUNPATH, and the caller's
+// namespace is used). A C++ wrapper that calls the real dlopen would make
+// this library the caller, so dlopen is an assembly trampoline: it asks
+// pyimport_dlopen_prepare which path to load, then jumps (not calls) to the
+// real dlopen, which sees the original return address.
+//
+// The loader names a library loaded from the node-local mirror by its mirror
+// path; dlerror, dladdr, dladdr1 and dlinfo(RTLD_DI_ORIGIN) give the path on
+// the filesystem instead, as without the shim.
+#include "loader/libraries.hpp"
+#include "entry/wrap.hpp"
+
+#include <climits>
+#include <cstring>
+
+using namespace pyimport;
+
+namespace {
+
+thread_local char t_dlopen_path[PATH_MAX + 512] __attribute__((tls_model("initial-exec")));
+thread_local char t_dlerror[4096] __attribute__((tls_model("initial-exec")));
+
+// The root of the mirror this process (or its parent, in a fork child) loads
+// from, or nullptr: names the loader gives that start with it are given
+// without it.
+const std::string* mirror_root() {
+    Libraries* libraries = inherited_libraries();
+    return libraries ? &libraries->root() : nullptr;
+}
+
+// The filesystem path for a name the loader knows, or `name` itself.
+const char* unmirrored(const char* name) {
+    const std::string* root = mirror_root();
+    if (!root || !name) return name;
+    size_t length = root->size();
+    if (std::strncmp(name, root->c_str(), length) == 0 && name[length] == '/') return name + length;
+    return name;
+}
+
+// Makes the real dlopen be given `local`; false if it is too long to.
+bool give(const std::string& local, const char** file) {
+    if (local.size() >= sizeof t_dlopen_path) return false;
+    std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
+    *file = t_dlopen_path;
+    return true;
+}
+
+} // namespace
+
+extern "C" __attribute__((visibility("hidden"), used)) void*
+pyimport_dlopen_prepare(const char** file, int mode) {
+    const char* path = opaque(*file);
+    Guard guard;
+    // Nothing may leave this function but the real dlopen's address.
+    try {
+        Libraries* inherited = guard ? nullptr : inherited_libraries();
+        if (inherited && path && path[0] == '/' && !t_inside_shim) {
+            // A fork child of an active process, where the shim is inert: what
+            // the parent loaded from the mirror keeps its name (or the loader
+            // would load the file a second time); nothing else changes.
+            std::string local;
+            if (inherited->loaded_from_mirror(path, local)) give(local, file);
+        } else if (guard && path && path[0] == '/') {
+            Libraries* libraries = guard.libraries();
+            std::string local;
+            if (libraries && libraries->redirect(path, mode, local) && give(local, file))
+                guard->stats().served(CallKind::dlopen);
+            else
+                guard->stats().forwarded(CallKind::dlopen, path);
+        }
+    } catch (...) {
+        *file = path; // as given
+    }
+    return reinterpret_cast<void*>(REAL(dlopen));
+}
+
+#if defined(__x86_64__)
+asm(R"(
+    .pushsection .text
+    .globl dlopen
+    .type dlopen, @function
+    .p2align 4
+dlopen:
+    .cfi_startproc
+    endbr64
+    pushq %rdi
+    .cfi_adjust_cfa_offset 8
+    pushq %rsi
+    .cfi_adjust_cfa_offset 8
+    subq $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    leaq 16(%rsp), %rdi
+    call pyimport_dlopen_prepare
+    addq $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    popq %rsi
+    .cfi_adjust_cfa_offset -8
+    popq %rdi
+    .cfi_adjust_cfa_offset -8
+    jmp *%rax
+    .cfi_endproc
+    .size dlopen, .-dlopen
+    .popsection
+)");
+#elif defined(__aarch64__)
+// Not exercised by the tests on this x86_64 machine.
+asm(R"(
+    .pushsection .text
+    .globl dlopen
+    .type dlopen, %function
+    .p2align 2
+dlopen:
+    .cfi_startproc
+    hint #34 // bti c: callers reach it through the PLT's indirect branch
+    stp x29, x30, [sp, #-32]!
+    .cfi_def_cfa_offset 32
+    .cfi_offset 29, -32
+    .cfi_offset 30, -24
+    mov x29, sp
+    str x0, [sp, #16]
+    str x1, [sp, #24]
+    add x0, sp, #16
+    bl pyimport_dlopen_prepare
+    mov x16, x0
+    ldr x0, [sp, #16]
+    ldr x1, [sp, #24]
+    ldp x29, x30, [sp], #32
+    .cfi_def_cfa_offset 0
+    .cfi_restore 29
+    .cfi_restore 30
+    br x16
+    .cfi_endproc
+    .size dlopen, .-dlopen
+    .popsection
+)");
+#else
+#error "the dlopen trampoline (wrap_dl.cpp) is written for x86_64 and aarch64 only"
+#endif
+
+PYIMPORT_EXPORT char* dlerror(void) {
+    char* message = REAL(dlerror)();
+    const std::string* root = mirror_root();
+    if (!message || !root || !std::strstr(message, root->c_str())) return message;
+    // Every occurrence of the mirror's root goes; what follows it is the path.
+    size_t out = 0;
+    for (const char* at = message; *at && out + 1 < sizeof t_dlerror;) {
+        if (std::strncmp(at, root->c_str(), root->size()) == 0 && at[root->size()] == '/') {
+            at += root->size();
+            continue;
+        }
+        t_dlerror[out++] = *at++;
+    }
+    t_dlerror[out] = '\0';
+    return t_dlerror;
+}
+
+PYIMPORT_EXPORT int dladdr(const void* address, Dl_info* info) {
+    int found = REAL(dladdr)(address, info);
+    if (found && info) info->dli_fname = unmirrored(info->dli_fname);
+    return found;
+}
+
+PYIMPORT_EXPORT int dladdr1(const void* address, Dl_info* info, void** extra, int flags) {
+    int found = REAL(dladdr1)(address, info, extra, flags);
+    if (found && info) info->dli_fname = unmirrored(info->dli_fname);
+    return found;
+}
+
+PYIMPORT_EXPORT int dlinfo(void* handle, int request, void* argument) {
+    int result = REAL(dlinfo)(handle, request, argument);
+    if (result == 0 && request == RTLD_DI_ORIGIN && argument) {
+        char* origin = static_cast<char*>(argument);
+        const char* real = unmirrored(origin);
+        if (real != origin) std::memmove(origin, real, std::strlen(real) + 1);
+    }
+    return result;
+}

@@ -1,0 +1,155 @@
+#include "startup/activation.hpp"
+
+#include "base/real.hpp"
+#include "base/config.hpp"
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace pyimport {
+
+bool launched_as_rank(std::string& why_not) {
+    if (getenv(kActiveMarker)) {
+        why_not = "a descendant of an active process";
+        return false;
+    }
+    static const char* const rank_variables[] = {"PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK",
+                                                 "SLURM_PROCID"};
+    bool rank = false;
+    for (const char* name : rank_variables)
+        rank = rank || getenv(name);
+    if (!rank) {
+        why_not = "not started by an MPI launcher";
+        return false;
+    }
+    // Hydra hands each rank a PMI socket; a subprocess whose descriptors were
+    // closed (Python's subprocess does that) inherits the number only, and
+    // MPI would abort it.
+    if (const char* pmi_fd = getenv("PMI_FD")) {
+        char* end = nullptr;
+        long fd = strtol(pmi_fd, &end, 10);
+        if (*pmi_fd == '\0' || *end != '\0' || fd < 0 || fd > INT_MAX ||
+            REAL(fcntl)(static_cast<int>(fd), F_GETFD) < 0) {
+            why_not = "PMI_FD is not open (a subprocess of a rank)";
+            return false;
+        }
+    }
+    return true;
+}
+
+Activation decide_activation(EnvLookup lookup, bool (*is_python)(), Config& config,
+                             std::string& error) {
+    std::string bad;
+    bool parsed = parse_config(lookup, config, error, &bad);
+    if (config.disable) return Activation::Inert;
+    // A bad PYIMPORT_ANY_PROGRAM asked for something: say so in any program.
+    if (!config.any_program && bad != "PYIMPORT_ANY_PROGRAM" && !is_python())
+        return Activation::Inert;
+    return parsed ? Activation::Active : Activation::Misconfigured;
+}
+
+// The program is a Python interpreter: Py_BytesMain is defined, in the
+// program itself (a static libpython, as Debian builds it) or in a libpython
+// that a program named python* uses (--enable-shared builds: conda, pyenv).
+// Programs that embed libpython (gdb, vim, a simulation code) are not.
+std::string executable_path() {
+    char exe[PATH_MAX];
+    ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe);
+    return n > 0 && n < static_cast<ssize_t>(sizeof exe) ? std::string(exe, static_cast<size_t>(n))
+                                                         : std::string();
+}
+
+bool is_python() {
+    void* entry = dlsym(RTLD_DEFAULT, "Py_BytesMain");
+    if (!entry) return false;
+    std::string exe = executable_path();
+    if (exe.empty()) return false;
+    if (exe.substr(exe.find_last_of('/') + 1).starts_with("python")) return true;
+    Dl_info info{};
+    if (!dladdr(entry, &info) || !info.dli_fname) return false;
+    if (info.dli_fname[0] == '\0') return true; // the main program's own map
+    char where[PATH_MAX];
+    return realpath(info.dli_fname, where) && exe == where;
+}
+
+namespace {
+bool exists(const std::string& dir) {
+    struct stat st {};
+    return REAL(stat)(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string python_version() {
+    using GetVersion = const char* (*)();
+    auto fn = reinterpret_cast<GetVersion>(dlsym(RTLD_DEFAULT, "Py_GetVersion"));
+    if (!fn) return {};
+    const char* v = fn(); // "3.11.2 (main, ...": safe before the interpreter starts
+    int major = 0, minor = 0;
+    if (std::sscanf(v, "%d.%d", &major, &minor) != 2) return {};
+    return std::to_string(major) + "." + std::to_string(minor);
+}
+
+std::string parent_dir(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+} // namespace
+
+std::string python_cache_tag() {
+    std::string version = python_version();
+    if (version.empty()) return {};
+    version.erase(version.find('.'), 1);
+    return "cpython-" + version;
+}
+
+std::vector<std::string> default_prefixes() {
+    std::vector<std::string> out;
+    std::string version = python_version();
+    if (version.empty()) return out;
+    std::string lib = "/lib/python" + version;
+
+    std::vector<std::string> homes;
+    if (const char* home = getenv("PYTHONHOME"); home && *home) {
+        std::string h(home);
+        homes.push_back(h.substr(0, h.find(':')));
+    } else {
+        if (std::string exe = executable_path(); !exe.empty())
+            homes.push_back(parent_dir(parent_dir(exe)));
+    }
+    for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
+        if (const char* v = getenv(var); v && *v == '/') homes.emplace_back(v);
+
+    for (const std::string& home : homes) {
+        for (const std::string& dir :
+             {home + lib, home + lib + "/site-packages", home + lib + "/dist-packages",
+              home + "/lib/python3/dist-packages", home + "/local" + lib + "/dist-packages",
+              home + "/lib64/python" + version,
+              home + "/lib64/python" + version + "/site-packages"})
+            out.push_back(dir);
+    }
+    if (const char* path = getenv("PYTHONPATH")) {
+        std::string p(path);
+        size_t start = 0;
+        while (start <= p.size()) {
+            size_t end = p.find(':', start);
+            if (end == std::string::npos) end = p.size();
+            std::string item = p.substr(start, end - start);
+            if (!item.empty() && item[0] == '/') out.push_back(item);
+            start = end + 1;
+        }
+    }
+    if (!getenv("PYTHONNOUSERSITE"))
+        if (const char* home = getenv("HOME"); home && *home == '/')
+            out.push_back(std::string(home) + "/.local" + lib + "/site-packages");
+
+    std::vector<std::string> present;
+    for (const std::string& dir : out)
+        if (exists(dir)) present.push_back(dir);
+    return present;
+}
+
+} // namespace pyimport

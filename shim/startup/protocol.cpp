@@ -1,0 +1,257 @@
+#include "startup/protocol.hpp"
+
+#include "base/log.hpp"
+#include "image/walk.hpp"
+#include "serve/stats.hpp"
+#include "startup/image_sharing.hpp"
+#include "startup/runtime.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+namespace pyimport {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Rank 0, at start: the program's profile, or none (walk everything).
+std::unique_ptr<ProgramProfile> load_profile(const WalkInputs& inputs,
+                                             const std::vector<std::string>& prefixes) {
+    const std::string& dir = inputs.profile_dir;
+    if (dir.empty()) return nullptr;
+    if (dir[0] != '/') {
+        log_error("PYIMPORT_PROFILE=%s is not an absolute directory; not using a profile",
+                  dir.c_str());
+        return nullptr;
+    }
+    auto profile = std::make_unique<ProgramProfile>();
+    profile->file = profile_file(dir, inputs.executable, inputs.program, prefixes);
+    std::string error;
+    if (!read_profile(profile->file, profile->paths, error)) {
+        log_error("%s; ignoring it (the next job rewrites it)", error.c_str());
+        profile->paths.clear();
+        return profile;
+    }
+    if (!error.empty()) PYIMPORT_LOG(LogLevel::info, "%s; walking every prefix", error.c_str());
+    PYIMPORT_LOG(LogLevel::info, "profile %s: %zu paths", profile->file.c_str(),
+                 profile->paths.size());
+    return profile;
+}
+
+// Rank 0: the image, or false with the reason to tell every rank.
+bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
+                 std::vector<char>& image, std::string& error) {
+    BuildOptions options;
+    options.prefixes = config.prefixes.empty() ? inputs.default_prefixes : config.prefixes;
+    options.prefixes_required = !config.prefixes.empty();
+    options.content_suffixes = config.content_suffixes;
+    options.stat_suffixes = config.stat_suffixes;
+    options.exclude = config.exclude;
+    options.max_bytes = config.max_bytes;
+    options.cache_tag = inputs.cache_tag;
+    options.libraries = config.libraries;
+    uint32_t libraries_over_budget = 0;
+    options.libraries_over_budget = &libraries_over_budget;
+    out.profile = load_profile(inputs, options.prefixes);
+    if (out.profile && !out.profile->paths.empty()) options.profile = &out.profile->paths;
+    for (const std::string& prefix : options.prefixes)
+        PYIMPORT_LOG(LogLevel::debug, "prefix %s", prefix.c_str());
+    auto started = std::chrono::steady_clock::now();
+    bool ok = build_snapshot(options, image, error);
+    PYIMPORT_LOG(LogLevel::info, "built the snapshot (%zu bytes) in %.3f s", image.size(),
+                 seconds_since(started));
+    if (ok && libraries_over_budget > 0)
+        PYIMPORT_LOG(LogLevel::info,
+                     "%u libraries past PYIMPORT_MAX_BYTES are loaded from the filesystem",
+                     libraries_over_budget);
+    return ok;
+}
+
+// Steps 2 and 3: rank 0's status, then the image. The status is a 1 and
+// the image's size, or a 0 and rank 0's reason.
+bool share_snapshot(Transport& transport, const Config& config, const FindWalkInputs& inputs,
+                    RankStart& out) {
+    std::string error;
+    std::vector<char> image;
+    std::vector<char> status(1 + sizeof(uint64_t), 1);
+    if (transport.rank() == 0) {
+        if (build_image(config, inputs(config), out, image, error)) {
+            uint64_t length = image.size();
+            std::memcpy(status.data() + 1, &length, sizeof length);
+        } else {
+            status.assign(error.begin(), error.end());
+            status.insert(status.begin(), 0);
+            image.clear();
+        }
+    }
+    if (!transport.broadcast(status, error)) {
+        log_error("%s; running uncached", error.c_str());
+        return false;
+    }
+    if (status.empty() || status[0] == 0) {
+        if (transport.rank() == 0 && !status.empty())
+            log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
+        return false;
+    }
+    if (status.size() != 1 + sizeof(uint64_t)) {
+        log_error("the start-up status from rank 0 is malformed; running uncached");
+        return false;
+    }
+    uint64_t length = 0;
+    std::memcpy(&length, status.data() + 1, sizeof length);
+    auto sent = std::chrono::steady_clock::now();
+    if (!share_image(transport, image, length, out.image, error)) {
+        log_error("%s; running uncached", error.c_str());
+        return false;
+    }
+    PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s (%s)", out.image.size,
+                 seconds_since(sent), out.image.node_shared ? "one copy per node" : "private copy");
+    return true;
+}
+
+// Step 4. Every rank of the node takes part, also one whose copy of the
+// image failed its checks (`snapshot` nullptr).
+std::unique_ptr<NodeMirror> share_node_mirror(Transport& transport, const Config& config,
+                                              const Snapshot* snapshot) {
+    auto mirror = std::make_unique<NodeMirror>();
+    std::string dir, error = "this rank's copy of the snapshot is damaged";
+    if (transport.node_rank() == 0) {
+        auto written = std::chrono::steady_clock::now();
+        if (snapshot && mirror->create(config.node_dir, *snapshot, error)) {
+            dir = mirror->job_dir();
+            PYIMPORT_LOG(LogLevel::info, "wrote the libraries to %s in %.3f s", dir.c_str(),
+                         seconds_since(written));
+        } else {
+            log_error("cannot keep node-local copies of libraries (PYIMPORT_NODE_DIR): %s; "
+                      "libraries are loaded from the filesystem",
+                      error.c_str());
+        }
+    }
+    if (!node_broadcast_text(transport, dir, error)) {
+        log_error("%s; libraries are loaded from the filesystem", error.c_str());
+        mirror->leave();
+        return nullptr;
+    }
+    if (dir.empty()) return nullptr;
+    bool joined = transport.node_rank() == 0 || mirror->join(dir, error);
+    if (!joined) log_error("%s; libraries are loaded from the filesystem", error.c_str());
+    std::string barrier_error;
+    if (!transport.node_barrier(barrier_error)) {
+        log_error("%s; libraries are loaded from the filesystem", barrier_error.c_str());
+        mirror->leave();
+        return nullptr;
+    }
+    if (!joined) return nullptr;
+    return mirror;
+}
+
+void run_in_thread(StartupRun* run) {
+    t_inside_shim = 1; // this thread's libc calls are the shim's own
+    std::string error;
+    RankStart result;
+    result.connected = run->transport->connect(error);
+    if (result.connected) {
+        set_log_rank(run->transport->rank());
+        try {
+            start_rank(*run->transport, run->config, run->inputs, result);
+        } catch (...) {
+            log_error("unexpected failure in the start-up step; running uncached");
+            result.shared = result.attached = false;
+        }
+    } else {
+        log_error("%s; running uncached", error.c_str());
+    }
+    std::lock_guard lock(run->mutex);
+    // If the waiter stopped waiting, nobody will use the mirror: leave now.
+    if (run->gave_up) result.mirror.reset();
+    run->result = std::move(result);
+    if (run->completed) run->completed(*run, run->result.connected);
+    run->done = true;
+    run->finished.notify_all();
+}
+
+} // namespace
+
+bool node_broadcast_text(Transport& transport, std::string& text, std::string& error) {
+    uint64_t length = text.size();
+    if (!transport.node_broadcast(&length, sizeof length, error)) return false;
+    text.resize(length);
+    return transport.node_broadcast(text.data(), length, error);
+}
+
+void start_rank(Transport& transport, const Config& config, const FindWalkInputs& inputs,
+                RankStart& out) {
+    out.shared = share_snapshot(transport, config, inputs, out);
+    out.attached = false;
+    if (out.shared) {
+        std::string error;
+        out.attached = out.snapshot.attach(out.image.data, out.image.size, error);
+        if (!out.attached) log_error("%s; running uncached", error.c_str());
+    }
+    if (out.shared && config.libraries) {
+        try {
+            out.mirror = share_node_mirror(transport, config, out.attached ? &out.snapshot : nullptr);
+        } catch (...) {
+            log_error("unexpected failure while copying libraries to the node; libraries are "
+                      "loaded from the filesystem");
+        }
+    }
+}
+
+bool run_start_up(StartupRun& run, int timeout_seconds) {
+    std::thread(run_in_thread, &run).detach();
+    std::unique_lock lock(run.mutex);
+    if (run.finished.wait_for(lock, std::chrono::seconds(timeout_seconds), [&] { return run.done; }))
+        return true;
+    run.gave_up = true;
+    log_error("the start-up broadcast did not complete within PYIMPORT_TIMEOUT=%d s "
+              "(do all ranks of the job run Python with the same PYIMPORT_ settings?); "
+              "running uncached",
+              timeout_seconds);
+    return false;
+}
+
+std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
+    std::vector<std::string> lines;
+    if (rank.gather_stats) {
+        std::vector<uint64_t> values(2 * static_cast<size_t>(CallKind::count));
+        std::string text;
+        if (rank.core) {
+            values = count_values(rank.core->stats());
+            text = top_forwarded_text(rank.core->stats());
+        }
+        std::vector<std::string> texts;
+        bool gathered = transport.gather_at_exit(values, text, texts);
+        if (gathered && transport.rank() == 0 && rank.core) {
+            const Snapshot& s = rank.core->tree().snapshot();
+            JobSummary summary;
+            summary.prefixes = s.root_count();
+            summary.entries = s.entry_count();
+            summary.image_bytes = s.size();
+            summary.ranks = rank.ranks;
+            summary.start_seconds = rank.start_seconds;
+            summary.counts = std::move(values);
+            summary.tops = std::move(texts);
+            lines = summary_lines(summary);
+        }
+    }
+    if (rank.core && rank.profile && transport.rank() == 0) {
+        Tree& tree = rank.core->tree();
+        PathSet used = tree.used_paths();
+        tree.record_use(false); // asking the snapshot below is not a use
+        auto still_there = [&](const std::string& path) {
+            return tree.resolve(Position{}, path, false).kind != Resolution::Failed;
+        };
+        std::string error;
+        if (!update_profile(*rank.profile, std::move(used), still_there, error))
+            PYIMPORT_LOG(LogLevel::info, "%s; the profile is not updated", error.c_str());
+    }
+    if (rank.libraries) rank.libraries->close();
+    transport.finish();
+    return lines;
+}
+
+} // namespace pyimport

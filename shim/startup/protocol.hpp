@@ -1,0 +1,104 @@
+// The start-up step and the exit of one rank over a Transport: what every
+// rank does between connecting and serving, and at exit. No process state
+// lives here (runtime.cpp keeps it), so the unit tests run N ranks as
+// threads over a fake transport.
+//
+// Start-up, the only collectives until exit:
+//   1. connect;
+//   2. rank 0 walks the prefixes; a status (ok and the image's size, or
+//      rank 0's reason) goes to every rank, so that all learn of a failure
+//      from the same broadcast and nobody waits for data;
+//   3. the image, one copy per node (image_sharing.hpp); every rank checks it;
+//   4. the node's first rank writes the libraries to the node-local mirror
+//      and the node's ranks join it; a node barrier, so that no rank can
+//      leave (and remove it) before all have joined.
+// Exit: the summary's gathering (PYIMPORT_STATS=1), rank 0's profile, the
+// mirror, the end of the session.
+#pragma once
+
+#include "base/config.hpp"
+#include "image/image.hpp"
+#include "image/profile.hpp"
+#include "image/shared_image.hpp"
+#include "loader/libraries.hpp"
+#include "loader/mirror.hpp"
+#include "serve/core.hpp"
+#include "startup/transport.hpp"
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pyimport {
+
+// What rank 0 needs beyond the settings to build the image. Found by rank 0
+// only (finding them asks the filesystem).
+struct WalkInputs {
+    std::vector<std::string> default_prefixes; // when PYIMPORT_PREFIX is empty
+    std::string cache_tag;                     // "cpython-311"
+    std::string profile_dir;                   // "" for no profile
+    std::string executable, program;           // which program's profile
+};
+using FindWalkInputs = std::function<WalkInputs(const Config&)>;
+
+// What one rank holds after the start-up step.
+struct RankStart {
+    bool connected = false; // takes part in the exit collectives
+    bool shared = false;    // the image reached this rank
+    bool attached = false;  // and passed its checks (snapshot is valid)
+    SharedImage image;
+    Snapshot snapshot;
+    std::unique_ptr<NodeMirror> mirror;      // libraries in the node-local mirror, if any
+    std::unique_ptr<ProgramProfile> profile; // rank 0's, when it keeps one
+};
+
+// The start-up step of one rank, after connect(). Reports faults with one
+// line each (log_error); whatever fails, every rank makes the same
+// collective calls, so none waits for another without end.
+void start_rank(Transport& transport, const Config& config, const FindWalkInputs& inputs,
+                RankStart& out);
+
+// The start-up step in a thread of its own, so that a job in which some
+// ranks never join (they did not activate) cannot hang a rank: past the
+// timeout the caller runs uncached. Never freed: the thread may outlive the
+// wait, and the state must then stay valid for it.
+struct StartupRun {
+    Config config;
+    FindWalkInputs inputs;
+    std::unique_ptr<Transport> transport;
+    // Called in the start-up thread once its collective calls are done
+    // (connected or not, waited for or not), before the waiter is woken:
+    // the transport must then take part in the exit.
+    void (*completed)(StartupRun& run, bool connected) = nullptr;
+
+    std::mutex mutex;
+    std::condition_variable finished;
+    bool done = false;
+    bool gave_up = false; // the waiter stopped waiting
+    RankStart result;
+};
+
+// Starts the thread and waits up to `timeout_seconds`. True: the step is
+// done and `run.result` holds what this rank got. False: the waiter gave up
+// (one line printed); the thread goes on alone.
+bool run_start_up(StartupRun& run, int timeout_seconds);
+
+// What a rank brings to the exit.
+struct RankExit {
+    bool gather_stats = false; // the same on every rank (decided by shared facts)
+    Core* core = nullptr;      // null on a rank that received but did not serve
+    Libraries* libraries = nullptr;
+    const ProgramProfile* profile = nullptr; // rank 0's
+    int ranks = 0;
+    double start_seconds = 0;
+};
+
+// The exit of a rank that completed the start-up step: every such rank
+// takes part, served or not (one that rejected the image sends zeros), so
+// the collectives always match. Returns the summary's lines on rank 0.
+std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank);
+
+} // namespace pyimport

@@ -1,0 +1,179 @@
+// Start-up and exit of the shim in a process, as orchestration: decide
+// (activation.hpp), take part in the one start-up step (protocol.hpp), serve;
+// at exit or exec, the exit step. The state below is the process's only.
+#include "startup/runtime.hpp"
+
+#include "base/config.hpp"
+#include "base/log.hpp"
+#include "base/real.hpp"
+#include "image/profile.hpp"
+#include "startup/activation.hpp"
+#include "startup/protocol.hpp"
+#include "startup/transport.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <unistd.h>
+
+namespace pyimport {
+
+thread_local int t_inside_shim __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace {
+// Never freed: static destructors run before the library's destructor, and
+// the wrappers serve until the very end.
+std::atomic<Core*> g_core{nullptr};
+std::atomic<Libraries*> g_libraries{nullptr};
+pid_t g_active_pid = 0;
+// Set once the start-up step's collectives are done: this rank then takes
+// part in the exit step.
+std::atomic<Transport*> g_transport{nullptr};
+std::atomic<bool> g_gather_stats{false}; // the same on every rank
+std::atomic<int> g_ranks{0};
+std::atomic<bool> g_shut_down{false};
+double g_start_seconds = 0;
+const ProgramProfile* g_profile = nullptr; // rank 0's
+
+const char* getenv_raw(const char* name) {
+    return getenv(name);
+}
+
+void publish_transport(StartupRun& run, bool connected) {
+    if (!connected) return;
+    g_ranks.store(run.transport->size(), std::memory_order_relaxed);
+    g_gather_stats.store(run.result.shared && run.config.stats, std::memory_order_relaxed);
+    g_transport.store(run.transport.release(), std::memory_order_release);
+}
+
+// Rank 0: what this interpreter searches and which program it runs.
+WalkInputs interpreter_inputs(const Config& config) {
+    WalkInputs inputs;
+    if (config.prefixes.empty()) inputs.default_prefixes = default_prefixes();
+    inputs.cache_tag = python_cache_tag();
+    inputs.profile_dir = profile_directory(config.profile, getenv_raw);
+    if (!inputs.profile_dir.empty()) {
+        inputs.executable = executable_path();
+        inputs.program = program_identity(own_arguments());
+    }
+    return inputs;
+}
+
+void activate() {
+    std::string why_not;
+    if (!launched_as_rank(why_not)) return;
+    Config config;
+    std::string error;
+    switch (decide_activation(getenv_raw, is_python, config, error)) {
+    case Activation::Inert:
+        return;
+    case Activation::Misconfigured:
+        set_log_level(config.log);
+        log_error("%s", error.c_str());
+        return;
+    case Activation::Active:
+        set_log_level(config.log);
+        break;
+    }
+    // Mark before anything can start a child: descendants stay inert.
+    char pid[32];
+    std::snprintf(pid, sizeof pid, "%d", static_cast<int>(getpid()));
+    setenv(kActiveMarker, pid, 1);
+
+    auto start = std::chrono::steady_clock::now();
+    std::unique_ptr<Transport> transport = open_mpi_transport(config.mpi_library, error);
+    if (!transport) {
+        log_error("%s; running uncached", error.c_str());
+        return;
+    }
+    g_active_pid = getpid();
+
+    auto* run = new StartupRun;
+    run->config = config;
+    run->inputs = interpreter_inputs;
+    run->transport = std::move(transport);
+    run->completed = publish_transport;
+    if (!run_start_up(*run, config.timeout)) return;
+
+    std::unique_lock lock(run->mutex);
+    RankStart& result = run->result;
+    if (!result.shared || !result.attached) return;
+    g_start_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (result.snapshot.header().groups_hash != credentials_hash()) {
+        PYIMPORT_LOG(LogLevel::info, "credentials differ from rank 0's; running uncached");
+        return;
+    }
+    auto* core = new Core(config, std::move(result.image), result.snapshot);
+    if (result.profile) {
+        g_profile = result.profile.release();
+        core->tree().record_use(true); // rank 0 keeps a profile
+    }
+    if (result.mirror)
+        g_libraries.store(new Libraries(core->tree(), std::move(result.mirror)),
+                          std::memory_order_release);
+    PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
+                 result.snapshot.entry_count(), core->tree().snapshot().size(),
+                 result.snapshot.root_count());
+    g_core.store(core, std::memory_order_release);
+}
+
+} // namespace
+
+Core* current_core() {
+    Core* core = g_core.load(std::memory_order_acquire);
+    if (!core) return nullptr;
+    // getpid is a system call (glibc caches nothing since 2.25): a fork or
+    // vfork child sees its own pid and goes inert.
+    return getpid() == g_active_pid ? core : nullptr;
+}
+
+Libraries* current_libraries() {
+    return current_core() ? g_libraries.load(std::memory_order_acquire) : nullptr;
+}
+
+Libraries* inherited_libraries() {
+    return g_libraries.load(std::memory_order_acquire);
+}
+
+void shutdown_at_exit() {
+    Transport* transport = g_transport.load(std::memory_order_acquire);
+    if (!transport || getpid() != g_active_pid) return;
+    if (g_shut_down.exchange(true)) return;
+    t_inside_shim = 1;
+    RankExit rank;
+    rank.gather_stats = g_gather_stats.load(std::memory_order_relaxed);
+    rank.core = g_core.load(std::memory_order_acquire);
+    rank.libraries = g_libraries.load(std::memory_order_acquire);
+    rank.profile = g_profile;
+    rank.ranks = g_ranks.load(std::memory_order_relaxed);
+    rank.start_seconds = g_start_seconds;
+    for (const std::string& line : exit_rank(*transport, rank))
+        log_line("%s", line.c_str());
+    t_inside_shim = 0;
+}
+
+} // namespace pyimport
+
+__attribute__((constructor)) static void pyimport_start() {
+    using namespace pyimport;
+    int saved = errno;
+    t_inside_shim = 1;
+    real::resolve_all();
+    try {
+        activate();
+    } catch (...) {
+        log_error("unexpected failure at start-up; running uncached");
+    }
+    t_inside_shim = 0;
+    errno = saved;
+}
+
+__attribute__((destructor)) static void pyimport_stop() {
+    int saved = errno;
+    try {
+        pyimport::shutdown_at_exit();
+    } catch (...) {
+    }
+    errno = saved;
+}
