@@ -6,7 +6,9 @@
 // early).
 #pragma once
 
+#include <cerrno>
 #include <cstdarg>
+#include <type_traits>
 #include <cstddef>
 #include <dirent.h>
 #include <dlfcn.h>
@@ -141,6 +143,39 @@ PYIMPORT_REAL_FUNCTIONS(PYIMPORT_DECLARE_REAL)
 
 // Resolves the whole table; called once from the constructor.
 void resolve_all();
+
+// The next definition of `name` after this library's (RTLD_NEXT, else the
+// global scope), never this library's own: a wrapper must not become its own
+// real function. nullptr if there is none.
+void* find_next(const char* name);
+
+// What a real function that libc lacks (close_range before glibc 2.34 ...)
+// is replaced with: fails with ENOSYS, as the kernel would.
+template <typename R> R missing_result() {
+    if constexpr (std::is_void_v<R>)
+        return;
+    else if constexpr (std::is_pointer_v<R>)
+        return nullptr;
+    else
+        return static_cast<R>(-1);
+}
+template <typename F> struct Missing;
+template <typename R, typename... A> struct Missing<R (*)(A...)> {
+    static R call(A...) {
+        errno = ENOSYS;
+        return missing_result<R>();
+    }
+};
+template <typename R, typename... A> struct Missing<R (*)(A..., ...)> {
+    static R call(A..., ...) {
+        errno = ENOSYS;
+        return missing_result<R>();
+    }
+};
+
+// For unit tests (fault injection): REAL(name) calls `fn` from now on;
+// nullptr restores the real function. False for a name not in the table.
+bool substitute(const char* name, void* fn);
 
 } // namespace pyimport::real
 
