@@ -1,6 +1,9 @@
 // Process life: the end of the process or of its program, and children
 // that ended.
 #include "entry/wrap.hpp"
+#include "startup/exec_check.hpp"
+
+#include <cstdlib>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,29 +17,36 @@ PYIMPORT_EXPORT [[noreturn]] void _exit(int status) {
 }
 
 // Replacing the program ends the shim's MPI session first: Hydra stops the
-// job when a rank that started MPI goes on without ending it.
+// job when a rank that started MPI goes on without ending it. An exec that
+// cannot start a program keeps the session (it could not be started again).
+namespace {
+void before_exec(const char* file, bool search) {
+    if (shutdown_pending() && exec_would_start(file, search, getenv("PATH"))) shutdown_at_exit();
+}
+} // namespace
+
 PYIMPORT_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
-    shutdown_at_exit();
+    before_exec(path, false);
     return REAL(execve)(path, argv, envp);
 }
 
 PYIMPORT_EXPORT int execv(const char* path, char* const argv[]) {
-    shutdown_at_exit();
+    before_exec(path, false);
     return REAL(execv)(path, argv);
 }
 
 PYIMPORT_EXPORT int execvp(const char* file, char* const argv[]) {
-    shutdown_at_exit();
+    before_exec(file, true);
     return REAL(execvp)(file, argv);
 }
 
 PYIMPORT_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) {
-    shutdown_at_exit();
+    before_exec(file, true); // glibc searches the caller's PATH, not envp's
     return REAL(execvpe)(file, argv, envp);
 }
 
 PYIMPORT_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
-    shutdown_at_exit();
+    if (shutdown_pending() && fexec_would_start(fd)) shutdown_at_exit();
     return REAL(fexecve)(fd, argv, envp);
 }
 

@@ -11,6 +11,8 @@
 namespace pyimport {
 namespace {
 
+constexpr int kFailed = -2; // in place of the leader's descriptor: its broadcast failed
+
 // A descriptor closed on every way out.
 struct OwnedFd {
     int fd = -1;
@@ -64,8 +66,8 @@ const char* map_leaders_file(int pid, int fd, uint64_t length) {
 
 } // namespace
 
-bool share_image(Transport& transport, std::vector<char>& image, uint64_t length,
-                 SharedImage& out, std::string& error) {
+bool share_image(Transport& transport, std::vector<char>& image, uint64_t length, SharedImage& out,
+                 std::string& error) {
     out.release();
     if (!transport.split_by_node(error)) return false;
     bool leader = transport.node_rank() == 0;
@@ -73,6 +75,7 @@ bool share_image(Transport& transport, std::vector<char>& image, uint64_t length
     // Node leaders: a memory file (or a private copy), filled by the
     // broadcast among leaders.
     OwnedFd memfd;
+    bool leader_failed = false;
     if (leader) {
         char* writable = nullptr;
         bool in_file = make_memory_file(length, memfd, writable);
@@ -81,12 +84,13 @@ bool share_image(Transport& transport, std::vector<char>& image, uint64_t length
             if (length) std::memcpy(writable, image.data(), length);
             std::vector<char>().swap(image);
         }
-        if (!transport.leaders_broadcast(writable, length, error)) {
+        bool received = transport.leaders_broadcast(writable, length, error);
+        if (!received) {
+            leader_failed = true;
             if (in_file) munmap(writable, length);
+            memfd.reset();
             out.release();
-            return false;
-        }
-        if (in_file) {
+        } else if (in_file) {
             const char* read_only = nullptr;
             if (seal(memfd, writable, length, read_only)) {
                 out.adopt_mapping(read_only, length, false);
@@ -100,9 +104,13 @@ bool share_image(Transport& transport, std::vector<char>& image, uint64_t length
         }
     }
 
-    // The other ranks of the node map the leader's memory file.
-    int where[2] = {static_cast<int>(getpid()), memfd.fd};
-    if (!transport.node_broadcast(where, sizeof where, error)) {
+    // The other ranks of the node map the leader's memory file; a leader
+    // whose broadcast failed tells them so (they would wait for it forever).
+    int where[2] = {static_cast<int>(getpid()), leader_failed ? kFailed : memfd.fd};
+    std::string node_error;
+    if (!transport.node_broadcast(where, sizeof where, node_error) || where[1] == kFailed) {
+        if (error.empty())
+            error = node_error.empty() ? "the node leader received no image" : node_error;
         out.release();
         return false;
     }

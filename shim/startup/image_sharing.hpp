@@ -16,7 +16,7 @@ namespace pyimport {
 // Collective over every rank. `length` is the image's size (known to every
 // rank); on rank 0 `image` holds it (and is emptied). On failure returns false
 // with a reason, holding nothing: no descriptor, mapping or copy is left.
-bool share_image(Transport& transport, std::vector<char>& image, uint64_t length,
-                 SharedImage& out, std::string& error);
+bool share_image(Transport& transport, std::vector<char>& image, uint64_t length, SharedImage& out,
+                 std::string& error);
 
 } // namespace pyimport

@@ -11,6 +11,11 @@
 #include <thread>
 
 namespace pyimport {
+
+// Declared in runtime.hpp; defined here so that the core (and its unit
+// tests) carries it: the start-up thread sets it too.
+thread_local int t_inside_shim __attribute__((tls_model("initial-exec"))) = 0;
+
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -193,7 +198,8 @@ void start_rank(Transport& transport, const Config& config, const FindWalkInputs
     }
     if (out.shared && config.libraries) {
         try {
-            out.mirror = share_node_mirror(transport, config, out.attached ? &out.snapshot : nullptr);
+            out.mirror =
+                share_node_mirror(transport, config, out.attached ? &out.snapshot : nullptr);
         } catch (...) {
             log_error("unexpected failure while copying libraries to the node; libraries are "
                       "loaded from the filesystem");
@@ -204,7 +210,8 @@ void start_rank(Transport& transport, const Config& config, const FindWalkInputs
 bool run_start_up(StartupRun& run, int timeout_seconds) {
     std::thread(run_in_thread, &run).detach();
     std::unique_lock lock(run.mutex);
-    if (run.finished.wait_for(lock, std::chrono::seconds(timeout_seconds), [&] { return run.done; }))
+    if (run.finished.wait_for(lock, std::chrono::seconds(timeout_seconds),
+                              [&] { return run.done; }))
         return true;
     run.gave_up = true;
     log_error("the start-up broadcast did not complete within PYIMPORT_TIMEOUT=%d s "

@@ -18,8 +18,6 @@
 
 namespace pyimport {
 
-thread_local int t_inside_shim __attribute__((tls_model("initial-exec"))) = 0;
-
 namespace {
 // Never freed: static destructors run before the library's destructor, and
 // the wrappers serve until the very end.
@@ -134,6 +132,11 @@ Libraries* current_libraries() {
 
 Libraries* inherited_libraries() {
     return g_libraries.load(std::memory_order_acquire);
+}
+
+bool shutdown_pending() {
+    return g_transport.load(std::memory_order_acquire) && getpid() == g_active_pid &&
+           !g_shut_down.load(std::memory_order_acquire);
 }
 
 void shutdown_at_exit() {

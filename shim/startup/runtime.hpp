@@ -64,5 +64,7 @@ Libraries* inherited_libraries();
 // Ends the shim's MPI use and prints the summary; called at exit, _exit and
 // exec (once).
 void shutdown_at_exit();
+// Whether shutdown_at_exit() has something to end in this process.
+bool shutdown_pending();
 
 } // namespace pyimport

@@ -182,6 +182,36 @@ def test_exitcode(chk, args, wd):
            base.describe())
     L.compare_runs(chk, base, shim, NRANKS, "(exec)")
 
+    # An exec that fails (no such program, not executable) leaves the rank as
+    # it was: it carries on, and the other ranks are not held up by it (the
+    # shim once ended its MPI session first, which waits for every rank).
+    prog = [args.python, "-c",
+            "import os, time\n"
+            "r = int(os.environ['PMI_RANK'])\n"
+            "if r == 0:\n"
+            "    for path in ('/nonexistent/program', '/etc/passwd'):\n"
+            "        try:\n"
+            "            os.execv(path, [path])\n"
+            "        except OSError as e:\n"
+            "            print('exec', path, 'failed:', e.strerror)\n"
+            "    import json, email.parser\n"
+            "    open('rank0-carried-on', 'w').close()\n"
+            "else:\n"
+            "    for _ in range(600):\n"
+            "        if os.path.exists('rank0-carried-on'): break\n"
+            "        time.sleep(0.1)\n"
+            "    print('rank 0 carried on' if os.path.exists('rank0-carried-on') else 'timed out')\n"
+            "import decimal\n"
+            "print('[rank %d] done' % r)\n"]
+    base = L.mpirun("failed-exec-noshim", args, wd, NRANKS, prog, env)
+    chk.ok(base.rc == 0 and "rank 0 carried on" in base.rank_out(1),
+           "baseline failed-exec job: rank 0 carries on", base.describe())
+    shim = L.mpirun("failed-exec-shim", args, wd, NRANKS, prog,
+                    L.with_shim(env, args.shim, PYIMPORT_STATS=1))
+    chk.ok("all ranks:" in shim.rank_err(0),
+           "failed exec: rank 0's summary is printed once, at exit", shim.describe())
+    L.compare_runs(chk, base, shim, NRANKS, "(failed exec)", check_stderr=False)
+
 
 def test_inert(chk, args, wd):
     print("\n== inert outside an MPI-launched Python")

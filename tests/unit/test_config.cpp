@@ -120,3 +120,25 @@ Test(config, public_header_names_every_variable) {
         PYIMPORT_ENV_RECHECK, PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }
+
+// A default-constructed Config holds the table's defaults, as parsing an
+// empty environment does (they were once restated by hand, differently).
+Test(config, a_default_config_holds_the_tables_defaults) {
+    Config fresh;
+    cr_expect_eq(fresh.max_bytes, uint64_t{1} << 30);
+    cr_expect_eq(fresh.timeout, 300);
+    cr_expect_eq(fresh.log, 0);
+    cr_expect(fresh.libraries && fresh.recheck && !fresh.disable && !fresh.any_program);
+    cr_expect_eq(fresh.node_dir, "/dev/shm");
+    cr_expect_eq(fresh.profile, "auto");
+    cr_expect_eq(fresh.mpi_library, PYIMPORT_DEFAULT_MPI_LIBRARY);
+    cr_expect(fresh.content_suffixes == (std::vector<std::string>{".py", ".pyc", ".pth"}));
+    g_env.clear();
+    Config parsed;
+    parsed.timeout = 7; // parse_config starts from the defaults, not from what was there
+    std::string error;
+    cr_assert(parse_config(fake_env, parsed, error), "%s", error.c_str());
+    cr_expect_eq(parsed.max_bytes, fresh.max_bytes);
+    cr_expect_eq(parsed.timeout, fresh.timeout);
+    cr_expect(parsed.stat_suffixes == fresh.stat_suffixes && parsed.exclude == fresh.exclude);
+}

@@ -1,0 +1,338 @@
+// The start-up step and the exit (startup/protocol.hpp) with N ranks as
+// threads over the fake transport: one image per node, failures that reach
+// every rank without a hang and leave nothing behind, private copies, damaged
+// transfers, the node-local mirror, the timeout, and the exit's summary and
+// profile.
+#include "base/real.hpp"
+#include "fake_transport.hpp"
+#include "fixture.hpp"
+#include "startup/image_sharing.hpp"
+#include "startup/protocol.hpp"
+
+#include <algorithm>
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+using namespace pyimport;
+using pyimport::testing::FakeJob;
+
+namespace {
+
+Config fixture_config(const Fixture& fx) {
+    Config config;
+    config.prefixes = {fx.root};
+    config.libraries = false;
+    return config;
+}
+
+WalkInputs no_inputs(const Config&) {
+    return {};
+}
+
+// Runs `body(rank, transport)` on every rank of `job`, one thread each.
+template <typename Body> void run_ranks(FakeJob& job, Body body) {
+    std::vector<std::unique_ptr<Transport>> transports;
+    for (int r = 0; r < job.size(); ++r)
+        transports.push_back(job.transport(r));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < job.size(); ++r)
+        threads.emplace_back([&, r] { body(r, *transports[r]); });
+    for (std::thread& t : threads)
+        t.join();
+}
+
+// Every rank connects and runs the start-up step.
+std::vector<RankStart> start_all(FakeJob& job, const Config& config) {
+    std::vector<RankStart> results(job.size());
+    run_ranks(job, [&](int r, Transport& t) {
+        std::string error;
+        results[r].connected = t.connect(error);
+        if (results[r].connected) start_rank(t, config, no_inputs, results[r]);
+    });
+    return results;
+}
+
+size_t open_descriptors() {
+    size_t n = 0;
+    DIR* d = opendir("/proc/self/fd");
+    while (dirent* e = readdir(d))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+// The inodes of the memory files holding an image that this process maps.
+std::set<std::string> image_files_mapped() {
+    std::ifstream maps("/proc/self/maps");
+    std::set<std::string> inodes;
+    for (std::string line; std::getline(maps, line);) {
+        if (line.find("memfd:pyimport-snapshot") == std::string::npos) continue;
+        std::istringstream fields(line);
+        std::string range, perms, offset, device, inode;
+        fields >> range >> perms >> offset >> device >> inode;
+        inodes.insert(inode);
+    }
+    return inodes;
+}
+
+std::vector<char> built_image(const Config& config) {
+    BuildOptions options;
+    options.prefixes = config.prefixes;
+    options.max_bytes = config.max_bytes;
+    std::vector<char> image;
+    std::string error;
+    cr_assert(build_snapshot(options, image, error), "%s", error.c_str());
+    return image;
+}
+
+} // namespace
+
+Test(startup, one_image_per_node_identical_on_every_rank) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    FakeJob job({0, 0, 1, 1, 1});
+    std::vector<RankStart> results = start_all(job, config);
+    std::vector<char> expected = built_image(config);
+    for (size_t r = 0; r < results.size(); ++r) {
+        cr_assert(results[r].shared && results[r].attached, "rank %zu", r);
+        cr_expect(results[r].image.node_shared, "rank %zu maps its node's copy", r);
+        cr_expect(results[r].snapshot.entry_count() > 5);
+        const Header& h = results[r].snapshot.header();
+        cr_expect_eq(h.entry_count, reinterpret_cast<const Header*>(expected.data())->entry_count);
+    }
+    // Two nodes: two memory files, each mapped by its node's ranks.
+    cr_expect_eq(image_files_mapped().size(), 2u);
+    // Every copy holds the same bytes.
+    for (size_t r = 1; r < results.size(); ++r)
+        cr_expect(
+            results[r].image.size == results[0].image.size &&
+            std::memcmp(results[r].image.data, results[0].image.data, results[0].image.size) == 0);
+}
+
+Test(startup, a_failed_walk_reaches_every_rank) {
+    Config config;
+    config.prefixes = {"/nonexistent/pyimport-unit-prefix"};
+    config.libraries = false;
+    FakeJob job({0, 0, 1});
+    for (const RankStart& r : start_all(job, config))
+        cr_expect(r.connected && !r.shared && !r.attached && r.image.data == nullptr);
+}
+
+Test(startup, a_failed_transfer_fails_every_rank_and_leaves_nothing) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    for (const char* call :
+         {"broadcast", "split_by_node", "leaders_broadcast", "node_broadcast", "node_all"}) {
+        size_t before = open_descriptors();
+        {
+            FakeJob job({0, 0, 1, 1});
+            job.fail(call);
+            for (const RankStart& r : start_all(job, config))
+                cr_expect(!r.shared && r.image.data == nullptr, "%s", call);
+        }
+        cr_expect_eq(open_descriptors(), before, "%s leaks a descriptor", call);
+        cr_expect(image_files_mapped().empty(), "%s leaves a mapping", call);
+    }
+}
+
+namespace {
+int (*real_open)(const char*, int, ...) = nullptr;
+int refuse_proc_open(const char* path, int flags, ...) {
+    if (std::strncmp(path, "/proc/", 6) == 0 && std::strstr(path, "/fd/")) {
+        errno = EACCES;
+        return -1;
+    }
+    return real_open(path, flags);
+}
+} // namespace
+
+Test(startup, private_copies_where_a_rank_cannot_map_the_leaders_file) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    real_open = reinterpret_cast<int (*)(const char*, int, ...)>(dlsym(RTLD_NEXT, "open"));
+    real::substitute("open", reinterpret_cast<void*>(&refuse_proc_open));
+    FakeJob job({0, 0, 0});
+    std::vector<RankStart> results = start_all(job, config);
+    real::substitute("open", nullptr);
+    for (const RankStart& r : results) {
+        cr_expect(r.shared && r.attached);
+        cr_expect_not(r.image.node_shared);
+    }
+    cr_expect_leq(image_files_mapped().size(), 1u, "only the leader maps its memory file");
+}
+
+Test(startup, a_damaged_copy_is_rejected_by_its_node_only) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    FakeJob job({0, 0, 1, 1});
+    job.damage_leaders_broadcast(2); // node 1's leader
+    std::vector<RankStart> results = start_all(job, config);
+    cr_expect(results[0].attached && results[1].attached);
+    cr_expect(results[2].shared && !results[2].attached);
+    cr_expect(results[3].shared && !results[3].attached);
+}
+
+Test(startup, the_node_mirror_is_shared_by_a_nodes_ranks_and_removed_by_the_last) {
+    Fixture fx;
+    fx.file("pkg/_ext.so", "not really ELF");
+    Config config = fixture_config(fx);
+    config.libraries = true;
+    char tmpl[] = "/tmp/pyimport-unit-node-XXXXXX";
+    config.node_dir = mkdtemp(tmpl);
+    std::vector<std::string> dirs;
+    {
+        FakeJob job({0, 1, 0, 1});
+        std::vector<RankStart> results = start_all(job, config);
+        for (const RankStart& r : results) {
+            cr_assert(r.attached && r.mirror && r.mirror->joined());
+            dirs.push_back(r.mirror->job_dir());
+        }
+        cr_expect_eq(dirs[0], dirs[2]);
+        cr_expect_eq(dirs[1], dirs[3]);
+        cr_expect_neq(dirs[0], dirs[1]);
+        struct stat st {};
+        cr_expect_eq(stat((dirs[0] + "/root" + fx.path("pkg/_ext.so")).c_str(), &st), -1,
+                     "copies are laid out on demand, not at start");
+        cr_expect_eq(stat(dirs[0].c_str(), &st), 0);
+    } // every rank leaves
+    struct stat st {};
+    cr_expect_eq(stat(dirs[0].c_str(), &st), -1);
+    cr_expect_eq(stat(dirs[1].c_str(), &st), -1);
+    std::string cmd = "rm -rf '" + config.node_dir + "'";
+    cr_expect_eq(std::system(cmd.c_str()), 0);
+}
+
+namespace {
+std::atomic<int> g_completed{0};
+void count_completion(StartupRun&, bool connected) {
+    if (connected) ++g_completed;
+}
+} // namespace
+
+Test(startup, a_rank_whose_peers_never_join_gives_up_after_the_timeout) {
+    Fixture fx;
+    FakeJob job({0, 0});
+    // Never freed in production; here it must outlive the detached thread.
+    static StartupRun run;
+    run.config = fixture_config(fx);
+    run.config.libraries = true;
+    char tmpl[] = "/tmp/pyimport-unit-node-XXXXXX";
+    run.config.node_dir = mkdtemp(tmpl);
+    run.inputs = no_inputs;
+    run.transport = job.transport(0);
+    run.completed = count_completion;
+    Transport* transport = run.transport.get();
+    cr_assert_not(run_start_up(run, 1), "rank 1 never connected");
+    {
+        std::lock_guard lock(run.mutex);
+        cr_expect(run.gave_up && !run.done);
+    }
+    // Rank 1 arrives late: rank 0's thread completes alone and still counts
+    // as connected (it must take part in the exit), but keeps no mirror.
+    std::thread late([&] {
+        auto t = job.transport(1);
+        std::string error;
+        RankStart r;
+        if (t->connect(error)) start_rank(*t, run.config, no_inputs, r);
+    });
+    late.join();
+    std::unique_lock lock(run.mutex);
+    run.finished.wait(lock, [] { return run.done; });
+    cr_expect_eq(g_completed.load(), 1);
+    cr_expect(run.result.connected && run.result.attached);
+    cr_expect(run.result.mirror == nullptr);
+    cr_expect(run.transport == nullptr || run.transport.get() == transport);
+    std::string cmd = "rm -rf '" + run.config.node_dir + "'";
+    cr_expect_eq(std::system(cmd.c_str()), 0);
+}
+
+Test(startup, run_start_up_returns_the_ranks_result_when_all_join) {
+    Fixture fx;
+    FakeJob job({0, 0});
+    static StartupRun runs[2];
+    std::thread threads[2];
+    bool ok[2] = {};
+    for (int r = 0; r < 2; ++r) {
+        runs[r].config = fixture_config(fx);
+        runs[r].inputs = no_inputs;
+        runs[r].transport = job.transport(r);
+        threads[r] = std::thread([&, r] { ok[r] = run_start_up(runs[r], 60); });
+    }
+    for (std::thread& t : threads)
+        t.join();
+    for (int r = 0; r < 2; ++r) {
+        cr_expect(ok[r]);
+        std::lock_guard lock(runs[r].mutex);
+        cr_expect(runs[r].done && runs[r].result.attached);
+    }
+}
+
+Test(startup, exit_sums_every_ranks_counts_on_rank_0_and_ends_every_session) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    config.stats = true;
+    FakeJob job({0, 0, 1});
+    std::vector<std::string> lines[3];
+    run_ranks(job, [&](int r, Transport& t) {
+        std::string error;
+        RankStart start;
+        cr_assert(t.connect(error));
+        start_rank(t, config, no_inputs, start);
+        cr_assert(start.attached);
+        // Rank 2 received the image but does not serve (as a rank whose
+        // credentials differ): it contributes zeros.
+        std::unique_ptr<Core> core;
+        if (r != 2) {
+            core = std::make_unique<Core>(config, std::move(start.image), start.snapshot);
+            for (int i = 0; i <= r; ++i)
+                core->stats().served(CallKind::stat);
+            core->stats().forwarded(CallKind::open, "/elsewhere/x.py");
+        }
+        RankExit exit;
+        exit.gather_stats = true;
+        exit.core = core.get();
+        exit.ranks = t.size();
+        lines[r] = exit_rank(t, exit);
+    });
+    cr_expect(lines[1].empty() && lines[2].empty());
+    cr_assert_geq(lines[0].size(), 4u);
+    cr_expect(lines[0][0].find("shared with 3 ranks") != std::string::npos, "%s",
+              lines[0][0].c_str());
+    cr_expect(lines[0][1].find("all ranks: 3 calls served, 2 forwarded") == 0, "%s",
+              lines[0][1].c_str());
+    cr_expect(lines[0][3].find("2  /elsewhere/x.py") != std::string::npos, "%s",
+              lines[0][3].c_str());
+    cr_expect_eq(job.finished(), 3);
+}
+
+Test(startup, exit_writes_what_rank_0_used_to_its_profile) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    FakeJob job({0});
+    std::string file = fx.path("profiles/p.profile");
+    run_ranks(job, [&](int, Transport& t) {
+        std::string error;
+        RankStart start;
+        cr_assert(t.connect(error));
+        start_rank(t, config, no_inputs, start);
+        cr_assert(start.attached);
+        Core core(config, std::move(start.image), start.snapshot);
+        core.tree().record_use(true);
+        struct stat st {};
+        cr_assert(core.stat_at(AT_FDCWD, fx.path("pkg/mod.py").c_str(), 0, &st).served);
+        ProgramProfile profile{file, {fx.path("gone.py")}};
+        RankExit exit;
+        exit.core = &core;
+        exit.profile = &profile;
+        exit_rank(t, exit);
+    });
+    PathSet paths;
+    std::string error;
+    cr_assert(read_profile(file, paths, error), "%s", error.c_str());
+    cr_expect(paths.count(fx.path("pkg/mod.py")));
+    cr_expect_not(paths.count(fx.path("gone.py")), "paths shown gone are dropped");
+}
