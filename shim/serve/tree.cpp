@@ -148,19 +148,19 @@ bool Tree::quiet() {
 }
 
 Resolution Tree::resolve(const Position& base, std::string_view path, bool follow_last) const {
-    return walk(base, path, follow_last, false);
+    return resolve_path(base, path, follow_last, false);
 }
 
 Resolution Tree::resolve_quietly(const Position& base, std::string_view path,
                                  bool follow_last) const {
     t_quiet = 1;
-    Resolution r = walk(base, path, follow_last, false);
+    Resolution r = resolve_path(base, path, follow_last, false);
     t_quiet = 0;
     return r;
 }
 
-Resolution Tree::walk(const Position& base, std::string_view path, bool follow_last,
-                      bool accept_stale_last) const {
+Resolution Tree::resolve_path(const Position& base, std::string_view path, bool follow_last,
+                              bool accept_stale_last) const {
     if (path.empty()) return Resolution::failed(ENOENT);
     if (path.size() >= PATH_MAX) return Resolution::failed(ENAMETOOLONG);
 
@@ -315,11 +315,11 @@ bool Tree::invalidate(const Position& base, std::string_view path, bool follow_l
     auto [dir_part, name] = split_last(path);
 
     // A prefix itself: its parent is outside the snapshot.
-    Resolution whole = walk(base, path, follow_last, true);
+    Resolution whole = resolve_path(base, path, follow_last, true);
     bool is_root =
         whole.kind == Resolution::Found && snapshot_.entry(whole.entry).parent == kNoEntry;
     if (is_root) mark(whole.entry, kStaleSubtree | kStaleSelf);
-    Resolution dir = walk(base, dir_part, true, true);
+    Resolution dir = resolve_path(base, dir_part, true, true);
     if (dir.kind != Resolution::Found) return is_root;
     uint32_t at = dir.entry;
     if (name == "." || name == ".." || name == "/") {

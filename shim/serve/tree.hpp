@@ -103,8 +103,8 @@ class Tree {
   private:
     enum : uint8_t { kStaleSelf = 1, kStaleSubtree = 2 };
 
-    Resolution walk(const Position& base, std::string_view path, bool follow_last,
-                    bool accept_stale_last) const;
+    Resolution resolve_path(const Position& base, std::string_view path, bool follow_last,
+                            bool accept_stale_last) const;
     bool invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
     bool is_root_ancestor(std::string_view path) const;
     bool still_current(uint32_t dir) const;
