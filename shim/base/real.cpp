@@ -15,8 +15,9 @@ void* find_next(const char* name) {
     // finds our own wrapper first, which would then call itself forever.
     symbol = dlsym(RTLD_DEFAULT, name);
     Dl_info self{}, found{};
-    if (!symbol || !dladdr(reinterpret_cast<void*>(&find_next), &self) ||
-        !dladdr(symbol, &found) || found.dli_fbase == self.dli_fbase)
+    // (dladdr through the table: found after this library, so no recursion.)
+    if (!symbol || !REAL(dladdr)(reinterpret_cast<void*>(&find_next), &self) ||
+        !REAL(dladdr)(symbol, &found) || found.dli_fbase == self.dli_fbase)
         return nullptr;
     return symbol;
 }
