@@ -1,6 +1,7 @@
-// The walk: rank 0 reads the prefixes with the real libc, in named steps
-// (list a directory, classify and record each child, read the bytes wanted,
-// descend into subdirectories), and encodes the image.
+// The walk: rank 0 reads the prefixes with the real libc, one directory at a
+// time in named steps (record_directory: list it, record each child, keep or
+// abandon the listing, descend into the subdirectories, read the sources),
+// and encodes the image.
 #include "image/walk.hpp"
 
 #include "base/real.hpp"
@@ -68,6 +69,23 @@ int open_quietly(int dirfd, const char* name, int flags, bool try_noatime = true
     return fd;
 }
 
+struct Item {
+    std::string name;
+    uint64_t ino;
+    uint8_t type;
+};
+
+// The whole listing, in readdir order, before any child is looked at. False
+// if readdir failed partway.
+bool list_directory(DIR* dir, std::vector<Item>& items) {
+    for (;;) {
+        errno = 0;
+        struct dirent64* d = REAL(readdir64)(dir);
+        if (!d) return errno == 0;
+        items.push_back({d->d_name, d->d_ino, d->d_type});
+    }
+}
+
 class Builder {
   public:
     explicit Builder(const BuildOptions& options) : options_(options) {}
@@ -75,13 +93,38 @@ class Builder {
     bool run(std::vector<char>& image, std::string& error);
 
   private:
-    struct Pending {
-        uint32_t index;
-        int fd; // open directory, owned
+    struct Subdir {
+        uint32_t entry;
+        int fd; // open, or -1: reopen when walked
     };
+    // A directory being recorded, from its listing to its last source read.
+    struct Directory {
+        uint32_t index;
+        int fd;
+        std::string path; // with a profile only; "" for "/"
+        bool noatime;
+        std::vector<Item> items;          // readdir order
+        std::vector<ListingItem> listing; // becomes the entry's listing
+        std::vector<Subdir> subdirs;      // walked after the listing
+        std::vector<uint32_t> sources;    // .py files, read after __pycache__ is known
+        // Sizes before the children were recorded, to forget them.
+        size_t first_child, first_string, first_follow;
+    };
+    enum class Outcome { Recorded, Unreadable, OverBudget };
 
     bool add_roots(std::string& error);
-    bool walk(uint32_t index, int dirfd, std::string& error);
+    bool record_directory(uint32_t index, int dirfd, std::string& error);
+    Outcome record_child(Directory& d, const Item& item, std::string& error);
+    bool stat_child(const Directory& d, const Item& item, Entry& e, int& subdir_fd);
+    bool record_link(const Directory& d, const char* name, Entry& e);
+    void queue_subdirectory(Directory& d, std::string_view name, const Entry& e, uint32_t entry,
+                            int fd);
+    void keep_listing(const Directory& d);
+    void abandon_listing(Directory& d);
+    void close_subdirs(Directory& d);
+    bool descend(Directory& d, std::string& error);
+    int reopen_subdirectory(const Directory& d, uint32_t child);
+    bool read_sources(const Directory& d, std::string& error);
     bool read_content(int dirfd, const char* name, bool noatime, Entry& entry);
     bool stat_by_name(int dirfd, const char* name, Entry& entry);
     int open_directory(int dirfd, const char* name, bool noatime, Entry& entry);
@@ -366,179 +409,223 @@ int Builder::open_directory(int dirfd, const char* name, bool noatime, Entry& en
     return fd;
 }
 
-bool Builder::walk(uint32_t index, int dirfd, std::string& error) {
-    // List the directory first; the listing becomes this entry's items in
-    // readdir order, and children get entries. Each child costs the fewest
-    // requests to the filesystem that give its stat: on a parallel
-    // filesystem every one of them is a round trip to the metadata server.
+// Lists a directory and records its children, then descends into its
+// subdirectories and reads its sources. Each child costs the fewest requests
+// to the filesystem that give its stat: on a parallel filesystem every one of
+// them is a round trip to the metadata server. False only if the whole build
+// must stop (the budget).
+bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
     DIR* dir = ::fdopendir(dirfd);
     if (!dir) {
         REAL(close)(dirfd);
         return true;
     }
-    struct Item {
-        std::string name;
-        uint64_t ino;
-        uint8_t type;
-    };
-    std::vector<Item> items;
-    bool listed = true;
-    for (;;) {
-        errno = 0;
-        struct dirent64* d = REAL(readdir64)(dir);
-        if (!d) {
-            if (errno != 0) listed = false;
-            break;
-        }
-        items.push_back({d->d_name, d->d_ino, d->d_type});
-    }
-    std::string dir_path = options_.profile ? path_of(index) : std::string();
-    if (dir_path == "/") dir_path.clear();
+    Directory d{};
+    d.index = index;
+    d.fd = dirfd;
+    bool complete = list_directory(dir, d.items);
+    d.path = options_.profile ? path_of(index) : std::string();
+    if (d.path == "/") d.path.clear();
     // Owner (or root) of this directory: likely owner of its files, so
     // O_NOATIME is worth trying (for anyone else it fails with EPERM and
     // would cost a second lookup per open).
-    bool noatime = geteuid() == 0 || entries_[index].st.uid == geteuid();
-
-    struct Subdir {
-        uint32_t entry;
-        int fd; // open, or -1: reopen when walked
-    };
-    std::vector<Subdir> subdirs;
-    std::vector<uint32_t> sources; // .py files, read after __pycache__ is known
-    std::vector<ListingItem> local;
-    size_t first_child = entries_.size();
-    auto close_subdirs = [&] {
-        for (const Subdir& s : subdirs)
-            if (s.fd >= 0) {
-                REAL(close)(s.fd);
-                ++open_subdirs_left_;
-            }
-        subdirs.clear();
-    };
-    for (const Item& item : items) {
-        ListingItem li{};
-        li.ino = item.ino;
-        li.type = item.type;
-        li.entry = kNoEntry;
-        if (item.name == "." || item.name == "..") {
-            li.dots = item.name == "." ? 1 : 2;
-            local.push_back(li);
-            continue;
+    d.noatime = geteuid() == 0 || entries_[index].st.uid == geteuid();
+    d.first_child = entries_.size();
+    d.first_string = strings_.size();
+    d.first_follow = follow_.size();
+    for (const Item& item : d.items) {
+        Outcome outcome = record_child(d, item, error);
+        if (outcome == Outcome::OverBudget) {
+            close_subdirs(d);
+            REAL(closedir)(dir);
+            return false;
         }
-        Entry e{};
-        e.follow = kNoEntry;
-        e.parent = index;
-        e.name_off = add_string(item.name);
-        e.name_len = static_cast<uint32_t>(item.name.size());
-        const char* name = item.name.c_str();
-        int subdir_fd = -1;
-        bool stated = false;
-        if (known_by_name_only(dir_path, item.name, item.type)) {
-            e.st.mode = DTTOIF(item.type);
-            e.st.ino = item.ino;
-            e.flags |= kNoStat;
-            stated = true;
-        } else if (item.type == DT_DIR) {
-            subdir_fd = open_directory(dirfd, name, noatime, e);
-            stated = subdir_fd >= 0;
-        } else if (item.type == DT_REG && wants_content(item.name) && !is_source(item.name)) {
-            stated = read_content(dirfd, name, noatime, e);
-        }
-        if (!stated && !stat_by_name(dirfd, name, e)) {
-            listed = false; // vanished or not searchable: let lookups here go to the FS
+        if (outcome == Outcome::Unreadable) {
+            complete = false; // vanished or not searchable: let lookups here go to the FS
             break;
         }
-        if (S_ISLNK(e.st.mode)) {
-            std::vector<char> target(e.st.size + 2 > PATH_MAX ? e.st.size + 2 : PATH_MAX);
-            ssize_t n = REAL(readlinkat)(dirfd, name, target.data(), target.size());
-            // Reading a link can update its atime: take its stat afterwards.
-            if (n < 0 || static_cast<size_t>(n) >= target.size() || !stat_by_name(dirfd, name, e) ||
-                !S_ISLNK(e.st.mode)) {
-                listed = false;
-                break;
-            }
-            e.link_off = add_string({target.data(), static_cast<size_t>(n)});
-            e.link_len = static_cast<uint32_t>(n);
-            follow_outside(index, e);
-        } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
-            if (is_source(item.name))
-                sources.push_back(static_cast<uint32_t>(entries_.size()));
-            else if (!(e.flags & kHasContent) && item.type != DT_REG)
-                read_content(dirfd, name, noatime, e); // the listing gave no type
-        }
-        li.entry = static_cast<uint32_t>(entries_.size());
-        if (S_ISDIR(e.st.mode) && !(e.flags & kNoStat) &&
-            (options_.profile || !excluded(item.name))) {
-            // Keep a bounded number of directories open; the rest are
-            // reopened when walked and must still be the same directory.
-            if (subdir_fd >= 0 && open_subdirs_left_ == 0) {
-                REAL(close)(subdir_fd);
-                subdir_fd = -1;
-            } else if (subdir_fd >= 0) {
-                --open_subdirs_left_;
-            }
-            subdirs.push_back({li.entry, subdir_fd});
-        } else if (subdir_fd >= 0) {
-            REAL(close)(subdir_fd);
-        }
-        entries_.push_back(e);
-        if ((e.flags & kHasContent) && library_only(item.name))
-            library_entries_.push_back(li.entry);
-        local.push_back(li);
-        if (over_budget(error)) {
-            close_subdirs();
-            REAL(closedir)(dir);
-            return false;
-        }
     }
-    if (listed) {
-        entries_[index].listing_begin = static_cast<uint32_t>(listing_.size());
-        entries_[index].listing_count = static_cast<uint32_t>(local.size());
-        entries_[index].flags |= kHasListing;
-        listing_.insert(listing_.end(), local.begin(), local.end());
-    } else {
-        // Keep no half listing: drop the children made so far.
-        entries_.resize(first_child);
-        close_subdirs();
-        sources.clear();
+    if (complete)
+        keep_listing(d);
+    else
+        abandon_listing(d);
+    bool ok = descend(d, error) && read_sources(d, error);
+    REAL(closedir)(dir);
+    return ok;
+}
+
+// Records one child: its entry and listing item, a symlink's target, a cached
+// file's bytes; a subdirectory is queued and a source deferred.
+Builder::Outcome Builder::record_child(Directory& d, const Item& item, std::string& error) {
+    ListingItem li{};
+    li.ino = item.ino;
+    li.type = item.type;
+    li.entry = kNoEntry;
+    if (item.name == "." || item.name == "..") {
+        li.dots = item.name == "." ? 1 : 2;
+        d.listing.push_back(li);
+        return Outcome::Recorded;
     }
-    for (size_t i = 0; i < subdirs.size(); ++i) {
-        uint32_t child = subdirs[i].entry;
-        int fd = subdirs[i].fd;
-        subdirs[i].fd = -1;
-        if (fd >= 0) {
-            ++open_subdirs_left_; // walk() owns it now
-        } else {
-            std::string child_name(strings_.data() + entries_[child].name_off,
-                                   entries_[child].name_len);
-            Entry again = entries_[child];
-            fd = open_directory(dirfd, child_name.c_str(), noatime, again);
-            if (fd >= 0 && (again.st.ino != entries_[child].st.ino ||
-                            again.st.dev_major != entries_[child].st.dev_major ||
-                            again.st.dev_minor != entries_[child].st.dev_minor)) {
-                REAL(close)(fd); // replaced meanwhile: lookups inside are forwarded
-                fd = -1;
-            }
+    Entry e{};
+    e.follow = kNoEntry;
+    e.parent = d.index;
+    e.name_off = add_string(item.name);
+    e.name_len = static_cast<uint32_t>(item.name.size());
+    const char* name = item.name.c_str();
+    int subdir_fd = -1;
+    if (!stat_child(d, item, e, subdir_fd)) return Outcome::Unreadable;
+    if (S_ISLNK(e.st.mode)) {
+        if (!record_link(d, name, e)) return Outcome::Unreadable;
+    } else if (S_ISREG(e.st.mode) && wants_content(item.name)) {
+        if (is_source(item.name))
+            d.sources.push_back(static_cast<uint32_t>(entries_.size()));
+        else if (!(e.flags & kHasContent) && item.type != DT_REG)
+            read_content(d.fd, name, d.noatime, e); // the listing gave no type
+    }
+    li.entry = static_cast<uint32_t>(entries_.size());
+    queue_subdirectory(d, item.name, e, li.entry, subdir_fd);
+    entries_.push_back(e);
+    if ((e.flags & kHasContent) && library_only(item.name)) library_entries_.push_back(li.entry);
+    d.listing.push_back(li);
+    return over_budget(error) ? Outcome::OverBudget : Outcome::Recorded;
+}
+
+// The child's stat at the fewest requests: the listing's type alone
+// (kNoStat); the open that is needed anyway, for a directory (its descriptor
+// then lists it, returned in subdir_fd) or a cached file (open, fstat, read);
+// else a stat by name. False if it has none.
+bool Builder::stat_child(const Directory& d, const Item& item, Entry& e, int& subdir_fd) {
+    if (known_by_name_only(d.path, item.name, item.type)) {
+        e.st.mode = DTTOIF(item.type);
+        e.st.ino = item.ino;
+        e.flags |= kNoStat;
+        return true;
+    }
+    const char* name = item.name.c_str();
+    bool stated = false;
+    if (item.type == DT_DIR) {
+        subdir_fd = open_directory(d.fd, name, d.noatime, e);
+        stated = subdir_fd >= 0;
+    } else if (item.type == DT_REG && wants_content(item.name) && !is_source(item.name)) {
+        stated = read_content(d.fd, name, d.noatime, e);
+    }
+    return stated || stat_by_name(d.fd, name, e);
+}
+
+// A symlink's target, and the target's stat if it lies outside the prefixes.
+// False if the link cannot be read or is no longer a link.
+bool Builder::record_link(const Directory& d, const char* name, Entry& e) {
+    std::vector<char> target(e.st.size + 2 > PATH_MAX ? e.st.size + 2 : PATH_MAX);
+    ssize_t n = REAL(readlinkat)(d.fd, name, target.data(), target.size());
+    // Reading a link can update its atime: take its stat afterwards.
+    if (n < 0 || static_cast<size_t>(n) >= target.size() || !stat_by_name(d.fd, name, e) ||
+        !S_ISLNK(e.st.mode))
+        return false;
+    e.link_off = add_string({target.data(), static_cast<size_t>(n)});
+    e.link_len = static_cast<uint32_t>(n);
+    follow_outside(d.index, e);
+    return true;
+}
+
+// A subdirectory to walk after the listing; `fd` is its open descriptor or -1.
+// Within open_subdirs_left_ it stays open, else it is reopened when walked.
+void Builder::queue_subdirectory(Directory& d, std::string_view name, const Entry& e,
+                                 uint32_t entry, int fd) {
+    if (!S_ISDIR(e.st.mode) || (e.flags & kNoStat) || (!options_.profile && excluded(name))) {
+        if (fd >= 0) REAL(close)(fd);
+        return;
+    }
+    if (fd >= 0 && open_subdirs_left_ == 0) {
+        REAL(close)(fd);
+        fd = -1;
+    } else if (fd >= 0) {
+        --open_subdirs_left_;
+    }
+    d.subdirs.push_back({entry, fd});
+}
+
+void Builder::keep_listing(const Directory& d) {
+    Entry& dir = entries_[d.index];
+    dir.listing_begin = static_cast<uint32_t>(listing_.size());
+    dir.listing_count = static_cast<uint32_t>(d.listing.size());
+    dir.flags |= kHasListing;
+    listing_.insert(listing_.end(), d.listing.begin(), d.listing.end());
+}
+
+// Keeps no half listing: the children recorded so far are forgotten whole
+// (entries, names, targets, follow records, bytes), so that they neither
+// count against the budget nor are touched by drop_library_contents() once
+// their indices are reused.
+void Builder::abandon_listing(Directory& d) {
+    // Their bytes are data_'s tail: read while listing this directory, and
+    // drop_library_contents() keeps entry order, in which they come last.
+    size_t data_end = data_.size();
+    for (size_t i = d.first_child; i < entries_.size(); ++i)
+        if (entries_[i].flags & kHasContent)
+            data_end = std::min<size_t>(data_end, entries_[i].content_off);
+    data_.resize(data_end);
+    std::erase_if(library_entries_, [&](uint32_t i) { return i >= d.first_child; });
+    entries_.resize(d.first_child);
+    strings_.resize(d.first_string);
+    follow_.resize(d.first_follow);
+    close_subdirs(d);
+    d.sources.clear();
+}
+
+void Builder::close_subdirs(Directory& d) {
+    for (const Subdir& s : d.subdirs)
+        if (s.fd >= 0) {
+            REAL(close)(s.fd);
+            ++open_subdirs_left_;
         }
+    d.subdirs.clear();
+}
+
+// Walks the queued subdirectories in listing order, depth first.
+bool Builder::descend(Directory& d, std::string& error) {
+    for (size_t i = 0; i < d.subdirs.size(); ++i) {
+        uint32_t child = d.subdirs[i].entry;
+        int fd = d.subdirs[i].fd;
+        d.subdirs[i].fd = -1;
+        if (fd >= 0)
+            ++open_subdirs_left_; // record_directory() owns it now
+        else
+            fd = reopen_subdirectory(d, child);
         if (fd < 0) continue; // not listable: lookups inside are forwarded
-        if (!walk(child, fd, error)) {
-            close_subdirs();
-            REAL(closedir)(dir);
+        if (!record_directory(child, fd, error)) {
+            close_subdirs(d);
             return false;
         }
     }
-    for (uint32_t source : sources) {
-        if (has_bytecode(index, source)) continue;
+    return true;
+}
+
+// A subdirectory closed for the descriptor budget: it must still be the
+// directory whose stat was recorded. Returns its descriptor or -1.
+int Builder::reopen_subdirectory(const Directory& d, uint32_t child) {
+    std::string name(strings_.data() + entries_[child].name_off, entries_[child].name_len);
+    Entry again = entries_[child];
+    int fd = open_directory(d.fd, name.c_str(), d.noatime, again);
+    if (fd >= 0 && (again.st.ino != entries_[child].st.ino ||
+                    again.st.dev_major != entries_[child].st.dev_major ||
+                    again.st.dev_minor != entries_[child].st.dev_minor)) {
+        REAL(close)(fd); // replaced meanwhile: lookups inside are forwarded
+        return -1;
+    }
+    return fd;
+}
+
+// A .py is read only if its __pycache__ bytecode is absent, which is known
+// once the subdirectories are walked.
+bool Builder::read_sources(const Directory& d, std::string& error) {
+    for (uint32_t source : d.sources) {
+        if (has_bytecode(d.index, source)) continue;
         std::string name(strings_.data() + entries_[source].name_off, entries_[source].name_len);
         Entry e = entries_[source];
-        read_content(dirfd, name.c_str(), noatime, e);
+        read_content(d.fd, name.c_str(), d.noatime, e);
         entries_[source] = e;
-        if (over_budget(error)) {
-            REAL(closedir)(dir);
-            return false;
-        }
+        if (over_budget(error)) return false;
     }
-    REAL(closedir)(dir);
     return true;
 }
 
@@ -631,12 +718,16 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
         return false;
     }
     image.assign(h.total_size, 0);
-    std::memcpy(image.data() + h.entries_off, entries_.data(), entries_.size() * sizeof(Entry));
-    std::memcpy(image.data() + h.listing_off, listing_.data(),
-                listing_.size() * sizeof(ListingItem));
-    std::memcpy(image.data() + h.strings_off, strings_.data(), strings_.size());
-    std::memcpy(image.data() + h.follow_off, follow_.data(), follow_.size() * sizeof(StatRecord));
-    std::memcpy(image.data() + h.data_off, data_.data(), data_.size());
+    // An empty vector's data() may be null, which memcpy must not get even
+    // for zero bytes.
+    auto put = [&image](uint64_t offset, const void* from, size_t size) {
+        if (size > 0) std::memcpy(image.data() + offset, from, size);
+    };
+    put(h.entries_off, entries_.data(), entries_.size() * sizeof(Entry));
+    put(h.listing_off, listing_.data(), listing_.size() * sizeof(ListingItem));
+    put(h.strings_off, strings_.data(), strings_.size());
+    put(h.follow_off, follow_.data(), follow_.size() * sizeof(StatRecord));
+    put(h.data_off, data_.data(), data_.size());
     h.checksum = checksum(image.data() + sizeof(Header), image.size() - sizeof(Header));
     std::memcpy(image.data(), &h, sizeof h);
     return true;
@@ -659,7 +750,7 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
     bool ok = true;
     for (size_t i = 0; i < root_fds_.size(); ++i) {
         if (ok)
-            ok = walk(static_cast<uint32_t>(i), root_fds_[i], error);
+            ok = record_directory(static_cast<uint32_t>(i), root_fds_[i], error);
         else
             REAL(close)(root_fds_[i]);
     }

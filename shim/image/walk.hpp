@@ -35,7 +35,6 @@ struct BuildOptions {
     std::string cache_tag;
 };
 
-
 // Walks the prefixes with the real libc and encodes the image. Returns false
 // with a one-line reason on a fault (missing prefix, budget, memory).
 bool build_snapshot(const BuildOptions& options, std::vector<char>& image, std::string& error);
