@@ -106,7 +106,7 @@ FILE* serve_fopen(const char* path, const char* mode, bool& served) {
     FILE* stream = fdopen(fd, mode);
     if (!stream) {
         int e = errno;
-        close(fd);
+        REAL(close)(fd);
         errno = e;
     }
     return stream;

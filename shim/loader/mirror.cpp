@@ -1,8 +1,8 @@
 #include "loader/mirror.hpp"
 
-#include "loader/elf.hpp"
 #include "base/real.hpp"
 #include "base/text.hpp"
+#include "loader/elf.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -253,11 +253,11 @@ NodeMirror::~NodeMirror() {
 
 uint32_t NodeMirror::materialise(const Tree& tree, std::string_view path) const {
     uint32_t library = kNoEntry;
-    return job_fd_ >= 0 && walk(tree, path, &library) ? library : kNoEntry;
+    return job_fd_ >= 0 && follow_in_mirror(tree, path, &library) ? library : kNoEntry;
 }
 
 bool NodeMirror::contained(const Tree& tree, std::string_view path) const {
-    return walk(tree, path, nullptr);
+    return follow_in_mirror(tree, path, nullptr);
 }
 
 // The kernel's walk of root() + path, step by step through the snapshot. With
@@ -265,7 +265,8 @@ bool NodeMirror::contained(const Tree& tree, std::string_view path) const {
 // cached library, whose entry it sets. Without, it answers whether the
 // kernel's walk in the mirror stays inside root(): ".." at "/" would not (the
 // mirror's "/" has a parent), and a step the snapshot cannot answer might not.
-bool NodeMirror::walk(const Tree& tree, std::string_view path, uint32_t* library) const {
+bool NodeMirror::follow_in_mirror(const Tree& tree, std::string_view path,
+                                  uint32_t* library) const {
     bool create = library != nullptr;
     if (path.empty() || path[0] != '/') return false;
     const Snapshot& snapshot = tree.snapshot();

@@ -63,7 +63,7 @@ class NodeMirror {
     static bool remove_tree(int dirfd, const char* name);
 
   private:
-    bool walk(const Tree& tree, std::string_view path, uint32_t* library) const;
+    bool follow_in_mirror(const Tree& tree, std::string_view path, uint32_t* library) const;
     void hold(int fd, std::string job_dir);
     // The entry whose copy in files/ holds `entry`'s bytes (hard links share one).
     uint32_t copy_of(const Snapshot& snapshot, uint32_t entry) const;

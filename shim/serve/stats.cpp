@@ -1,12 +1,14 @@
 #include "serve/stats.hpp"
 
 #include "base/log.hpp"
+#include "base/real.hpp"
 
 #include <algorithm>
 #include <cinttypes>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <dlfcn.h>
+#include <gnu/libc-version.h>
 #include <string_view>
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
@@ -129,14 +131,17 @@ std::vector<std::string> summary_lines(const JobSummary& s) {
 
 std::string describe_caller() {
     Dl_info self{};
-    dladdr(reinterpret_cast<void*>(&describe_caller), &self);
+    REAL(dladdr)(reinterpret_cast<void*>(&describe_caller), &self);
+    // libc, found from a function of its own that nobody interposes: `&fopen`
+    // would be this library's own wrapper (so libc's frames were never
+    // skipped), and REAL(fopen) may be another preloaded tool's.
     Dl_info libc{};
-    dladdr(reinterpret_cast<void*>(&fopen), &libc);
+    REAL(dladdr)(reinterpret_cast<void*>(&gnu_get_libc_version), &libc);
     void* ips[32];
     int depth = unw_backtrace(ips, 32);
     for (int i = 0; i < depth; ++i) {
         Dl_info info{};
-        if (!dladdr(ips[i], &info)) continue;
+        if (!REAL(dladdr)(ips[i], &info)) continue;
         if (info.dli_fbase == self.dli_fbase || info.dli_fbase == libc.dli_fbase) continue;
         char buf[512];
         std::string_view lib = info.dli_fname ? info.dli_fname : "?";

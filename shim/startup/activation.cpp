@@ -1,7 +1,7 @@
 #include "startup/activation.hpp"
 
-#include "base/real.hpp"
 #include "base/config.hpp"
+#include "base/real.hpp"
 
 #include <climits>
 #include <cstdio>
@@ -71,7 +71,7 @@ bool is_python() {
     if (exe.empty()) return false;
     if (exe.substr(exe.find_last_of('/') + 1).starts_with("python")) return true;
     Dl_info info{};
-    if (!dladdr(entry, &info) || !info.dli_fname) return false;
+    if (!REAL(dladdr)(entry, &info) || !info.dli_fname) return false;
     if (info.dli_fname[0] == '\0') return true; // the main program's own map
     char where[PATH_MAX];
     return realpath(info.dli_fname, where) && exe == where;

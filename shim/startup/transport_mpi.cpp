@@ -80,8 +80,12 @@ class MpiTransport final : public Transport {
         return true;
     }
 
-    int rank() const override { return rank_; }
-    int size() const override { return size_; }
+    int rank() const override {
+        return rank_;
+    }
+    int size() const override {
+        return size_;
+    }
 
     bool broadcast(std::vector<char>& bytes, std::string& error) override {
         uint64_t length = bytes.size();
@@ -102,7 +106,9 @@ class MpiTransport final : public Transport {
         return true;
     }
 
-    int node_rank() const override { return node_rank_; }
+    int node_rank() const override {
+        return node_rank_;
+    }
 
     bool leaders_broadcast(char* data, uint64_t length, std::string& error) override {
         if (leaders_ == MPI_COMM_NULL) return error = "not a node leader", false;
