@@ -31,7 +31,7 @@ void Stats::forwarded(CallKind kind, const char* path) {
     std::lock_guard lock(mutex_);
     if (paths_.size() >= 100000 && !paths_.count(path)) return; // bound the memory
     Tally& t = paths_[path];
-    if (t.count++ == 0) t.caller = describe_caller();
+    if (t.count++ == 0) t.caller = describe_caller(mirror_root_);
 }
 
 CallCounts Stats::counts() const {
@@ -129,7 +129,7 @@ std::vector<std::string> summary_lines(const JobSummary& s) {
     return lines;
 }
 
-std::string describe_caller() {
+std::string describe_caller(std::string_view mirror_root) {
     Dl_info self{};
     REAL(dladdr)(reinterpret_cast<void*>(&describe_caller), &self);
     // libc, found from a function of its own that nobody interposes: `&fopen`
@@ -145,6 +145,10 @@ std::string describe_caller() {
         if (info.dli_fbase == self.dli_fbase || info.dli_fbase == libc.dli_fbase) continue;
         char buf[512];
         std::string_view lib = info.dli_fname ? info.dli_fname : "?";
+        // A library loaded from the node-local mirror: its filesystem name.
+        if (!mirror_root.empty() && lib.size() > mirror_root.size() &&
+            lib.starts_with(mirror_root) && lib[mirror_root.size()] == '/')
+            lib.remove_prefix(mirror_root.size());
         if (info.dli_sname) {
             auto offset = static_cast<char*>(ips[i]) - static_cast<char*>(info.dli_saddr);
             std::snprintf(buf, sizeof buf, "%.*s:%s+0x%tx", static_cast<int>(lib.size()),

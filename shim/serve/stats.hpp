@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -39,6 +40,9 @@ struct CallCounts {
 class Stats {
   public:
     void enable_paths(bool on) { record_paths_ = on; }
+    // Callers in libraries under `root` (the node-local mirror's "/") are
+    // named by their filesystem path. Set once, before serving.
+    void name_mirrored_callers(std::string root) { mirror_root_ = std::move(root); }
     void served(CallKind kind) {
         served_[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
     }
@@ -57,6 +61,7 @@ class Stats {
     std::atomic<uint64_t> served_[static_cast<int>(CallKind::count)] = {};
     std::atomic<uint64_t> forwarded_[static_cast<int>(CallKind::count)] = {};
     bool record_paths_ = false;
+    std::string mirror_root_;
     mutable std::mutex mutex_;
     struct Tally {
         uint64_t count = 0;
@@ -73,7 +78,7 @@ struct JobSummary {
     size_t image_bytes = 0;
     int ranks = 0;
     double start_seconds = 0;
-    std::vector<uint64_t> counts; // served[kinds], then forwarded[kinds], summed
+    std::vector<uint64_t> counts;  // served[kinds], then forwarded[kinds], summed
     std::vector<std::string> tops; // every rank's top_forwarded_text()
 };
 // A rank's part of the summary: its counts as a flat array, and its most
@@ -85,6 +90,7 @@ std::vector<std::string> summary_lines(const JobSummary& summary);
 
 // Names the code that made the current libc call: "library:function+offset",
 // found by unwinding past this library and libc.
-std::string describe_caller();
+// `mirror_root`: see Stats::name_mirrored_callers.
+std::string describe_caller(std::string_view mirror_root = {});
 
 } // namespace pyimport

@@ -107,9 +107,11 @@ void activate() {
         g_profile = result.profile.release();
         core->tree().record_use(true); // rank 0 keeps a profile
     }
-    if (result.mirror)
-        g_libraries.store(new Libraries(core->tree(), std::move(result.mirror)),
-                          std::memory_order_release);
+    if (result.mirror) {
+        auto* libraries = new Libraries(core->tree(), std::move(result.mirror));
+        core->stats().name_mirrored_callers(libraries->root());
+        g_libraries.store(libraries, std::memory_order_release);
+    }
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
                  result.snapshot.entry_count(), core->tree().snapshot().size(),
                  result.snapshot.root_count());
