@@ -1,5 +1,7 @@
 #include "image/image.hpp"
 
+#include "base/credentials.hpp"
+
 #include "base/real.hpp"
 
 #include <algorithm>
@@ -24,12 +26,13 @@ uint64_t checksum(const void* data, size_t size) {
 }
 
 uint64_t credentials_hash() {
-    gid_t groups[256];
-    int count = getgroups(256, groups);
-    if (count < 0) count = 0;
-    std::sort(groups, groups + count);
+    // Every supplementary group, however many; if the kernel will not say,
+    // no groups are hashed.
+    std::vector<gid_t> groups;
+    if (!supplementary_groups(groups)) groups.clear();
+    std::sort(groups.begin(), groups.end());
     uint64_t ids[4] = {getuid(), geteuid(), getgid(), getegid()};
-    return XXH3_64bits_withSeed(groups, sizeof(gid_t) * static_cast<size_t>(count),
+    return XXH3_64bits_withSeed(groups.data(), sizeof(gid_t) * groups.size(),
                                 XXH3_64bits(ids, sizeof ids));
 }
 

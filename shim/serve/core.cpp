@@ -1,230 +1,23 @@
+// The answers (core.hpp): each call's resolution through the tree, then the
+// stat, statx, access, readlink, open or opendir answer from the snapshot,
+// or a forward; what was served and forwarded is counted in the stats.
 #include "serve/core.hpp"
 
-#include "base/log.hpp"
-#include "base/real.hpp"
+#include "base/credentials.hpp"
 
+#include "base/real.hpp"
+#include "serve/memory_file.hpp"
+
+#include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <cstddef>
 #include <cstring>
-#include <mutex>
-#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <vector>
 
 namespace pyimport {
-
-// ---------------------------------------------------------------- memfd files
-
-namespace {
-std::atomic<uint64_t> g_memfd_dev{~uint64_t{0}};
-
-uint64_t memfd_dev() {
-    uint64_t dev = g_memfd_dev.load(std::memory_order_acquire);
-    if (dev != ~uint64_t{0}) return dev;
-    int fd = memfd_create("pyimport-probe", MFD_CLOEXEC);
-    struct stat st {};
-    if (fd >= 0 && REAL(fstat)(fd, &st) == 0) dev = st.st_dev;
-    if (fd >= 0) REAL(close)(fd);
-    g_memfd_dev.store(dev, std::memory_order_release);
-    return dev;
-}
-
-uint64_t pack(uint32_t entry, uint64_t ino) {
-    return (uint64_t{entry + 1} << 32) | (ino & 0xffffffffu);
-}
-
-// A read-only descriptor holding `size` bytes, numbered as the lowest free
-// descriptor, as the real open's would be. -1 with errno on failure.
-int make_memory_file(const char* bytes, size_t size, int flags, uint64_t& ino) {
-    int rw = memfd_create("pyimport", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (rw < 0) return -1;
-    size_t done = 0;
-    while (done < size) {
-        ssize_t n = ::write(rw, bytes + done, size - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int e = errno;
-            REAL(close)(rw);
-            errno = n < 0 ? e : EIO;
-            return -1;
-        }
-        done += static_cast<size_t>(n);
-    }
-    REAL(fcntl)(rw, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
-    // Reopen read-only so that F_GETFL reports O_RDONLY like the real file,
-    // then move it onto the memfd's (lowest free) number.
-    char proc[64];
-    std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", rw);
-    int ro = REAL(open)(proc, O_RDONLY | O_CLOEXEC | (flags & O_NONBLOCK));
-    int fd = rw;
-    if (ro >= 0) {
-        // dup3 also sets close-on-exec as the caller asked.
-        fd = REAL(dup3)(ro, rw, flags & O_CLOEXEC);
-        REAL(close)(ro);
-        if (fd < 0) return -1;
-    } else if (!(flags & O_CLOEXEC)) {
-        REAL(fcntl)(fd, F_SETFD, 0);
-    }
-    struct stat st {};
-    if (REAL(fstat)(fd, &st) != 0) {
-        REAL(close)(fd);
-        return -1;
-    }
-    ino = st.st_ino;
-    return fd;
-}
-} // namespace
-
-// ------------------------------------------------------------------- FdTable
-
-FdTable::FdTable(size_t capacity)
-    : capacity_(capacity), slots_(std::make_unique<std::atomic<uint64_t>[]>(capacity)) {
-    for (size_t i = 0; i < capacity; ++i)
-        slots_[i].store(0, std::memory_order_relaxed);
-}
-
-void FdTable::set(int fd, uint32_t entry, uint64_t ino) {
-    if (fd >= 0 && static_cast<size_t>(fd) < capacity_)
-        slots_[fd].store(pack(entry, ino), std::memory_order_release);
-}
-
-void FdTable::clear(int fd) {
-    if (fd >= 0 && static_cast<size_t>(fd) < capacity_)
-        slots_[fd].store(0, std::memory_order_release);
-}
-
-void FdTable::clear_range(unsigned first, unsigned last) {
-    for (size_t fd = first; fd <= last && fd < capacity_; ++fd)
-        slots_[fd].store(0, std::memory_order_release);
-}
-
-void FdTable::copy(int from, int to) {
-    if (to < 0 || static_cast<size_t>(to) >= capacity_) return;
-    uint64_t value = maybe_served(from) ? slots_[from].load(std::memory_order_acquire) : 0;
-    slots_[to].store(value, std::memory_order_release);
-}
-
-uint32_t FdTable::lookup(int fd) const {
-    if (!maybe_served(fd)) return kNoEntry;
-    uint64_t value = slots_[fd].load(std::memory_order_acquire);
-    if (value == 0) return kNoEntry;
-    struct stat st {};
-    if (REAL(fstat)(fd, &st) != 0 || st.st_dev != memfd_dev() ||
-        (st.st_ino & 0xffffffffu) != (value & 0xffffffffu))
-        return kNoEntry;
-    return static_cast<uint32_t>(value >> 32) - 1;
-}
-
-// -------------------------------------------------------------- DirStream
-
-struct DirStream {
-    const Snapshot* snapshot;
-    uint32_t entry;
-    uint32_t position;
-    int fd;    // reserved at opendir; the real directory once dirfd() asks for it
-    bool real; // fd refers to the real directory
-    DirStream* next_free;
-    struct dirent64 current;
-};
-
-namespace {
-constexpr size_t kDirArenaSlots = 65536;
-std::atomic<DirStream*> g_dir_arena{nullptr};
-std::mutex g_dir_mutex;
-DirStream* g_dir_free = nullptr;
-size_t g_dir_used = 0;
-
-DirStream* allocate_dir() {
-    std::lock_guard lock(g_dir_mutex);
-    DirStream* arena = g_dir_arena.load(std::memory_order_acquire);
-    if (!arena) {
-        void* p = mmap(nullptr, kDirArenaSlots * sizeof(DirStream), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (p == MAP_FAILED) return nullptr;
-        arena = static_cast<DirStream*>(p);
-        g_dir_arena.store(arena, std::memory_order_release);
-    }
-    if (g_dir_free) {
-        DirStream* d = g_dir_free;
-        g_dir_free = d->next_free;
-        return d;
-    }
-    if (g_dir_used == kDirArenaSlots) return nullptr;
-    return &arena[g_dir_used++];
-}
-
-void release_dir(DirStream* d) {
-    std::lock_guard lock(g_dir_mutex);
-    d->snapshot = nullptr;
-    d->next_free = g_dir_free;
-    g_dir_free = d;
-}
-} // namespace
-
-bool is_dir_stream(const void* dir) {
-    auto* arena = g_dir_arena.load(std::memory_order_acquire);
-    if (!arena) return false;
-    auto* p = static_cast<const char*>(dir);
-    auto* begin = reinterpret_cast<const char*>(arena);
-    return p >= begin && p < begin + kDirArenaSlots * sizeof(DirStream);
-}
-
-struct dirent64* dir_read(DIR* dir) {
-    auto* d = reinterpret_cast<DirStream*>(dir);
-    const Entry& e = d->snapshot->entry(d->entry);
-    if (d->position >= e.listing_count) return nullptr; // end: errno unchanged
-    const ListingItem& item = d->snapshot->listing(d->entry)[d->position];
-    std::string_view name = item.dots == 1   ? std::string_view(".")
-                            : item.dots == 2 ? std::string_view("..")
-                                             : d->snapshot->name(item.entry);
-    ++d->position;
-    struct dirent64& out = d->current;
-    out.d_ino = item.ino;
-    out.d_off = d->position;
-    out.d_type = item.type;
-    std::memcpy(out.d_name, name.data(), name.size());
-    out.d_name[name.size()] = '\0';
-    out.d_reclen = static_cast<unsigned short>(
-        (offsetof(struct dirent64, d_name) + name.size() + 1 + 7) & ~size_t{7});
-    return &out;
-}
-
-void dir_rewind(DIR* dir) {
-    reinterpret_cast<DirStream*>(dir)->position = 0;
-}
-long dir_tell(DIR* dir) {
-    return reinterpret_cast<DirStream*>(dir)->position;
-}
-void dir_seek(DIR* dir, long pos) {
-    auto* d = reinterpret_cast<DirStream*>(dir);
-    uint32_t count = d->snapshot->entry(d->entry).listing_count;
-    d->position = pos < 0 ? 0 : (pos > count ? count : static_cast<uint32_t>(pos));
-}
-
-int dir_close(DIR* dir) {
-    auto* d = reinterpret_cast<DirStream*>(dir);
-    REAL(close)(d->fd);
-    release_dir(d);
-    return 0;
-}
-
-// ---------------------------------------------------------------------- Core
-
-namespace {
-// One real stat of the directory: unchanged if inode, times and size agree.
-bool directory_unchanged(const Snapshot& snapshot, uint32_t entry) {
-    std::string path = snapshot.path(entry);
-    struct statx now {};
-    if (REAL(statx)(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &now) != 0)
-        return false;
-    const StatRecord& then = snapshot.entry(entry).st;
-    return now.stx_ino == then.ino && now.stx_size == then.size &&
-           now.stx_mtime.tv_sec == then.mtime.sec && now.stx_mtime.tv_nsec == then.mtime.nsec &&
-           now.stx_ctime.tv_sec == then.ctime.sec && now.stx_ctime.tv_nsec == then.ctime.nsec &&
-           now.stx_nlink == then.nlink;
-}
-} // namespace
 
 Core::Core(const Config& config, SharedImage image, Snapshot snapshot)
     : config_(config), image_(std::move(image)), snapshot_(snapshot), tree_(snapshot_),
@@ -332,8 +125,10 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
         return Answer::forward();
     Resolution r = lookup(dirfd, path, flags, !(flags & AT_SYMLINK_NOFOLLOW));
     if (r.kind != Resolution::Found) return settle(r, CallKind::access, path);
-    stats_.served(CallKind::access);
-    if (mode == F_OK) return Answer::ok(0);
+    if (mode == F_OK) {
+        stats_.served(CallKind::access);
+        return Answer::ok(0);
+    }
     const StatRecord& s = record_of(r);
     uid_t uid = (flags & AT_EACCESS) ? geteuid() : getuid();
     gid_t gid = (flags & AT_EACCESS) ? getegid() : getgid();
@@ -347,14 +142,19 @@ Answer Core::access_at(int dirfd, const char* path, int mode, int flags) {
             bits = (s.mode >> 6) & 7;
         } else {
             bool member = gid == s.gid;
-            gid_t groups[256];
-            int n = getgroups(256, groups);
-            for (int i = 0; !member && i < n; ++i)
-                member = groups[i] == s.gid;
+            if (!member) {
+                std::vector<gid_t> groups;
+                if (!supplementary_groups(groups)) { // the kernel's own check, then
+                    stats_.forwarded(CallKind::access, path);
+                    return Answer::forward();
+                }
+                member = std::find(groups.begin(), groups.end(), s.gid) != groups.end();
+            }
             bits = member ? (s.mode >> 3) & 7 : s.mode & 7;
         }
         granted = ((bits & 4) ? R_OK : 0) | ((bits & 1) ? X_OK : 0);
     }
+    stats_.served(CallKind::access);
     return (static_cast<unsigned>(mode) & ~granted) ? Answer::fail(EACCES) : Answer::ok(0);
 }
 
@@ -447,7 +247,7 @@ DIR* Core::open_dir(const char* path, int& error, bool& served) {
         error = errno;
         return nullptr;
     }
-    DIR* dir = new_dir_stream(r.entry, reserved);
+    DIR* dir = make_dir_stream(snapshot_, r.entry, reserved);
     if (!dir) {
         REAL(close)(reserved);
         stats_.forwarded(CallKind::opendir, path);
@@ -456,79 +256,6 @@ DIR* Core::open_dir(const char* path, int& error, bool& served) {
     stats_.served(CallKind::opendir);
     served = true;
     return dir;
-}
-
-DIR* Core::new_dir_stream(uint32_t entry, int fd) {
-    DirStream* d = allocate_dir();
-    if (!d) return nullptr;
-    d->snapshot = &snapshot_;
-    d->entry = entry;
-    d->position = 0;
-    d->fd = fd;
-    d->real = false;
-    d->next_free = nullptr;
-    return reinterpret_cast<DIR*>(d);
-}
-
-int dir_fd(DIR* dir) {
-    auto* d = reinterpret_cast<DirStream*>(dir);
-    if (d->real) return d->fd;
-    // First use: the real directory takes the reserved descriptor's number,
-    // so that *at calls, fstat and fchdir on it are the kernel's.
-    std::string path = d->snapshot->path(d->entry);
-    int real = REAL(open)(path.c_str(), O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC);
-    if (real < 0) return -1;
-    int fd = REAL(dup3)(real, d->fd, O_CLOEXEC);
-    REAL(close)(real);
-    if (fd < 0) return -1;
-    d->real = true;
-    return d->fd;
-}
-
-namespace {
-// The absolute path the kernel has for a descriptor (procfs, no filesystem traffic).
-bool descriptor_path(int fd, std::string& out) {
-    char proc[64];
-    std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-    char buf[PATH_MAX];
-    ssize_t n = REAL(readlink)(proc, buf, sizeof buf - 1);
-    if (n <= 0 || buf[0] != '/') return false;
-    out.assign(buf, static_cast<size_t>(n));
-    return true;
-}
-} // namespace
-
-void Core::changed(int dirfd, const char* path, bool follow_last) {
-    stats_.served(CallKind::change);
-    if (!path || path[0] == '\0') return changed_fd(dirfd); // futimens-like forms
-    Position base;
-    std::string cwd;
-    if (base_for(dirfd, path, base, cwd) && tree_.invalidate(base, path, follow_last)) return;
-    tree_.outside_changed();
-    // The snapshot cannot place the path's directory (a symlink or a working
-    // directory outside the roots, /lib for /usr/lib ...): ask the kernel
-    // which directory it is, and invalidate by its canonical path.
-    auto [dir_part, name] = Tree::split_last(path);
-    std::string dir(dir_part);
-    int fd = REAL(openat)(dirfd, dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return;
-    std::string canonical;
-    bool known = descriptor_path(fd, canonical);
-    REAL(close)(fd);
-    if (!known) return;
-    Position where;
-    if (!tree_.locate(canonical, where)) return; // outside the roots: nothing cached
-    tree_.invalidate(Position{}, canonical + "/" + std::string(name), follow_last);
-}
-
-void Core::changed_fd(int fd) {
-    uint32_t entry = fds_.lookup(fd);
-    std::string path;
-    if (entry != kNoEntry)
-        path = snapshot_.path(entry);
-    else if (!descriptor_path(fd, path))
-        return;
-    tree_.invalidate(Position{}, path, false);
 }
 
 } // namespace pyimport

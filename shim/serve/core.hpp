@@ -1,17 +1,23 @@
-// The core: answers the wrappers' questions from the snapshot, or says
-// "forward". Plain C++; the wrappers (wrap_*.cpp) only translate libc calls
-// into these and back.
+// The core: answers the entry points' questions from the snapshot, or says
+// "forward". Plain C++; the entry points (entry/*.cpp) only translate libc
+// calls into these and back. The answers are in core.cpp, the tracking of
+// changes in changes.cpp; this header also brings the descriptor table
+// (fd_table.hpp) and the directory streams (dir_stream.hpp) the entry points
+// use.
 #pragma once
 
 #include "base/config.hpp"
 #include "image/image.hpp"
-#include "serve/stats.hpp"
 #include "image/shared_image.hpp"
+#include "serve/dir_stream.hpp"
+#include "serve/fd_table.hpp"
+#include "serve/stats.hpp"
 #include "serve/tree.hpp"
 
 #include <atomic>
 #include <dirent.h>
 #include <memory>
+#include <string>
 #include <sys/types.h>
 #include <vector>
 
@@ -30,36 +36,6 @@ struct Answer {
     static Answer ok(long v) { return {true, v, 0}; }
     static Answer fail(int e) { return {true, -1, e}; }
 };
-
-// Descriptors the shim opened in place of a cached file or directory: each
-// slot packs (entry + 1) and the low bits of the memfd's inode, so a slot
-// left by a descriptor closed behind our back (a raw syscall) never matches
-// a new, unrelated descriptor.
-class FdTable {
-  public:
-    explicit FdTable(size_t capacity);
-    size_t capacity() const { return capacity_; }
-    void set(int fd, uint32_t entry, uint64_t ino);
-    void clear(int fd);
-    void clear_range(unsigned first, unsigned last);
-    void copy(int from, int to); // dup
-    // The entry behind `fd`, verified against the descriptor itself.
-    uint32_t lookup(int fd) const;
-    bool maybe_served(int fd) const {
-        return fd >= 0 && static_cast<size_t>(fd) < capacity_ &&
-               slots_[fd].load(std::memory_order_acquire) != 0;
-    }
-
-  private:
-    size_t capacity_;
-    std::unique_ptr<std::atomic<uint64_t>[]> slots_;
-};
-
-// A directory stream over a snapshot listing. Lives in a fixed arena so that
-// the wrappers recognise it by address, in any process state (a fork child
-// that inherited one still reads it correctly).
-struct DirStream;
-bool is_dir_stream(const void* dir);
 
 class Core {
   public:
@@ -88,7 +64,9 @@ class Core {
     Answer open_file(uint32_t entry, int flags);
     const StatRecord& record_of(const Resolution& r) const;
     Answer settle(const Resolution& r, CallKind kind, const char* path);
-    DIR* new_dir_stream(uint32_t entry, int fd);
+    // The tree's check of a directory after a child process ended
+    // (changes.cpp): one real statx, unchanged if it agrees with the entry.
+    static bool directory_unchanged(const Snapshot& snapshot, uint32_t entry);
 
     Config config_;
     SharedImage image_; // what snapshot_ reads
@@ -97,13 +75,5 @@ class Core {
     FdTable fds_;
     Stats stats_;
 };
-
-// Directory stream operations on a synthetic DIR*.
-struct dirent64* dir_read(DIR* dir);
-void dir_rewind(DIR* dir);
-long dir_tell(DIR* dir);
-void dir_seek(DIR* dir, long pos);
-int dir_close(DIR* dir);
-int dir_fd(DIR* dir);
 
 } // namespace pyimport
