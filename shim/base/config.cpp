@@ -160,8 +160,7 @@ Config::Config() {
 #undef PYIMPORT_DEFAULT
 }
 
-bool parse_config(EnvLookup lookup, Config& config, std::string& error,
-                  std::string* bad_variable) {
+bool parse_config(EnvLookup lookup, Config& config, std::string& error, std::string* bad_variable) {
     config = Config();
     bool ok = true;
 #define PYIMPORT_PARSE(field, name, type, def, meaning)                                            \

@@ -8,7 +8,6 @@
 
 #include <cerrno>
 #include <cstdarg>
-#include <type_traits>
 #include <cstddef>
 #include <dirent.h>
 #include <dlfcn.h>
@@ -18,6 +17,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <type_traits>
 #include <utime.h>
 
 struct statx;

@@ -10,8 +10,8 @@
 // The loader names a library loaded from the node-local mirror by its mirror
 // path; dlerror, dladdr, dladdr1 and dlinfo(RTLD_DI_ORIGIN) give the path on
 // the filesystem instead, as without the shim.
-#include "loader/libraries.hpp"
 #include "entry/wrap.hpp"
+#include "loader/libraries.hpp"
 
 #include <climits>
 #include <cstring>

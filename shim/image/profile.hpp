@@ -57,8 +57,7 @@ struct ProgramProfile {
 // job `used`, written back if that changed anything. False with a reason if
 // it could not be written.
 bool update_profile(const ProgramProfile& profile, PathSet used,
-                    const std::function<bool(const std::string&)>& still_there,
-                    std::string& error);
+                    const std::function<bool(const std::string&)>& still_there, std::string& error);
 
 // "/a/b/./c//d/../e" -> "/a/b/c"; stops at the first ".." (it cannot be
 // undone without the filesystem) and returns what came before.

@@ -1,8 +1,8 @@
 #include "loader/libraries.hpp"
 
-#include "loader/elf.hpp"
 #include "base/real.hpp"
 #include "base/text.hpp"
+#include "loader/elf.hpp"
 
 #include <cerrno>
 #include <dlfcn.h>

@@ -34,7 +34,11 @@ bool runnable_format(int fd, bool shell_fallback) {
     char magic[4] = {};
     ssize_t n = pread(fd, magic, sizeof magic, 0);
     if (n >= 2 && magic[0] == '#' && magic[1] == '!') return true;
-    if (n == 4 && std::memcmp(magic, "\x7f" "ELF", 4) == 0) return true;
+    if (n == 4 && std::memcmp(magic,
+                              "\x7f"
+                              "ELF",
+                              4) == 0)
+        return true;
     return other_formats_registered();
 }
 

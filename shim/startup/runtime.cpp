@@ -153,8 +153,13 @@ void shutdown_at_exit() {
     rank.profile = g_profile;
     rank.ranks = g_ranks.load(std::memory_order_relaxed);
     rank.start_seconds = g_start_seconds;
-    for (const std::string& line : exit_rank(*transport, rank))
-        log_line("%s", line.c_str());
+    // Called from _exit and exec too: nothing may leave through them.
+    try {
+        for (const std::string& line : exit_rank(*transport, rank))
+            log_line("%s", line.c_str());
+    } catch (...) {
+        log_error("unexpected failure at exit");
+    }
     t_inside_shim = 0;
 }
 

@@ -22,8 +22,7 @@ bool not_python() {
     ++g_asked;
     return false;
 }
-Activation decide(std::map<std::string, std::string> env, bool (*is_python)(),
-                  std::string& error) {
+Activation decide(std::map<std::string, std::string> env, bool (*is_python)(), std::string& error) {
     g_env = std::move(env);
     Config config;
     error.clear();
