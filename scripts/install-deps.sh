@@ -10,6 +10,7 @@ packages=(
     python3 python3-dev python3-numpy python3-scipy
     strace util-linux procps
     fuse3 libfuse3-dev bc gnuplot-nox
+    clang-14 libclang-rt-14-dev clang-format # the fuzz targets (libFuzzer, -fsanitize=fuzzer)
 )
 
 missing=()

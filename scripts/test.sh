@@ -1,17 +1,106 @@
 #!/usr/bin/env bash
-# Configure, build and run every test (unit, probe and end-to-end MPI tests).
+# Configure, build and run every test, in three stages:
 #
-#   scripts/test.sh [extra ctest arguments, e.g. -R e2e_ -V]
+#   main  the normal build and every CTest test (unit, probe, end to end MPI);
+#   asan  the unit tests again, built with -fsanitize=address,undefined
+#         (PYIMPORT_SANITIZE=ON): any sanitizer report, a leak included, fails;
+#   fuzz  each libFuzzer target of tests/fuzz (a clang build, PYIMPORT_FUZZ=ON)
+#         for FUZZ_SECONDS on a scratch copy of its seed corpus: a crash, leak,
+#         timeout, out-of-memory or sanitizer report fails.
 #
-# BUILD_DIR (default: build) selects the build directory.  Exits non-zero if
-# configuring, building or any test fails.
+#   scripts/test.sh [extra ctest arguments for the main stage, e.g. -R e2e_ -V]
+#
+# BUILD_DIR (default: build) selects the main build directory; the others go
+# next to it: ASAN_BUILD_DIR (default: $BUILD_DIR-asan), FUZZ_BUILD_DIR
+# (default: $BUILD_DIR-fuzz). STAGES (default: "main asan fuzz") selects the
+# stages, FUZZ_SECONDS (default: 50) each fuzz target's time. A failing input
+# is kept in $FUZZ_BUILD_DIR/artifacts/. Exits non-zero if configuring,
+# building or any test fails.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh
 build=${BUILD_DIR:-build}
+asan=${ASAN_BUILD_DIR:-$build-asan}
+fuzz=${FUZZ_BUILD_DIR:-$build-fuzz}
+stages=${STAGES:-main asan fuzz}
+fuzz_seconds=${FUZZ_SECONDS:-50}
 
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
-cmake --build "$build" -j2
-ctest --test-dir "$build" --output-on-failure "$@"
+times=()
+stage_started=0
+begin() {
+    stage_started=$SECONDS
+    echo "test.sh: stage $1"
+}
+end() { times+=("$1 $((SECONDS - stage_started)) s"); }
+wants() { [[ " $stages " == *" $1 "* ]]; }
+
+if wants main; then
+    begin main
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    cmake --build "$build" -j2
+    ctest --test-dir "$build" --output-on-failure "$@"
+    end main
+fi
+
+if wants asan; then
+    begin asan
+    cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_SANITIZE=ON
+    # Every test labelled "unit" is a suite whose executable has its name.
+    mapfile -t units < <(ctest --test-dir "$asan" -N -L unit 2>/dev/null |
+                         sed -n 's/^ *Test *#[0-9]*: *//p')
+    if [ ${#units[@]} -eq 0 ]; then
+        echo "test.sh: no unit tests registered in $asan" >&2
+        exit 1
+    fi
+    cmake --build "$asan" -j2 --target "${units[@]}"
+    # Criterion runs each test in a child process: abort_on_error turns a
+    # report there (a leak at the child's exit too) into a crash, which fails
+    # the test; the suite then exits non-zero.
+    ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:print_stacktrace=1:strict_string_checks=1:check_initialization_order=1:detect_stack_use_after_return=1 \
+    UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1 \
+        ctest --test-dir "$asan" -L unit --output-on-failure --timeout 600
+    end asan
+fi
+
+if wants fuzz && [ "$fuzz_seconds" -gt 0 ]; then
+    begin fuzz
+    cmake -S . -B "$fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_FUZZ=ON \
+          -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14
+    # Every directory of tests/fuzz/corpus/ is the seed corpus of the target it names.
+    targets=()
+    for dir in tests/fuzz/corpus/*/; do
+        targets+=("$(basename "$dir")")
+    done
+    cmake --build "$fuzz" -j2 --target "${targets[@]}"
+    scratch=$(mktemp -d)
+    trap 'rm -rf "$scratch"' EXIT
+    mkdir -p "$fuzz/artifacts" "$fuzz/logs"
+    failed=()
+    for target in "${targets[@]}"; do
+        cp -r "tests/fuzz/corpus/$target" "$scratch/$target"
+        log=$fuzz/logs/$target.log
+        echo "test.sh: $target for ${fuzz_seconds} s (log: $log)"
+        if ! ASAN_OPTIONS=detect_leaks=1:print_stacktrace=1 \
+             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+             "$fuzz/tests/fuzz/$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
+                 -timeout=10 -print_final_stats=1 -artifact_prefix="$fuzz/artifacts/$target-" \
+                 "$scratch/$target" > "$log" 2>&1; then
+            tail -n 60 "$log" >&2
+            echo "test.sh: $target failed; the input is in $fuzz/artifacts/" >&2
+            failed+=("$target")
+        else
+            grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | tr -s ' \n' ' '
+            echo
+        fi
+    done
+    end fuzz
+    if [ ${#failed[@]} -gt 0 ]; then
+        echo "test.sh: fuzz targets failed: ${failed[*]}" >&2
+        exit 1
+    fi
+fi
+
+printf 'test.sh: %s\n' "${times[@]}"
+echo "test.sh: passed"

@@ -15,6 +15,7 @@ void emit(const char* prefix, const char* fmt, va_list args) {
     char line[1024];
     int n = std::snprintf(line, sizeof line, "%s", prefix);
     if (n < 0) n = 0;
+    if (n > static_cast<int>(sizeof line) - 2) n = static_cast<int>(sizeof line) - 2; // cut short
     int m = std::vsnprintf(line + n, sizeof line - static_cast<size_t>(n) - 1, fmt, args);
     if (m < 0) m = 0;
     size_t len = static_cast<size_t>(n) + static_cast<size_t>(m);

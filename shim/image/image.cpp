@@ -88,7 +88,10 @@ bool Snapshot::attach(const void* image, size_t size, std::string& error) {
     auto* entries = reinterpret_cast<const Entry*>(bytes + h->entries_off);
     for (uint32_t i = 0; i < h->entry_count; ++i) {
         const Entry& e = entries[i];
-        if ((e.parent != kNoEntry && e.parent >= h->entry_count) ||
+        // Roots have no parent, every other entry an earlier one (as the walk
+        // makes them): no chain of parents can loop.
+        if ((i < h->root_count) != (e.parent == kNoEntry) ||
+            (e.parent != kNoEntry && e.parent >= i) ||
             uint64_t{e.name_off} + e.name_len > h->strings_size ||
             uint64_t{e.link_off} + e.link_len > h->strings_size ||
             uint64_t{e.listing_begin} + e.listing_count > h->listing_count ||

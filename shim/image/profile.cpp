@@ -135,8 +135,11 @@ bool parse_profile(std::string_view text, const std::string& file, PathSet& path
         error = "profile " + file + " is not a pyimport profile (or was cut short)";
         return false;
     }
-    text.remove_suffix(1);
-    for (std::string_view line : split(text.substr(sizeof kHeader - 1), '\n')) {
+    // The lines after the header, without the last one's '\n' (none: a
+    // profile of no paths, as write_profile writes it).
+    std::string_view body = text.substr(sizeof kHeader - 1);
+    if (!body.empty()) body.remove_suffix(1);
+    for (std::string_view line : split(body, '\n')) {
         if (line.empty() || line[0] != '/' || line.find('\0') != std::string_view::npos) {
             error = "profile " + file + " has a line that is not an absolute path";
             paths.clear();

@@ -83,7 +83,14 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
     std::vector<char> image;
     std::vector<char> status(1 + sizeof(uint64_t), 1);
     if (transport.rank() == 0) {
-        if (build_image(config, inputs(config), out, image, error)) {
+        bool built = false;
+        try {
+            built = build_image(config, inputs(config), out, image, error);
+        } catch (...) {
+            // Still a status: the other ranks wait for one.
+            error = "unexpected failure while preparing the snapshot; running uncached";
+        }
+        if (built) {
             uint64_t length = image.size();
             std::memcpy(status.data() + 1, &length, sizeof length);
         } else {

@@ -185,3 +185,14 @@ Test(profile, a_job_learns_what_it_used) {
     cr_expect_eq(b.resolve(p.fx.path("pkg/__init__.py")).kind, Resolution::Found);
     cr_expect_eq(b.resolve(p.fx.path("pkg/sub/absent")).kind, Resolution::Failed);
 }
+
+// A profile of no paths (written when every earlier path had gone and the job
+// used nothing) once threw out of the parser; found by fuzz_profile.
+Test(profile, a_profile_of_no_paths_is_empty_not_malformed) {
+    pyimport::PathSet paths{"/stale"};
+    std::string error;
+    cr_expect(pyimport::parse_profile("pyimport-profile 1\n", "p", paths, error), "%s",
+              error.c_str());
+    cr_expect(paths.empty() && error.empty());
+    cr_expect_not(pyimport::parse_profile("pyimport-profile 1", "p", paths, error));
+}

@@ -149,3 +149,35 @@ Test(snapshot, wide_directories_are_walked_whole) {
         cr_expect_eq(b.resolve(d + "/absent.py").kind, pyimport::Resolution::Failed);
     }
 }
+
+// An image whose parents loop (damaged, then checksummed again) made
+// Snapshot::path loop for ever; found by fuzz_image. attach refuses it.
+Test(snapshot, parents_that_loop_are_refused) {
+    Fixture fx;
+    std::vector<char> image;
+    std::string error;
+    cr_assert(build_snapshot(options_for(fx), image, error));
+    auto* header = reinterpret_cast<Header*>(image.data());
+    uint32_t last = header->entry_count - 1;
+    auto parent_of = [&](std::vector<char>& bytes, uint32_t i) -> uint32_t& {
+        return reinterpret_cast<Entry*>(bytes.data() + header->entries_off)[i].parent;
+    };
+    struct Case {
+        uint32_t entry, parent;
+        const char* what;
+    };
+    const Case cases[] = {{last, last, "a non-root its own parent"},
+                          {last - 1, last, "a non-root whose parent comes later"},
+                          {last, kNoEntry, "a non-root without a parent"},
+                          {0, last, "a root with a parent"}};
+    for (const Case& c : cases) {
+        std::vector<char> bad = image;
+        parent_of(bad, c.entry) = c.parent;
+        auto* h = reinterpret_cast<Header*>(bad.data());
+        h->checksum = checksum(bad.data() + sizeof(Header), bad.size() - sizeof(Header));
+        Snapshot s;
+        cr_expect_not(s.attach(bad.data(), bad.size(), error), "%s", c.what);
+    }
+    Snapshot good;
+    cr_expect(good.attach(image.data(), image.size(), error), "%s", error.c_str());
+}
