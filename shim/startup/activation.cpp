@@ -2,6 +2,7 @@
 
 #include "base/config.hpp"
 #include "base/real.hpp"
+#include "startup/search_path.hpp"
 
 #include <climits>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace pyimport {
@@ -78,10 +80,6 @@ bool is_python() {
 }
 
 namespace {
-bool exists(const std::string& dir) {
-    struct stat st {};
-    return REAL(stat)(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 std::string python_version() {
     using GetVersion = const char* (*)();
@@ -93,10 +91,6 @@ std::string python_version() {
     return std::to_string(major) + "." + std::to_string(minor);
 }
 
-std::string parent_dir(const std::string& path) {
-    size_t slash = path.find_last_of('/');
-    return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
-}
 } // namespace
 
 std::string python_cache_tag() {
@@ -107,49 +101,24 @@ std::string python_cache_tag() {
 }
 
 std::vector<std::string> default_prefixes() {
-    std::vector<std::string> out;
-    std::string version = python_version();
-    if (version.empty()) return out;
-    std::string lib = "/lib/python" + version;
-
-    std::vector<std::string> homes;
-    if (const char* home = getenv("PYTHONHOME"); home && *home) {
-        std::string h(home);
-        homes.push_back(h.substr(0, h.find(':')));
-    } else {
-        if (std::string exe = executable_path(); !exe.empty())
-            homes.push_back(parent_dir(parent_dir(exe)));
+    Interpreter interpreter;
+    interpreter.version = python_version();
+    interpreter.resolved = executable_path();
+    interpreter.env = [](const char* name) -> const char* { return getenv(name); };
+    std::string text;
+    int fd = REAL(open)("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buffer[PATH_MAX + 1];
+        ssize_t n = ::read(fd, buffer, sizeof buffer - 1);
+        REAL(close)(fd);
+        if (n > 0) text.assign(buffer, strnlen(buffer, static_cast<size_t>(n)));
     }
-    for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
-        if (const char* v = getenv(var); v && *v == '/') homes.emplace_back(v);
-
-    for (const std::string& home : homes) {
-        for (const std::string& dir :
-             {home + lib, home + lib + "/site-packages", home + lib + "/dist-packages",
-              home + "/lib/python3/dist-packages", home + "/local" + lib + "/dist-packages",
-              home + "/lib64/python" + version,
-              home + "/lib64/python" + version + "/site-packages"})
-            out.push_back(dir);
-    }
-    if (const char* path = getenv("PYTHONPATH")) {
-        std::string p(path);
-        size_t start = 0;
-        while (start <= p.size()) {
-            size_t end = p.find(':', start);
-            if (end == std::string::npos) end = p.size();
-            std::string item = p.substr(start, end - start);
-            if (!item.empty() && item[0] == '/') out.push_back(item);
-            start = end + 1;
-        }
-    }
-    if (!getenv("PYTHONNOUSERSITE"))
-        if (const char* home = getenv("HOME"); home && *home == '/')
-            out.push_back(std::string(home) + "/.local" + lib + "/site-packages");
-
-    std::vector<std::string> present;
-    for (const std::string& dir : out)
-        if (exists(dir)) present.push_back(dir);
-    return present;
+    char cwd[PATH_MAX];
+    long got = syscall(SYS_getcwd, cwd, sizeof cwd);
+    interpreter.invoked =
+        invoked_executable(text, got > 0 ? std::string(cwd) : std::string(), getenv("PATH"));
+    if (interpreter.invoked.empty()) interpreter.invoked = interpreter.resolved;
+    return search_prefixes(interpreter);
 }
 
 } // namespace pyimport

@@ -1,0 +1,162 @@
+#include "startup/search_path.hpp"
+
+#include "base/real.hpp"
+#include "base/text.hpp"
+
+#include <cctype>
+#include <fcntl.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace pyimport {
+namespace {
+
+bool is_directory(const std::string& dir) {
+    struct stat st {};
+    return REAL(stat)(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string parent_dir(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+}
+
+std::string_view trimmed(std::string_view s) {
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+        s.remove_prefix(1);
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+        s.remove_suffix(1);
+    return s;
+}
+
+// pyvenv.cfg's "key = value" lines, as site.py reads them.
+bool read_pyvenv_cfg(const std::string& file, VirtualEnv& out) {
+    int fd = REAL(open)(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    std::string text;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0 && text.size() < (1u << 20);)
+        text.append(buffer, static_cast<size_t>(n));
+    REAL(close)(fd);
+    for (std::string_view line : split(text, '\n')) {
+        size_t eq = line.find('=');
+        if (eq == std::string_view::npos) continue;
+        std::string key(trimmed(line.substr(0, eq)));
+        std::string_view value = trimmed(line.substr(eq + 1));
+        if (strcasecmp(key.c_str(), "home") == 0) out.home = std::string(value);
+        if (strcasecmp(key.c_str(), "include-system-site-packages") == 0)
+            out.system_site = value.size() == 4 && strncasecmp(value.data(), "true", 4) == 0;
+    }
+    return true;
+}
+
+// os.path.abspath: joined with the working directory, ".", ".." and
+// repeated slashes removed lexically (symlinks are not resolved).
+std::string absolute_path(const std::string& path, const std::string& cwd) {
+    std::vector<std::string_view> parts;
+    std::string joined = path[0] == '/' ? path : cwd + "/" + path;
+    for (std::string_view part : split(joined, '/')) {
+        if (part.empty() || part == ".") continue;
+        if (part == "..") {
+            if (!parts.empty()) parts.pop_back();
+            continue;
+        }
+        parts.push_back(part);
+    }
+    std::string out;
+    for (std::string_view part : parts) {
+        out += '/';
+        out += part;
+    }
+    return out.empty() ? "/" : out;
+}
+
+} // namespace
+
+bool find_virtual_env(const std::string& invoked, VirtualEnv& out) {
+    if (invoked.empty() || invoked[0] != '/') return false;
+    std::string dir = parent_dir(invoked);
+    for (const std::string& root : {dir, parent_dir(dir)}) {
+        VirtualEnv venv;
+        if (read_pyvenv_cfg(root + "/pyvenv.cfg", venv)) {
+            venv.root = root;
+            out = venv;
+            return true;
+        }
+    }
+    return false;
+}
+
+std::string invoked_executable(const std::string& argv0, const std::string& cwd, const char* path) {
+    if (argv0.empty()) return "";
+    if (argv0.find('/') != std::string::npos) {
+        if (argv0[0] != '/' && cwd.empty()) return "";
+        return absolute_path(argv0, cwd);
+    }
+    for (std::string_view dir : split(path ? path : "", ':')) {
+        std::string candidate = std::string(dir.empty() ? cwd : std::string(dir)) + "/" + argv0;
+        struct stat st {};
+        if (REAL(stat)(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+            REAL(access)(candidate.c_str(), X_OK) == 0)
+            return candidate;
+    }
+    return "";
+}
+
+std::vector<std::string> search_prefixes(const Interpreter& in) {
+    std::vector<std::string> out;
+    if (in.version.empty()) return out;
+    auto env = [&](const char* name) -> const char* { return in.env ? in.env(name) : nullptr; };
+    std::string lib = "/lib/python" + in.version;
+
+    VirtualEnv venv;
+    bool in_venv = find_virtual_env(in.invoked, venv);
+    // Without system site packages a venv sees only the base's standard
+    // library, and no user site directory.
+    bool system_site = !in_venv || venv.system_site;
+
+    std::string base;
+    if (const char* home = env("PYTHONHOME"); home && *home) {
+        std::string h(home);
+        base = h.substr(0, h.find(':'));
+    } else if (in_venv && !venv.home.empty() && venv.home[0] == '/') {
+        base = parent_dir(absolute_path(venv.home, "/"));
+    } else if (!in.resolved.empty()) {
+        base = parent_dir(parent_dir(in.resolved));
+    }
+    std::vector<std::string> homes;
+    if (!base.empty()) homes.push_back(base);
+    for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
+        if (const char* v = env(var); v && *v == '/' && !(in_venv && v == venv.root))
+            homes.emplace_back(v);
+
+    for (size_t i = 0; i < homes.size(); ++i) {
+        const std::string& home = homes[i];
+        out.push_back(home + lib);
+        out.push_back(home + "/lib64/python" + in.version);
+        if (i == 0 && !system_site) continue;
+        for (const std::string& dir :
+             {home + lib + "/site-packages", home + lib + "/dist-packages",
+              home + "/lib/python3/dist-packages", home + "/local" + lib + "/dist-packages",
+              home + "/lib64/python" + in.version + "/site-packages"})
+            out.push_back(dir);
+    }
+    if (in_venv) {
+        out.push_back(venv.root + lib + "/site-packages");
+        out.push_back(venv.root + "/lib64/python" + in.version + "/site-packages");
+    }
+    if (const char* path = env("PYTHONPATH"))
+        for (std::string_view item : split(path, ':'))
+            if (!item.empty() && item[0] == '/') out.emplace_back(item);
+    if (system_site && !env("PYTHONNOUSERSITE"))
+        if (const char* home = env("HOME"); home && *home == '/')
+            out.push_back(std::string(home) + "/.local" + lib + "/site-packages");
+
+    std::vector<std::string> present;
+    for (const std::string& dir : out)
+        if (is_directory(dir)) present.push_back(dir);
+    return present;
+}
+
+} // namespace pyimport

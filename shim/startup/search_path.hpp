@@ -1,0 +1,40 @@
+// Which trees the interpreter being started will import from, found as
+// CPython's getpath and site find them (the parts that choose the trees):
+// a virtual environment by its pyvenv.cfg beside or above the executable as
+// invoked (`venv/bin/python` run by path, no `activate` needed), its `home`
+// and `include-system-site-packages`; otherwise the prefix above the real
+// executable; PYTHONHOME, PYTHONPATH, the user site directory.
+#pragma once
+
+#include "base/config.hpp"
+
+#include <string>
+#include <vector>
+
+namespace pyimport {
+
+struct Interpreter {
+    std::string version;  // "3.11"
+    std::string invoked;  // the executable as invoked, absolute, symlinks not resolved
+    std::string resolved; // the executable's real path (/proc/self/exe)
+    EnvLookup env = nullptr;
+};
+
+struct VirtualEnv {
+    std::string root; // the directory holding pyvenv.cfg
+    std::string home; // its `home` (the base interpreter's directory), or ""
+    bool system_site = false;
+};
+
+// The virtual environment `invoked` belongs to: pyvenv.cfg in its directory
+// or that directory's parent. False if there is none.
+bool find_virtual_env(const std::string& invoked, VirtualEnv& out);
+
+// The directories to cache, those that exist, in search order.
+std::vector<std::string> search_prefixes(const Interpreter& interpreter);
+
+// The executable as CPython computes sys.executable: argv[0] made absolute
+// against `cwd` if it has a '/', else found in `path` (PATH); "" if neither.
+std::string invoked_executable(const std::string& argv0, const std::string& cwd, const char* path);
+
+} // namespace pyimport

@@ -1,0 +1,118 @@
+// Which trees an interpreter will import from (startup/search_path.hpp), for
+// virtual environments run by path and for plain interpreters.
+#include "startup/search_path.hpp"
+
+#include <algorithm>
+#include <criterion/criterion.h>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace pyimport;
+
+namespace {
+std::map<std::string, std::string> g_env;
+const char* fake_env(const char* name) {
+    auto it = g_env.find(name);
+    return it == g_env.end() ? nullptr : it->second.c_str();
+}
+
+struct Layout {
+    std::string root;
+    Layout() {
+        char tmpl[] = "/tmp/pyimport-unit-venv-XXXXXX";
+        root = mkdtemp(tmpl);
+        for (const char* d : {"base", "base/bin", "base/lib", "base/lib/python3.11",
+                              "base/lib/python3.11/site-packages", "venv", "venv/bin", "venv/lib",
+                              "venv/lib/python3.11", "venv/lib/python3.11/site-packages", "home",
+                              "home/.local", "home/.local/lib", "home/.local/lib/python3.11",
+                              "home/.local/lib/python3.11/site-packages"})
+            mkdir((root + "/" + d).c_str(), 0755);
+        write("base/bin/python3.11", "");
+        symlink((root + "/base/bin/python3.11").c_str(), (root + "/venv/bin/python").c_str());
+    }
+    ~Layout() {
+        std::string cmd = "rm -rf '" + root + "'";
+        int ignored = std::system(cmd.c_str());
+        (void)ignored;
+    }
+    void write(const std::string& rel, const std::string& text) const {
+        FILE* f = std::fopen((root + "/" + rel).c_str(), "w");
+        std::fputs(text.c_str(), f);
+        std::fclose(f);
+    }
+    std::vector<std::string> prefixes(const std::string& invoked) const {
+        Interpreter in;
+        in.version = "3.11";
+        in.invoked = root + "/" + invoked;
+        in.resolved = root + "/base/bin/python3.11";
+        in.env = fake_env;
+        return search_prefixes(in);
+    }
+    bool has(const std::vector<std::string>& v, const std::string& rel) const {
+        return std::find(v.begin(), v.end(), root + "/" + rel) != v.end();
+    }
+};
+} // namespace
+
+Test(search_path, a_plain_interpreter_searches_its_prefix_and_user_site) {
+    Layout l;
+    g_env = {{"HOME", l.root + "/home"}};
+    auto p = l.prefixes("base/bin/python3.11");
+    cr_expect(l.has(p, "base/lib/python3.11"));
+    cr_expect(l.has(p, "base/lib/python3.11/site-packages"));
+    cr_expect(l.has(p, "home/.local/lib/python3.11/site-packages"));
+    cr_expect_not(l.has(p, "venv/lib/python3.11/site-packages"));
+}
+
+// A venv run by path (no activate, no $VIRTUAL_ENV) was not cached at all.
+Test(search_path, a_venv_run_by_path_searches_its_own_site_packages) {
+    Layout l;
+    l.write("venv/pyvenv.cfg", "home = " + l.root +
+                                   "/base/bin\ninclude-system-site-packages = false\n"
+                                   "version = 3.11.2\n");
+    g_env = {{"HOME", l.root + "/home"}};
+    auto p = l.prefixes("venv/bin/python");
+    cr_expect(l.has(p, "venv/lib/python3.11/site-packages"));
+    cr_expect(l.has(p, "base/lib/python3.11"), "the base's standard library");
+    cr_expect_not(l.has(p, "base/lib/python3.11/site-packages"), "no system site packages");
+    cr_expect_not(l.has(p, "home/.local/lib/python3.11/site-packages"), "no user site");
+}
+
+Test(search_path, a_venv_with_system_site_packages_searches_both) {
+    Layout l;
+    l.write("venv/pyvenv.cfg",
+            "home=" + l.root + "/base/bin\nInclude-System-Site-Packages = True\n");
+    g_env = {{"HOME", l.root + "/home"}};
+    auto p = l.prefixes("venv/bin/python");
+    cr_expect(l.has(p, "venv/lib/python3.11/site-packages"));
+    cr_expect(l.has(p, "base/lib/python3.11/site-packages"));
+    cr_expect(l.has(p, "home/.local/lib/python3.11/site-packages"));
+}
+
+Test(search_path, pyvenv_cfg_is_found_beside_or_above_the_executable_only) {
+    Layout l;
+    VirtualEnv v;
+    cr_expect_not(find_virtual_env(l.root + "/venv/bin/python", v));
+    l.write("venv/pyvenv.cfg", "home = /usr/bin\n");
+    cr_assert(find_virtual_env(l.root + "/venv/bin/python", v));
+    cr_expect_eq(v.root, l.root + "/venv");
+    cr_expect_eq(v.home, "/usr/bin");
+    cr_expect_not(v.system_site);
+    l.write("venv/bin/pyvenv.cfg", "home = /opt/bin\n");
+    cr_assert(find_virtual_env(l.root + "/venv/bin/python", v));
+    cr_expect_eq(v.root, l.root + "/venv/bin", "beside the executable first");
+    cr_expect_not(find_virtual_env("relative/python", v));
+}
+
+Test(search_path, the_executable_as_invoked) {
+    cr_expect_eq(invoked_executable("/usr/bin/python3", "/tmp", nullptr), "/usr/bin/python3");
+    cr_expect_eq(invoked_executable("venv/bin/../bin/python", "/work", nullptr),
+                 "/work/venv/bin/python");
+    cr_expect_eq(invoked_executable("sh", "/", "/nonexistent:/bin"), "/bin/sh");
+    cr_expect_eq(invoked_executable("no-such-program-anywhere", "/", "/bin"), "");
+    cr_expect_eq(invoked_executable("", "/", "/bin"), "");
+}
