@@ -2,6 +2,7 @@
 
 #include "base/config.hpp"
 #include "base/real.hpp"
+#include "image/profile.hpp"
 #include "startup/search_path.hpp"
 
 #include <climits>
@@ -118,6 +119,7 @@ std::vector<std::string> default_prefixes() {
     interpreter.invoked =
         invoked_executable(text, got > 0 ? std::string(cwd) : std::string(), getenv("PATH"));
     if (interpreter.invoked.empty()) interpreter.invoked = interpreter.resolved;
+    interpreter.arguments = own_arguments();
     return search_prefixes(interpreter);
 }
 

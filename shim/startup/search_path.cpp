@@ -3,7 +3,9 @@
 #include "base/real.hpp"
 #include "base/text.hpp"
 
+#include <algorithm>
 #include <cctype>
+#include <dirent.h>
 #include <fcntl.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -72,6 +74,80 @@ std::string absolute_path(const std::string& path, const std::string& cwd) {
     return out.empty() ? "/" : out;
 }
 
+struct Flags {
+    bool ignore_environment = false; // -E (and -I)
+    bool no_user_site = false;       // -s (and -I)
+    bool no_site = false;            // -S
+};
+
+// The interpreter's own options, before the script, -c or -m.
+Flags interpreter_flags(const std::vector<std::string>& args) {
+    Flags flags;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a.size() < 2 || a[0] != '-' || a == "--" || a[1] == '-') break;
+        bool stop = false;
+        for (size_t k = 1; k < a.size() && !stop; ++k) {
+            switch (a[k]) {
+            case 'I':
+                flags.ignore_environment = flags.no_user_site = true;
+                break;
+            case 'E':
+                flags.ignore_environment = true;
+                break;
+            case 's':
+                flags.no_user_site = true;
+                break;
+            case 'S':
+                flags.no_site = true;
+                break;
+            case 'c':
+            case 'm':
+                return flags; // the rest is the program's
+            case 'W':
+            case 'X':
+                if (k + 1 == a.size()) ++i; // the value is the next argument
+                stop = true;
+                break;
+            default:
+                break;
+            }
+        }
+    }
+    return flags;
+}
+
+// The directories a site directory's .pth files add (site.addpackage): in
+// name order, each line that is not a comment, blank or an "import" line,
+// relative to the site directory; those that are directories.
+void add_pth_directories(const std::string& site, std::vector<std::string>& out) {
+    DIR* dir = REAL(opendir)(site.c_str());
+    if (!dir) return;
+    std::vector<std::string> names;
+    while (struct dirent64* e = REAL(readdir64)(dir)) {
+        std::string_view name = e->d_name;
+        if (name.size() > 4 && name.ends_with(".pth") && name[0] != '.') names.emplace_back(name);
+    }
+    REAL(closedir)(dir);
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) {
+        int fd = REAL(open)((site + "/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        std::string text;
+        char buffer[4096];
+        for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0 && text.size() < (1u << 20);)
+            text.append(buffer, static_cast<size_t>(n));
+        REAL(close)(fd);
+        for (std::string_view line : split(text, '\n')) {
+            if (line.empty() || line[0] == '#' || trimmed(line).empty()) continue;
+            if (line.starts_with("import ") || line.starts_with("import\t")) continue;
+            while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back())))
+                line.remove_suffix(1);
+            out.push_back(absolute_path(std::string(line), site));
+        }
+    }
+}
+
 } // namespace
 
 bool find_virtual_env(const std::string& invoked, VirtualEnv& out) {
@@ -107,7 +183,10 @@ std::string invoked_executable(const std::string& argv0, const std::string& cwd,
 std::vector<std::string> search_prefixes(const Interpreter& in) {
     std::vector<std::string> out;
     if (in.version.empty()) return out;
-    auto env = [&](const char* name) -> const char* { return in.env ? in.env(name) : nullptr; };
+    Flags flags = interpreter_flags(in.arguments);
+    auto env = [&](const char* name) -> const char* {
+        return in.env && !flags.ignore_environment ? in.env(name) : nullptr;
+    };
     std::string lib = "/lib/python" + in.version;
 
     VirtualEnv venv;
@@ -128,9 +207,11 @@ std::vector<std::string> search_prefixes(const Interpreter& in) {
     std::vector<std::string> homes;
     if (!base.empty()) homes.push_back(base);
     for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"})
-        if (const char* v = env(var); v && *v == '/' && !(in_venv && v == venv.root))
+        if (const char* v = in.env ? in.env(var) : nullptr;
+            v && *v == '/' && !(in_venv && v == venv.root))
             homes.emplace_back(v);
 
+    std::vector<std::string> sites; // where .pth files are read
     for (size_t i = 0; i < homes.size(); ++i) {
         const std::string& home = homes[i];
         out.push_back(home + lib);
@@ -140,22 +221,30 @@ std::vector<std::string> search_prefixes(const Interpreter& in) {
              {home + lib + "/site-packages", home + lib + "/dist-packages",
               home + "/lib/python3/dist-packages", home + "/local" + lib + "/dist-packages",
               home + "/lib64/python" + in.version + "/site-packages"})
-            out.push_back(dir);
+            sites.push_back(dir);
     }
     if (in_venv) {
-        out.push_back(venv.root + lib + "/site-packages");
-        out.push_back(venv.root + "/lib64/python" + in.version + "/site-packages");
+        sites.push_back(venv.root + lib + "/site-packages");
+        sites.push_back(venv.root + "/lib64/python" + in.version + "/site-packages");
     }
     if (const char* path = env("PYTHONPATH"))
         for (std::string_view item : split(path, ':'))
             if (!item.empty() && item[0] == '/') out.emplace_back(item);
-    if (system_site && !env("PYTHONNOUSERSITE"))
-        if (const char* home = env("HOME"); home && *home == '/')
-            out.push_back(std::string(home) + "/.local" + lib + "/site-packages");
+    if (system_site && !flags.no_user_site && !env("PYTHONNOUSERSITE"))
+        if (const char* home = in.env ? in.env("HOME") : nullptr; home && *home == '/')
+            sites.push_back(std::string(home) + "/.local" + lib + "/site-packages");
+    if (!flags.no_site) {
+        for (const std::string& site : sites) {
+            if (!is_directory(site)) continue;
+            out.push_back(site);
+            add_pth_directories(site, out);
+        }
+    }
 
     std::vector<std::string> present;
     for (const std::string& dir : out)
-        if (is_directory(dir)) present.push_back(dir);
+        if (is_directory(dir) && std::find(present.begin(), present.end(), dir) == present.end())
+            present.push_back(dir);
     return present;
 }
 

@@ -3,7 +3,8 @@
 // a virtual environment by its pyvenv.cfg beside or above the executable as
 // invoked (`venv/bin/python` run by path, no `activate` needed), its `home`
 // and `include-system-site-packages`; otherwise the prefix above the real
-// executable; PYTHONHOME, PYTHONPATH, the user site directory.
+// executable; PYTHONHOME, PYTHONPATH, the user site directory, .pth files;
+// the interpreter's -I, -E, -s and -S.
 #pragma once
 
 #include "base/config.hpp"
@@ -18,6 +19,7 @@ struct Interpreter {
     std::string invoked;  // the executable as invoked, absolute, symlinks not resolved
     std::string resolved; // the executable's real path (/proc/self/exe)
     EnvLookup env = nullptr;
+    std::vector<std::string> arguments; // argv without argv[0]: -I, -E, -s, -S count
 };
 
 struct VirtualEnv {
@@ -30,7 +32,9 @@ struct VirtualEnv {
 // or that directory's parent. False if there is none.
 bool find_virtual_env(const std::string& invoked, VirtualEnv& out);
 
-// The directories to cache, those that exist, in search order.
+// The directories to cache, those that exist, in search order: also the
+// directories that .pth files in the site directories add (editable
+// installs), as site.py adds them.
 std::vector<std::string> search_prefixes(const Interpreter& interpreter);
 
 // The executable as CPython computes sys.executable: argv[0] made absolute

@@ -5,13 +5,14 @@
                     --python /usr/bin/python3
 
 A virtual environment made with `python -m venv --without-pip`, holding a
-package of its own, run by path (`venv/bin/python app.py`, as job scripts do:
+package of its own and an editable-style .pth naming a source tree, run by path (`venv/bin/python app.py`, as job scripts do:
 no `activate`, no $VIRTUAL_ENV), at 1, 2 and 4 ranks:
 
   * per-rank output and exit code equal without and with the shim;
-  * rank 0 caches the venv's site-packages (PYIMPORT_LOG=2 names it);
-  * under strace, rank 1 makes no call under the venv's site-packages with
-    the shim, and plenty without (so the count can fail).
+  * rank 0 caches the venv's site-packages and the source tree (PYIMPORT_LOG=2
+    names them);
+  * under strace, rank 1 makes no call under either with the shim, and some
+    without (so the count can fail).
 """
 
 import os
@@ -26,9 +27,11 @@ APP = """\
 import os, sys
 import venvpkg
 from venvpkg import sub
+import editable_pkg
 r = int(os.environ.get("PMI_RANK", "0"))
 print("[rank %d] prefix is the venv: %s" % (r, sys.prefix == os.environ["E2E_VENV"]))
 print("[rank %d] %s %s %d" % (r, venvpkg.NAME, sub.twice(21), len(sys.modules) > 10))
+print("[rank %d] editable: %s" % (r, editable_pkg.WHERE))
 print("[rank %d] done" % r)
 """
 
@@ -46,12 +49,20 @@ def make_venv(args, d):
         f.write("NAME = 'venvpkg'\n")
     with open(os.path.join(pkg, "sub.py"), "w") as f:
         f.write("def twice(x):\n    return 2 * x\n")
-    subprocess.run([os.path.join(venv, "bin", "python"), "-m", "compileall", "-q", site],
-                   check=True, stdout=subprocess.DEVNULL)
+    # An editable install: a .pth line naming a source tree outside the venv.
+    src = os.path.join(d, "src")
+    os.makedirs(os.path.join(src, "editable_pkg"))
+    with open(os.path.join(src, "editable_pkg", "__init__.py"), "w") as f:
+        f.write("WHERE = 'source tree'\n")
+    with open(os.path.join(site, "__editable__.editable_pkg.pth"), "w") as f:
+        f.write(src + "\n")
+    for tree in (site, src):
+        subprocess.run([os.path.join(venv, "bin", "python"), "-m", "compileall", "-q", tree],
+                       check=True, stdout=subprocess.DEVNULL)
     app = os.path.join(d, "app.py")
     with open(app, "w") as f:
         f.write(APP)
-    return venv, site, app
+    return venv, site, src, app
 
 
 def calls_under(trace, prefix):
@@ -66,7 +77,7 @@ def calls_under(trace, prefix):
 def test_venv(chk, args, wd):
     print("\n== a venv run by path")
     d = wd.sub("venv")
-    venv, site, app = make_venv(args, d)
+    venv, site, src, app = make_venv(args, d)
     python = os.path.join(venv, "bin", "python")
     env = L.base_env()
     env["E2E_VENV"] = venv
@@ -77,8 +88,9 @@ def test_venv(chk, args, wd):
         shim = L.mpirun("venv-%d-shim" % n, args, wd, n, [python, app],
                         L.with_shim(env, args.shim, PYIMPORT_LOG=2))
         L.compare_runs(chk, base, shim, n, "(venv, %d ranks)" % n, check_stderr=False)
-        chk.ok(re.search(r"prefix %s$" % re.escape(site), shim.rank_err(0), re.M) is not None,
-               "rank 0 caches the venv's site-packages (%d ranks)" % n, shim.describe())
+        for tree, what in ((site, "the venv's site-packages"), (src, "the editable source tree")):
+            chk.ok(re.search(r"prefix %s$" % re.escape(tree), shim.rank_err(0), re.M) is not None,
+                   "rank 0 caches %s (%d ranks)" % (what, n), shim.describe())
 
     # strace per rank: the wrapper traces the interpreter only.
     counts = {}
@@ -90,11 +102,13 @@ def test_venv(chk, args, wd):
                    "env LD_PRELOAD=%s %s %s" % (traces, preload, python, app))
         res = L.mpirun("venv-strace-" + label, args, wd, 4, ["sh", "-c", wrapper], run_env)
         chk.ok(res.rc == 0, "venv job under strace (%s) exits 0" % label, res.describe())
-        counts[label] = calls_under(os.path.join(traces, "trace.1"), site)
-    chk.ok(counts["noshim"] > 5, "without the shim rank 1 makes calls under the venv (%d)"
-           % counts["noshim"])
-    chk.ok(counts["shim"] == 0, "with the shim rank 1 makes none under the venv's "
-           "site-packages (%d)" % counts["shim"])
+        for tree in (site, src):
+            counts[label, tree] = calls_under(os.path.join(traces, "trace.1"), tree)
+    for tree, what in ((site, "the venv's site-packages"), (src, "the editable source tree")):
+        chk.ok(counts["noshim", tree] > 2, "without the shim rank 1 makes calls under %s (%d)"
+               % (what, counts["noshim", tree]))
+        chk.ok(counts["shim", tree] == 0, "with the shim rank 1 makes none under %s (%d)"
+               % (what, counts["shim", tree]))
 
 
 def main():

@@ -116,3 +116,58 @@ Test(search_path, the_executable_as_invoked) {
     cr_expect_eq(invoked_executable("no-such-program-anywhere", "/", "/bin"), "");
     cr_expect_eq(invoked_executable("", "/", "/bin"), "");
 }
+
+// Editable installs: a .pth line names a source tree elsewhere.
+Test(search_path, directories_named_by_pth_files_are_searched) {
+    Layout l;
+    mkdir((l.root + "/src").c_str(), 0755);
+    mkdir((l.root + "/src/project").c_str(), 0755);
+    l.write("base/lib/python3.11/site-packages/__editable__.project.pth",
+            "# a comment\n\n" + l.root + "/src/project\nimport sys; sys.flags\n../../../../src\n" +
+                l.root + "/nonexistent\n");
+    g_env = {};
+    auto p = l.prefixes("base/bin/python3.11");
+    cr_expect(l.has(p, "src/project"));
+    cr_expect(l.has(p, "src"), "relative to the site directory");
+    cr_expect_not(l.has(p, "nonexistent"));
+    // -S: no site directories, so no .pth files either.
+    Interpreter in;
+    in.version = "3.11";
+    in.invoked = in.resolved = l.root + "/base/bin/python3.11";
+    in.env = fake_env;
+    in.arguments = {"-S", "app.py"};
+    auto no_site = search_prefixes(in);
+    cr_expect(l.has(no_site, "base/lib/python3.11"));
+    cr_expect_not(l.has(no_site, "base/lib/python3.11/site-packages"));
+    cr_expect_not(l.has(no_site, "src/project"));
+}
+
+Test(search_path, interpreter_options_and_the_environment) {
+    Layout l;
+    mkdir((l.root + "/extra").c_str(), 0755);
+    g_env = {{"HOME", l.root + "/home"}, {"PYTHONPATH", l.root + "/extra"}};
+    Interpreter in;
+    in.version = "3.11";
+    in.invoked = in.resolved = l.root + "/base/bin/python3.11";
+    in.env = fake_env;
+    auto with = [&](std::vector<std::string> args) {
+        in.arguments = std::move(args);
+        return search_prefixes(in);
+    };
+    auto plain = with({"app.py"});
+    cr_expect(l.has(plain, "extra") && l.has(plain, "home/.local/lib/python3.11/site-packages"));
+    auto no_user = with({"-s", "app.py"});
+    cr_expect(l.has(no_user, "extra"));
+    cr_expect_not(l.has(no_user, "home/.local/lib/python3.11/site-packages"));
+    auto no_env = with({"-E", "app.py"});
+    cr_expect_not(l.has(no_env, "extra"));
+    cr_expect(l.has(no_env, "home/.local/lib/python3.11/site-packages"));
+    auto isolated = with({"-bI", "-X", "dev", "app.py"});
+    cr_expect_not(l.has(isolated, "extra"));
+    cr_expect_not(l.has(isolated, "home/.local/lib/python3.11/site-packages"));
+    // Options after the script (or -c's code) are the program's, not the interpreter's.
+    auto late = with({"app.py", "-I"});
+    cr_expect(l.has(late, "extra"));
+    auto code = with({"-c", "pass", "-S"});
+    cr_expect(l.has(code, "base/lib/python3.11/site-packages"));
+}
