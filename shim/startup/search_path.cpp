@@ -32,15 +32,22 @@ std::string_view trimmed(std::string_view s) {
     return s;
 }
 
-// pyvenv.cfg's "key = value" lines, as site.py reads them.
-bool read_pyvenv_cfg(const std::string& file, VirtualEnv& out) {
+// A small text file (pyvenv.cfg, a .pth), up to 1 MiB; false if unreadable.
+bool read_small_file(const std::string& file, std::string& text) {
     int fd = REAL(open)(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
-    std::string text;
+    text.clear();
     char buffer[4096];
     for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0 && text.size() < (1u << 20);)
         text.append(buffer, static_cast<size_t>(n));
     REAL(close)(fd);
+    return true;
+}
+
+// pyvenv.cfg's "key = value" lines, as site.py reads them.
+bool read_pyvenv_cfg(const std::string& file, VirtualEnv& out) {
+    std::string text;
+    if (!read_small_file(file, text)) return false;
     for (std::string_view line : split(text, '\n')) {
         size_t eq = line.find('=');
         if (eq == std::string_view::npos) continue;
@@ -131,13 +138,8 @@ void add_pth_directories(const std::string& site, std::vector<std::string>& out)
     REAL(closedir)(dir);
     std::sort(names.begin(), names.end());
     for (const std::string& name : names) {
-        int fd = REAL(open)((site + "/" + name).c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) continue;
         std::string text;
-        char buffer[4096];
-        for (ssize_t n; (n = ::read(fd, buffer, sizeof buffer)) > 0 && text.size() < (1u << 20);)
-            text.append(buffer, static_cast<size_t>(n));
-        REAL(close)(fd);
+        if (!read_small_file(site + "/" + name, text)) continue;
         for (std::string_view line : split(text, '\n')) {
             if (line.empty() || line[0] == '#' || trimmed(line).empty()) continue;
             if (line.starts_with("import ") || line.starts_with("import\t")) continue;

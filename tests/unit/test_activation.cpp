@@ -1,4 +1,5 @@
 // Which MPI-launched processes activate (startup/activation.hpp).
+#include "fake_env.hpp"
 #include "startup/activation.hpp"
 
 #include <criterion/criterion.h>
@@ -6,13 +7,10 @@
 #include <string>
 
 using namespace pyimport;
+using pyimport::testing::fake_env;
+using pyimport::testing::g_env;
 
 namespace {
-std::map<std::string, std::string> g_env;
-const char* fake_env(const char* name) {
-    auto it = g_env.find(name);
-    return it == g_env.end() ? nullptr : it->second.c_str();
-}
 int g_asked = 0;
 bool python() {
     ++g_asked;

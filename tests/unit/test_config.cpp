@@ -1,18 +1,13 @@
 #include "base/config.hpp"
+#include "fake_env.hpp"
 
 #include <criterion/criterion.h>
 #include <map>
 #include <string>
 
 using namespace pyimport;
-
-namespace {
-std::map<std::string, std::string> g_env;
-const char* fake_env(const char* name) {
-    auto it = g_env.find(name);
-    return it == g_env.end() ? nullptr : it->second.c_str();
-}
-} // namespace
+using pyimport::testing::fake_env;
+using pyimport::testing::g_env;
 
 Test(config, sizes) {
     uint64_t v = 0;

@@ -1,5 +1,6 @@
 // Which trees an interpreter will import from (startup/search_path.hpp), for
 // virtual environments run by path and for plain interpreters.
+#include "fake_env.hpp"
 #include "startup/search_path.hpp"
 
 #include <algorithm>
@@ -12,13 +13,10 @@
 #include <unistd.h>
 
 using namespace pyimport;
+using pyimport::testing::fake_env;
+using pyimport::testing::g_env;
 
 namespace {
-std::map<std::string, std::string> g_env;
-const char* fake_env(const char* name) {
-    auto it = g_env.find(name);
-    return it == g_env.end() ? nullptr : it->second.c_str();
-}
 
 struct Layout {
     std::string root;
