@@ -80,13 +80,12 @@ std::string program_identity(const std::vector<std::string>& args) {
     return "(interactive)";
 }
 
-std::vector<std::string> own_arguments() {
+std::vector<std::string> own_command_line() {
     std::string text;
     std::vector<std::string> args;
     if (read_file("/proc/self/cmdline", size_t{1} << 20, text) != 0) return args;
     for (std::string_view a : split(text, '\0'))
         args.emplace_back(a);
-    if (!args.empty()) args.erase(args.begin()); // argv[0]
     return args;
 }
 

@@ -19,8 +19,8 @@ using PathSet = std::unordered_set<std::string>;
 // interpreter options and the script's own arguments do not count.
 std::string program_identity(const std::vector<std::string>& args);
 
-// This process's command line without argv[0] (/proc/self/cmdline).
-std::vector<std::string> own_arguments();
+// This process's command line, argv[0] first (/proc/self/cmdline).
+std::vector<std::string> own_command_line();
 
 // File name of the profile in `dir` for this user, executable, program and
 // prefixes.

@@ -101,25 +101,19 @@ std::string python_cache_tag() {
     return "cpython-" + version;
 }
 
-std::vector<std::string> default_prefixes() {
+std::vector<std::string> default_prefixes(const std::vector<std::string>& command_line) {
     Interpreter interpreter;
     interpreter.version = python_version();
     interpreter.resolved = executable_path();
     interpreter.env = [](const char* name) -> const char* { return getenv(name); };
-    std::string text;
-    int fd = REAL(open)("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        char buffer[PATH_MAX + 1];
-        ssize_t n = ::read(fd, buffer, sizeof buffer - 1);
-        REAL(close)(fd);
-        if (n > 0) text.assign(buffer, strnlen(buffer, static_cast<size_t>(n)));
-    }
     char cwd[PATH_MAX];
     long got = syscall(SYS_getcwd, cwd, sizeof cwd);
-    interpreter.invoked =
-        invoked_executable(text, got > 0 ? std::string(cwd) : std::string(), getenv("PATH"));
+    if (!command_line.empty())
+        interpreter.invoked = invoked_executable(
+            command_line[0], got > 0 ? std::string(cwd) : std::string(), getenv("PATH"));
     if (interpreter.invoked.empty()) interpreter.invoked = interpreter.resolved;
-    interpreter.arguments = own_arguments();
+    if (!command_line.empty())
+        interpreter.arguments.assign(command_line.begin() + 1, command_line.end());
     return search_prefixes(interpreter);
 }
 

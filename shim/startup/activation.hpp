@@ -33,6 +33,7 @@ std::string executable_path();
 // "cpython-311" for CPython 3.11; empty if not a Python interpreter.
 std::string python_cache_tag();
 // The directories this interpreter will import from.
-std::vector<std::string> default_prefixes();
+// `command_line`: this process's argv (own_command_line()).
+std::vector<std::string> default_prefixes(const std::vector<std::string>& command_line);
 
 } // namespace pyimport

@@ -96,10 +96,9 @@ bool share_image(Transport& transport, std::vector<char>& image, uint64_t length
                 out.adopt_mapping(read_only, length, false);
             } else {
                 // Not shareable: keep a copy and let the node's ranks copy too.
-                std::vector<char> bytes(writable, writable + length);
+                std::memcpy(out.make_private(length), writable, length);
                 munmap(writable, length);
                 memfd.reset();
-                std::memcpy(out.make_private(length), bytes.data(), length);
             }
         }
     }

@@ -47,12 +47,14 @@ void publish_transport(StartupRun& run, bool connected) {
 // Rank 0: what this interpreter searches and which program it runs.
 WalkInputs interpreter_inputs(const Config& config) {
     WalkInputs inputs;
-    if (config.prefixes.empty()) inputs.default_prefixes = default_prefixes();
+    std::vector<std::string> command_line = own_command_line(); // read once for both
+    if (config.prefixes.empty()) inputs.default_prefixes = default_prefixes(command_line);
     inputs.cache_tag = python_cache_tag();
     inputs.profile_dir = profile_directory(config.profile, getenv_raw);
     if (!inputs.profile_dir.empty()) {
         inputs.executable = executable_path();
-        inputs.program = program_identity(own_arguments());
+        if (!command_line.empty()) command_line.erase(command_line.begin()); // argv[0]
+        inputs.program = program_identity(command_line);
     }
     return inputs;
 }
@@ -126,10 +128,6 @@ Core* current_core() {
     // getpid is a system call (glibc caches nothing since 2.25): a fork or
     // vfork child sees its own pid and goes inert.
     return getpid() == g_active_pid ? core : nullptr;
-}
-
-Libraries* current_libraries() {
-    return current_core() ? g_libraries.load(std::memory_order_acquire) : nullptr;
 }
 
 Libraries* inherited_libraries() {

@@ -14,9 +14,11 @@ namespace pyimport {
 // The active core, or nullptr: inert, not yet initialised, or a fork/vfork
 // child of the active process (whose wrappers must change nothing).
 Core* current_core();
-// dlopen from the node-local mirror in the active process, or nullptr (off,
-// not available, or not active).
-Libraries* current_libraries();
+// dlopen from the node-local mirror (nullptr: off or not available). Also
+// set in a fork child of the active process, where current_core() is
+// nullptr: there only for reading what the parent left, such as the names of
+// libraries it loaded from the mirror (entry/dl.cpp).
+Libraries* inherited_libraries();
 
 // Once per thread: set while the shim itself is running, so that libc calls
 // the shim makes (and libunwind's, dlsym's ...) go straight to libc.
@@ -35,7 +37,7 @@ class Guard {
 
     explicit operator bool() const { return core_ != nullptr; }
     Core* operator->() const { return core_; }
-    Libraries* libraries() const { return core_ ? current_libraries() : nullptr; }
+    Libraries* libraries() const { return core_ ? inherited_libraries() : nullptr; }
 
     // Returns a served answer, setting errno as the real call would.
     template <typename T> T finish(const Answer& answer) {
@@ -55,11 +57,6 @@ class Guard {
     int saved_errno_;
     Core* core_ = nullptr;
 };
-
-// The libraries even in a fork child of the active process (current_*() is
-// nullptr there): only for reading what the parent left, such as the names
-// of libraries it loaded from the mirror (entry/dl.cpp).
-Libraries* inherited_libraries();
 
 // Ends the shim's MPI use and prints the summary; called at exit, _exit and
 // exec (once).

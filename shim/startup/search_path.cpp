@@ -126,10 +126,10 @@ Flags interpreter_flags(const std::vector<std::string>& args) {
 
 // The directories a site directory's .pth files add (site.addpackage): in
 // name order, each line that is not a comment, blank or an "import" line,
-// relative to the site directory; those that are directories.
-void add_pth_directories(const std::string& site, std::vector<std::string>& out) {
+// relative to the site directory. False if `site` is not a directory.
+bool add_pth_directories(const std::string& site, std::vector<std::string>& out) {
     DIR* dir = REAL(opendir)(site.c_str());
-    if (!dir) return;
+    if (!dir) return false;
     std::vector<std::string> names;
     while (struct dirent64* e = REAL(readdir64)(dir)) {
         std::string_view name = e->d_name;
@@ -148,6 +148,7 @@ void add_pth_directories(const std::string& site, std::vector<std::string>& out)
             out.push_back(absolute_path(std::string(line), site));
         }
     }
+    return true;
 }
 
 } // namespace
@@ -235,18 +236,22 @@ std::vector<std::string> search_prefixes(const Interpreter& in) {
     if (system_site && !flags.no_user_site && !env("PYTHONNOUSERSITE"))
         if (const char* home = in.env ? in.env("HOME") : nullptr; home && *home == '/')
             sites.push_back(std::string(home) + "/.local" + lib + "/site-packages");
+    std::vector<std::string> present; // each directory asked of the filesystem once
+    auto keep = [&](const std::string& dir, bool known_directory) {
+        if (std::find(present.begin(), present.end(), dir) != present.end()) return;
+        if (known_directory || is_directory(dir)) present.push_back(dir);
+    };
+    for (const std::string& dir : out)
+        keep(dir, false);
     if (!flags.no_site) {
         for (const std::string& site : sites) {
-            if (!is_directory(site)) continue;
-            out.push_back(site);
-            add_pth_directories(site, out);
+            std::vector<std::string> added;
+            if (!add_pth_directories(site, added)) continue; // not a directory
+            keep(site, true);
+            for (const std::string& dir : added)
+                keep(dir, false);
         }
     }
-
-    std::vector<std::string> present;
-    for (const std::string& dir : out)
-        if (is_directory(dir) && std::find(present.begin(), present.end(), dir) == present.end())
-            present.push_back(dir);
     return present;
 }
 
