@@ -14,7 +14,11 @@
  * Counters per request kind are printed to stderr as one line at exit and on
  * SIGUSR1, and with --counters=FILE also written to FILE as JSON (atomically,
  * via FILE.tmp + rename) at exit and on SIGUSR1.  The JSON carries "seq",
- * incremented on every dump, so a reader can wait for a fresh one.
+ * incremented on every dump, so a reader can wait for a fresh one.  With
+ * --log=FILE every metadata request is also appended to FILE as one line,
+ * "KIND PATH" (PATH relative to the mount's root, "/" for the root), written
+ * before it is served, so that a reader can tell which paths the requests are
+ * on (bench/run --log-requests).
  */
 #define FUSE_USE_VERSION 31
 #ifndef _GNU_SOURCE
@@ -65,7 +69,8 @@ static struct {
     int cache;
     char* counters_path; /* absolute, or NULL */
     char* counters_tmp;  /* counters_path + ".tmp" */
-} g = {.src_fd = -1};
+    int log_fd;          /* --log, or -1 */
+} g = {.src_fd = -1, .log_fd = -1};
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -80,8 +85,15 @@ static void count(enum counter c) {
     atomic_fetch_add_explicit(&counters[c], 1, memory_order_relaxed);
 }
 
-static void meta(enum counter c) {
+static void write_all(int fd, const char* p, size_t n);
+
+static void meta(enum counter c, const char* path) {
     count(c);
+    if (g.log_fd >= 0) {
+        char line[PATH_MAX + 32];
+        int n = snprintf(line, sizeof line, "%s %s\n", counter_names[c], path ? path : "?");
+        if (n > 0) write_all(g.log_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    }
     service(g.meta_us);
 }
 
@@ -202,13 +214,13 @@ static void* sf_init(struct fuse_conn_info* conn, struct fuse_config* cfg) {
 
 static int sf_getattr(const char* path, struct stat* st, struct fuse_file_info* fi) {
     (void)fi;
-    meta(C_GETATTR);
+    meta(C_GETATTR, path);
     if (fstatat(g.src_fd, rel(path), st, AT_SYMLINK_NOFOLLOW) == -1) return -errno;
     return 0;
 }
 
 static int sf_readlink(const char* path, char* buf, size_t size) {
-    meta(C_READLINK);
+    meta(C_READLINK, path);
     if (size == 0) return -EINVAL;
     ssize_t n = readlinkat(g.src_fd, rel(path), buf, size - 1);
     if (n == -1) return -errno;
@@ -217,22 +229,21 @@ static int sf_readlink(const char* path, char* buf, size_t size) {
 }
 
 static int sf_access(const char* path, int mask) {
-    meta(C_ACCESS);
+    meta(C_ACCESS, path);
     if ((mask & W_OK)) return -EROFS;
     if (faccessat(g.src_fd, rel(path), mask, AT_SYMLINK_NOFOLLOW) == -1) return -errno;
     return 0;
 }
 
 static int sf_statfs(const char* path, struct statvfs* sv) {
-    (void)path;
-    meta(C_STATFS);
+    meta(C_STATFS, path);
     if (fstatvfs(g.src_fd, sv) == -1) return -errno;
     sv->f_flag |= ST_RDONLY;
     return 0;
 }
 
 static int sf_open(const char* path, struct fuse_file_info* fi) {
-    meta(C_OPEN);
+    meta(C_OPEN, path);
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_CREAT))) return -EROFS;
     int fd = openat(g.src_fd, rel(path), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd == -1) return -errno;
@@ -259,7 +270,7 @@ static int sf_release(const char* path, struct fuse_file_info* fi) {
 }
 
 static int sf_opendir(const char* path, struct fuse_file_info* fi) {
-    meta(C_OPENDIR);
+    meta(C_OPENDIR, path);
     int fd = openat(g.src_fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd == -1) return -errno;
     DIR* d = fdopendir(fd);
@@ -274,10 +285,9 @@ static int sf_opendir(const char* path, struct fuse_file_info* fi) {
 
 static int sf_readdir(const char* path, void* buf, fuse_fill_dir_t filler, off_t off,
                       struct fuse_file_info* fi, enum fuse_readdir_flags flags) {
-    (void)path;
     (void)off;
     (void)flags;
-    meta(C_READDIR);
+    meta(C_READDIR, path);
     DIR* d = (DIR*)(uintptr_t)fi->fh;
     rewinddir(d);
     errno = 0;
@@ -332,6 +342,8 @@ static void usage(FILE* out) {
             "  --cache          enable kernel caching (attr/entry/negative timeouts 3600 s,\n"
             "                   page cache kept); default: no kernel caching\n"
             "  --counters=FILE  also write the counters as JSON to FILE at exit and on SIGUSR1\n"
+            "  --log=FILE       append one line per metadata request to FILE: its kind\n"
+            "                   and its path under the mount (\"getattr /lib/os.py\")\n"
             "  --background     daemonize once mounted (stdio then goes to /dev/null;\n"
             "                   use --counters to collect counters)\n"
             "  --help           print this help and exit\n"
@@ -387,6 +399,7 @@ int main(int argc, char** argv) {
     g.read_us = 0;
     int background = 0;
     const char* counters_arg = NULL;
+    const char* log_arg = NULL;
     const char* pos[2];
     int npos = 0;
     int only_pos = 0;
@@ -411,6 +424,9 @@ int main(int argc, char** argv) {
             } else if ((v = opt_value("--counters", argc, argv, &i)) != NULL) {
                 if (!*v) bad_arg("%s needs a file name", "--counters");
                 counters_arg = v;
+            } else if ((v = opt_value("--log", argc, argv, &i)) != NULL) {
+                if (!*v) bad_arg("%s needs a file name", "--log");
+                log_arg = v;
             } else {
                 bad_arg("unknown option '%s'", a);
             }
@@ -468,6 +484,15 @@ int main(int argc, char** argv) {
         if (!g.counters_path || asprintf(&g.counters_tmp, "%s.tmp", g.counters_path) < 0) {
             fprintf(stderr, "slowfs: out of memory\n");
             return 1;
+        }
+    }
+
+    /* Opened before daemonizing, which changes directory to /. */
+    if (log_arg) {
+        g.log_fd = open(log_arg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (g.log_fd == -1) {
+            fprintf(stderr, "slowfs: error: --log '%s': %s\n", log_arg, strerror(errno));
+            return 2;
         }
     }
 
@@ -536,6 +561,7 @@ int main(int argc, char** argv) {
     fuse_destroy(fuse);
     dump_counters();
     close(g.src_fd);
+    if (g.log_fd >= 0) close(g.log_fd);
     free(fsopts);
     free(mnt_abs);
     if (res < 0) {

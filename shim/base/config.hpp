@@ -14,7 +14,8 @@ namespace pyimport {
     X(prefixes, "PYIMPORT_PREFIX", PathList, "",                                                   \
       "colon-separated directories to snapshot; empty means the interpreter's own search path")    \
     X(max_bytes, "PYIMPORT_MAX_BYTES", Size, "1G",                                                 \
-      "largest snapshot rank 0 may build (suffix K, M, G); larger means the job runs uncached")    \
+      "most bytes of file contents rank 0 caches (suffix K, M, G), small files first; stats and "  \
+      "listings are always cached; files past it are read from the filesystem")                    \
     X(content_suffixes, "PYIMPORT_CONTENT", SuffixList, ".py,.pyc,.pth",                           \
       "file name endings, comma-separated, whose bytes are cached (a .py is skipped when its "     \
       "__pycache__ bytecode exists; other files: metadata only)")                                  \

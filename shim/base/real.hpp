@@ -64,6 +64,9 @@ struct timespec;
     X(euidaccess, int, (const char*, int))                                                         \
     X(readlink, ssize_t, (const char*, char*, size_t))                                             \
     X(readlinkat, ssize_t, (int, const char*, char*, size_t))                                      \
+    X(realpath, char*, (const char*, char*))                                                       \
+    X(__realpath_chk, char*, (const char*, char*, size_t))                                         \
+    X(canonicalize_file_name, char*, (const char*))                                                \
     /* directory streams (wrap_dir.cpp) */                                                         \
     X(opendir, DIR*, (const char*))                                                                \
     X(readdir, struct dirent*, (DIR*))                                                             \

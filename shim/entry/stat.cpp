@@ -1,7 +1,10 @@
 // stat, lstat, fstat, fstatat (and 64-bit, legacy __xstat forms), statx,
-// access, faccessat, readlink, readlinkat.
+// access, faccessat, readlink, readlinkat, realpath.
 #include "entry/wrap.hpp"
 
+#include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -165,6 +168,43 @@ PYIMPORT_EXPORT ssize_t readlink(const char* path, char* buf, size_t size) {
     ssize_t result;
     if (serve_readlink(AT_FDCWD, path, buf, size, result)) return result;
     return REAL(readlink)(path, buf, size);
+}
+
+namespace {
+// The canonical path into `resolved` (PATH_MAX bytes) or a new buffer.
+char* serve_realpath(const char* path, char* resolved, bool& served) {
+    served = false;
+    path = opaque(path);
+    Guard guard;
+    if (!guard) return nullptr;
+    std::string canonical;
+    if (!guard->real_path(path, canonical)) return nullptr;
+    char* out = resolved ? resolved : static_cast<char*>(std::malloc(canonical.size() + 1));
+    if (!out) return nullptr; // the real realpath reports ENOMEM
+    std::memcpy(out, canonical.c_str(), canonical.size() + 1);
+    served = true;
+    return out;
+}
+} // namespace
+
+PYIMPORT_EXPORT char* realpath(const char* path, char* resolved) {
+    bool served;
+    char* out = serve_realpath(path, resolved, served);
+    return served ? out : REAL(realpath)(path, resolved);
+}
+
+PYIMPORT_EXPORT char* __realpath_chk(const char* path, char* resolved, size_t resolved_size) {
+    if (resolved && resolved_size < PATH_MAX)
+        return REAL(__realpath_chk)(path, resolved, resolved_size);
+    bool served;
+    char* out = serve_realpath(path, resolved, served);
+    return served ? out : REAL(__realpath_chk)(path, resolved, resolved_size);
+}
+
+PYIMPORT_EXPORT char* canonicalize_file_name(const char* path) {
+    bool served;
+    char* out = serve_realpath(path, nullptr, served);
+    return served ? out : REAL(canonicalize_file_name)(path);
 }
 
 PYIMPORT_EXPORT ssize_t readlinkat(int dirfd, const char* path, char* buf, size_t size) {

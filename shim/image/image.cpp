@@ -98,6 +98,10 @@ bool Snapshot::attach(const void* image, size_t size, std::string& error) {
             (e.follow != kNoEntry && e.follow >= h->follow_count) || e.content_off > h->data_size ||
             e.content_len > h->data_size - e.content_off)
             return error = "snapshot entry out of bounds", false;
+        // Lookups leave a partial directory by its full path: only a root has one.
+        if (((e.flags & kPartial) && e.parent != kNoEntry) ||
+            ((e.flags & kAbsent) && (e.error == 0 || (e.flags & (kHasListing | kHasContent)))))
+            return error = "snapshot entry has inconsistent flags", false;
     }
     auto* listing = reinterpret_cast<const ListingItem*>(bytes + h->listing_off);
     for (uint32_t i = 0; i < h->listing_count; ++i)

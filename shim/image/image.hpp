@@ -18,7 +18,7 @@ namespace pyimport {
 
 inline constexpr uint32_t kNoEntry = 0xffffffffu;
 inline constexpr char kSnapshotMagic[8] = {'P', 'Y', 'I', 'M', 'P', 'S', 'N', '1'};
-inline constexpr uint32_t kSnapshotVersion = 2;
+inline constexpr uint32_t kSnapshotVersion = 3;
 
 // Entry flags.
 inline constexpr uint8_t kHasListing = 1; // directory listed completely
@@ -27,6 +27,17 @@ inline constexpr uint8_t kIsRoot = 4;     // a cached prefix
 // Listed by name and type only (a data file, an excluded directory): calls on
 // it and under it are forwarded.
 inline constexpr uint8_t kNoStat = 8;
+// A directory whose children are recorded one by one, not listed (the
+// interpreter's start-up probes: /usr/bin/pyvenv.cfg ...): a name not among
+// them is looked up further out (another root) or forwarded. Always a root.
+inline constexpr uint8_t kPartial = 16;
+// A root others may write into during the job (the script's directory):
+// names not in it are forwarded, never "absent", and its listing is served
+// only while the real directory's stat still matches. (Packages below it
+// are answered like a prefix's; its data files are forwarded.)
+inline constexpr uint8_t kLive = 32;
+// A probed name that did not exist: lookups of it fail with Entry::error.
+inline constexpr uint8_t kAbsent = 64;
 
 struct Timestamp {
     int64_t sec;
@@ -63,7 +74,8 @@ struct Entry {
     uint32_t listing_begin; // into listing items, readdir order (includes "." and "..")
     uint32_t listing_count;
     uint8_t flags;
-    uint8_t pad[3];
+    uint8_t error; // kAbsent: the errno of rank 0's lstat (ENOENT, EACCES)
+    uint8_t pad[2];
     // A symlink whose target lies outside every prefix: the stat of the
     // target (index into follow records), or kNoEntry.
     uint32_t follow;

@@ -2,6 +2,7 @@
 
 #include "base/real.hpp"
 #include "base/text.hpp"
+#include "image/library_name.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -75,7 +76,7 @@ std::string program_identity(const std::vector<std::string>& args) {
             continue;
         }
         char resolved[PATH_MAX];
-        return realpath(args[i].c_str(), resolved) ? std::string(resolved) : args[i];
+        return REAL(realpath)(args[i].c_str(), resolved) ? std::string(resolved) : args[i];
     }
     return "(interactive)";
 }
@@ -157,6 +158,25 @@ std::string profile_directory(const std::string& setting, const char* (*lookup)(
     const char* home = lookup("HOME");
     if (home && home[0] == '/') return std::string(home) + "/.cache/pyimport";
     return "";
+}
+
+bool import_file_name(std::string_view path) {
+    std::string_view name = path.substr(path.find_last_of('/') + 1);
+    for (std::string_view suffix :
+         {".py", ".pyc", ".so", ".pth", "._pth", ".zip", ".egg", ".pyz", ".whl"})
+        if (name.ends_with(suffix)) return true;
+    return name == "pyvenv.cfg" || name == "pybuilddir.txt" || name == "Setup.local" ||
+           name == "Setup" || name == "__pycache__" || is_library_name(name);
+}
+
+bool learnable_outside(std::string_view path, bool listed) {
+    if (path.size() < 2 || path[0] != '/' || path.find('\n') != std::string_view::npos)
+        return false;
+    for (std::string_view pseudo : {"/proc", "/sys", "/dev", "/run"})
+        if (path.starts_with(pseudo) &&
+            (path.size() == pseudo.size() || path[pseudo.size()] == '/'))
+            return false;
+    return listed || import_file_name(path);
 }
 
 bool update_profile(const ProgramProfile& profile, PathSet used,

@@ -59,6 +59,15 @@ struct ProgramProfile {
 bool update_profile(const ProgramProfile& profile, PathSet used,
                     const std::function<bool(const std::string&)>& still_there, std::string& error);
 
+// Paths outside the prefixes a job looked at, kept in the profile so that the
+// next job answers them (a layout nobody foresaw still converges): files the
+// import system asks about by name (.py, .pyc, .so, .pth, ._pth, .zip,
+// pyvenv.cfg ...), and directories it listed. Never under /proc, /sys, /dev
+// or /run.
+bool learnable_outside(std::string_view absolute_path, bool listed);
+// Of those, the ones answered as single paths (the rest are directories).
+bool import_file_name(std::string_view path);
+
 // "/a/b/./c//d/../e" -> "/a/b/c"; stops at the first ".." (it cannot be
 // undone without the filesystem) and returns what came before.
 std::string lexically_tidy(std::string_view absolute_path);

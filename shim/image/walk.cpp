@@ -8,6 +8,7 @@
 #include "image/library_name.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <new>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <unordered_map>
 
 namespace pyimport {
 
@@ -86,6 +88,16 @@ bool list_directory(DIR* dir, std::vector<Item>& items) {
     }
 }
 
+// A package name (an identifier, as import needs) or __pycache__.
+bool is_package_name(std::string_view name) {
+    if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) return false;
+    for (char c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' &&
+            static_cast<unsigned char>(c) < 0x80)
+            return false;
+    return true;
+}
+
 class Builder {
   public:
     explicit Builder(const BuildOptions& options) : options_(options) {}
@@ -103,6 +115,7 @@ class Builder {
         int fd;
         std::string path; // with a profile only; "" for "/"
         bool noatime;
+        bool live;                        // under a live root (kLive)
         std::vector<Item> items;          // readdir order
         std::vector<ListingItem> listing; // becomes the entry's listing
         std::vector<Subdir> subdirs;      // walked after the listing
@@ -110,11 +123,19 @@ class Builder {
         // Sizes before the children were recorded, to forget them.
         size_t first_child, first_string, first_follow;
     };
-    enum class Outcome { Recorded, Unreadable, OverBudget };
+    enum class Outcome { Recorded, Unreadable };
 
     bool add_roots(std::string& error);
+    struct PendingProbe {
+        uint32_t root; // a partial root
+        std::string name;
+        bool absent;
+        bool content;
+    };
+    void add_partial_roots();
+    void record_probe(const PendingProbe& probe);
     bool record_directory(uint32_t index, int dirfd, std::string& error);
-    Outcome record_child(Directory& d, const Item& item, std::string& error);
+    Outcome record_child(Directory& d, const Item& item);
     bool stat_child(const Directory& d, const Item& item, Entry& e, int& subdir_fd);
     bool record_link(const Directory& d, const char* name, Entry& e);
     void queue_subdirectory(Directory& d, std::string_view name, const Entry& e, uint32_t entry,
@@ -124,41 +145,59 @@ class Builder {
     void close_subdirs(Directory& d);
     bool descend(Directory& d, std::string& error);
     int reopen_subdirectory(const Directory& d, uint32_t child);
-    bool read_sources(const Directory& d, std::string& error);
-    bool read_content(int dirfd, const char* name, bool noatime, Entry& entry);
+    void read_sources(const Directory& d);
+    bool read_content(int dirfd, const char* name, bool noatime, Entry& entry,
+                      uint32_t index = kNoEntry);
     bool stat_by_name(int dirfd, const char* name, Entry& entry);
     int open_directory(int dirfd, const char* name, bool noatime, Entry& entry);
     bool wants_content(std::string_view name) const;
     bool wants_stat(std::string_view name) const;
     bool excluded(std::string_view name) const;
-    bool known_by_name_only(const std::string& dir_path, std::string_view name, uint8_t type) const;
+    bool known_by_name_only(const Directory& d, std::string_view name, uint8_t type) const;
+    bool keeps_live_directory(const Directory& d);
     bool is_source(std::string_view name) const;
     bool has_bytecode(uint32_t dir, uint32_t source) const;
     uint32_t add_string(std::string_view text);
-    bool over_budget(std::string& error);
-    uint64_t current_size() const;
-    void drop_library_contents();
-    std::string budget_message() const;
+    bool make_room(uint64_t size);
+    void not_cached(uint32_t index);
+    void compact_data();
+    NotCached not_cached_report() const;
     bool wants_source_content(std::string_view name) const;
     bool library_only(std::string_view name) const;
-    bool encode(std::vector<char>& image, std::string& error);
+    void encode(std::vector<char>& image);
 
     const BuildOptions& options_;
     std::vector<Entry> entries_;
     std::vector<ListingItem> listing_;
     std::string strings_;
     std::vector<char> data_;
-    std::vector<int> root_fds_;
-    std::vector<std::string> root_paths_;
+    std::vector<int> root_fds_;           // walked roots: prefixes, then live ones
+    std::vector<std::string> root_paths_; // their canonical paths
+    std::vector<int> partial_fds_;        // O_PATH, after the walked roots
+    std::vector<std::string> partial_paths_;
+    std::vector<PendingProbe> pending_probes_;
     std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
     std::unordered_set<std::string> wanted_; // profile paths and their ancestors
-    uint32_t libraries_over_budget_ = 0;
-    std::vector<uint32_t> library_entries_; // entries holding a library's bytes
-    bool libraries_dropped_ = false;
+    // The budget (BuildOptions::max_bytes): bytes of the entries with
+    // content; the rest of data_ is evicted contents, compacted away once
+    // more than the budget. Cached entries by size (a max-heap), to evict
+    // the largest; entries whose bytes did not fit.
+    uint64_t cached_bytes_ = 0;
+    struct Cached {
+        uint64_t size;
+        uint32_t entry;
+        bool operator<(const Cached& o) const { return size < o.size; }
+    };
+    std::vector<Cached> cached_;
+    std::vector<uint32_t> not_cached_;
     // Directories kept open between being listed and being walked, over the
     // whole walk (so deep trees cannot run the process out of descriptors).
     size_t open_subdirs_left_ = 128;
+    size_t live_entries_left_ = 10000; // in live directories, all together
+    // Directories under a live root: walked by its rules, but answered like
+    // a prefix's (packages are module trees).
+    std::unordered_set<uint32_t> live_packages_;
 
     std::string path_of(uint32_t index) const;
     bool inside_roots(const std::string& path) const;
@@ -176,7 +215,7 @@ bool Builder::wants_source_content(std::string_view name) const {
     return false;
 }
 
-// Its bytes are cached only as a library's: optional, within the budget.
+// Its bytes are cached as a library's, not as PYIMPORT_CONTENT's.
 bool Builder::library_only(std::string_view name) const {
     return options_.libraries && is_library_name(name) && !wants_source_content(name);
 }
@@ -196,10 +235,12 @@ bool Builder::excluded(std::string_view name) const {
 // and directories no earlier job used; without, directories named in
 // PYIMPORT_EXCLUDE and files that are not modules (the import system never
 // looks at them). Symlinks and entries of unknown type are always stat'ed.
-bool Builder::known_by_name_only(const std::string& dir_path, std::string_view name,
-                                 uint8_t type) const {
+bool Builder::known_by_name_only(const Directory& d, std::string_view name, uint8_t type) const {
     if (type != DT_REG && type != DT_DIR) return false;
-    if (options_.profile) return !wanted_.count(dir_path + "/" + std::string(name));
+    // In a live directory: modules and package directories only; data files
+    // and other directories (results/, data/) are the filesystem's.
+    if (d.live) return type == DT_DIR ? !is_package_name(name) : !wants_stat(name);
+    if (options_.profile) return !wanted_.count(d.path + "/" + std::string(name));
     return type == DT_DIR ? excluded(name) : !wants_stat(name);
 }
 
@@ -209,46 +250,66 @@ uint32_t Builder::add_string(std::string_view text) {
     return offset;
 }
 
-std::string Builder::budget_message() const {
-    return "the module trees need more than PYIMPORT_MAX_BYTES=" +
-           std::to_string(options_.max_bytes) +
-           " bytes; raise it or narrow PYIMPORT_PREFIX; running uncached";
-}
-
-void Builder::drop_library_contents() {
-    for (uint32_t index : library_entries_) {
-        entries_[index].flags &= static_cast<uint8_t>(~kHasContent);
-        entries_[index].content_off = entries_[index].content_len = 0;
+// Room in the budget for `size` more bytes of contents. When they do not
+// fit, the largest cached contents go if they are larger: the budget then
+// holds more files, and each file it holds is one open, fstat and read fewer
+// per rank (bytecode and sources before a few large libraries). One eviction
+// suffices: what stays cached is at most the budget, so dropping anything
+// larger than `size` makes room for it. False: the file does not fit.
+bool Builder::make_room(uint64_t size) {
+    if (size > options_.max_bytes) return false;
+    while (cached_bytes_ + size > options_.max_bytes) {
+        if (cached_.empty() || cached_.front().size <= size) return false;
+        std::pop_heap(cached_.begin(), cached_.end());
+        Entry& e = entries_[cached_.back().entry];
+        cached_bytes_ -= e.content_len;
+        e.flags &= static_cast<uint8_t>(~kHasContent);
+        e.content_off = e.content_len = 0;
+        not_cached_.push_back(cached_.back().entry);
+        cached_.pop_back();
     }
-    libraries_over_budget_ += static_cast<uint32_t>(library_entries_.size());
-    library_entries_.clear();
-    libraries_dropped_ = true;
-    std::vector<char> kept;
-    for (Entry& e : entries_) {
-        if (!(e.flags & kHasContent)) continue;
-        size_t offset = kept.size();
-        kept.insert(kept.end(), data_.begin() + static_cast<ptrdiff_t>(e.content_off),
-                    data_.begin() + static_cast<ptrdiff_t>(e.content_off + e.content_len));
-        e.content_off = offset;
-    }
-    data_.swap(kept);
-}
-
-uint64_t Builder::current_size() const {
-    return sizeof(Header) + entries_.size() * sizeof(Entry) +
-           listing_.size() * sizeof(ListingItem) + strings_.size() + data_.size();
-}
-
-// Past the budget the libraries' bytes go first: without them the libraries
-// are loaded from the filesystem, and everything else is still cached.
-bool Builder::over_budget(std::string& error) {
-    if (current_size() <= options_.max_bytes) return false;
-    if (!library_entries_.empty()) {
-        drop_library_contents();
-        if (current_size() <= options_.max_bytes) return false;
-    }
-    error = budget_message();
+    // Evicted bytes stay in data_ until they are more than the budget: the
+    // walk then holds at most about twice the budget.
+    if (data_.size() - cached_bytes_ > options_.max_bytes) compact_data();
     return true;
+}
+
+// A file whose bytes did not fit (its stat is recorded): `index` is where its
+// entry is, or is about to be pushed (kNoEntry: the next one).
+void Builder::not_cached(uint32_t index) {
+    not_cached_.push_back(index == kNoEntry ? static_cast<uint32_t>(entries_.size()) : index);
+}
+
+// Moves the cached contents down over the evicted ones, in place and in
+// data_'s order (abandon_listing() relies on it: a directory's bytes are the
+// tail of data_ while it is listed).
+void Builder::compact_data() {
+    std::vector<uint32_t> holders;
+    for (uint32_t i = 0; i < entries_.size(); ++i)
+        if (entries_[i].flags & kHasContent) holders.push_back(i);
+    std::sort(holders.begin(), holders.end(), [&](uint32_t a, uint32_t b) {
+        return entries_[a].content_off < entries_[b].content_off;
+    });
+    uint64_t end = 0;
+    for (uint32_t i : holders) {
+        Entry& e = entries_[i];
+        if (e.content_off != end && e.content_len > 0)
+            std::memmove(data_.data() + end, data_.data() + e.content_off, e.content_len);
+        e.content_off = end;
+        end += e.content_len;
+    }
+    data_.resize(end); // the capacity stays, for the bytes to come
+}
+
+NotCached Builder::not_cached_report() const {
+    NotCached report;
+    for (uint32_t i : not_cached_) {
+        const Entry& e = entries_[i];
+        ++report.files;
+        report.bytes += e.st.size;
+        if (library_only({strings_.data() + e.name_off, e.name_len})) ++report.libraries;
+    }
+    return report;
 }
 
 // The canonical path of an open directory: the kernel's name for it, from one
@@ -261,9 +322,18 @@ bool canonical_path(int fd, const std::string& path, std::string& out) {
         out.assign(resolved, static_cast<size_t>(n));
         return true;
     }
-    if (!realpath(path.c_str(), resolved)) return false; // no /proc
+    if (!REAL(realpath)(path.c_str(), resolved)) return false; // no /proc
     out = resolved;
     return true;
+}
+
+bool is_within(const std::string& path, const std::string& dir) {
+    return dir == "/" || path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+std::string parent_of(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
 }
 
 bool Builder::add_roots(std::string& error) {
@@ -271,33 +341,47 @@ bool Builder::add_roots(std::string& error) {
         std::string path;
         int fd;
         struct statx st;
+        bool live;
     };
     std::vector<Root> roots;
-    for (const std::string& prefix : options_.prefixes) {
-        Root r{{}, open_quietly(AT_FDCWD, prefix.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), {}};
+    auto open_root = [&](const std::string& prefix, bool live) {
+        Root r{{},
+               open_quietly(AT_FDCWD, prefix.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+               {},
+               live};
         bool ok = r.fd >= 0 && canonical_path(r.fd, prefix, r.path) &&
                   REAL(statx)(r.fd, "", AT_EMPTY_PATH, kStatxMask, &r.st) == 0;
         if (ok) {
             roots.push_back(std::move(r));
-            continue;
+            return 0;
         }
         int saved = errno;
         if (r.fd >= 0) REAL(close)(r.fd);
-        if (!options_.prefixes_required) continue;
-        error = "cannot read prefix " + prefix + ": " + std::strerror(saved) + "; running uncached";
+        return saved ? saved : EIO;
+    };
+    for (const std::string& prefix : options_.prefixes) {
+        int failed = open_root(prefix, false);
+        if (!failed || !options_.prefixes_required) continue;
+        error =
+            "cannot read prefix " + prefix + ": " + std::strerror(failed) + "; running uncached";
         for (const Root& done : roots)
             REAL(close)(done.fd);
         return false;
     }
-    // A prefix inside another (or the same) is covered by the outer walk.
-    std::sort(roots.begin(), roots.end(),
-              [](const Root& x, const Root& y) { return x.path < y.path; });
+    for (const std::string& dir : options_.live_roots)
+        open_root(dir, true);
+    // A prefix inside another (or the same) is covered by the outer walk. A
+    // live directory that holds a prefix, or lies in one, is left to the
+    // prefix: the prefix's rules answer for what is under it.
+    std::sort(roots.begin(), roots.end(), [](const Root& x, const Root& y) {
+        return x.path != y.path ? x.path < y.path : !x.live && y.live;
+    });
     for (const Root& root : roots) {
         bool nested = false;
         for (const std::string& o : root_paths_)
-            if (o == "/" || root.path == o ||
-                (root.path.starts_with(o) && root.path[o.size()] == '/'))
-                nested = true;
+            nested = nested || is_within(root.path, o);
+        for (const Root& other : roots)
+            nested = nested || (root.live && !other.live && is_within(other.path, root.path));
         if (nested) {
             REAL(close)(root.fd);
             continue;
@@ -307,7 +391,7 @@ bool Builder::add_roots(std::string& error) {
         e.parent = kNoEntry;
         e.name_off = add_string(root.path);
         e.name_len = static_cast<uint32_t>(root.path.size());
-        e.flags = kIsRoot;
+        e.flags = kIsRoot | (root.live ? kLive : 0);
         e.follow = kNoEntry;
         entries_.push_back(e);
         root_fds_.push_back(root.fd);
@@ -316,15 +400,118 @@ bool Builder::add_roots(std::string& error) {
     return true;
 }
 
+// The probes outside the walked roots: each path's answer (present, or
+// absent with its errno) is recorded in a partial root at the deepest
+// directory above it that exists. Probes under a walked root are answered by
+// its listing already.
+void Builder::add_partial_roots() {
+    std::unordered_map<std::string, int> lstat_errors; // each path asked once
+    auto lstat_error = [&](const std::string& path, struct statx& sx) {
+        int err = REAL(statx)(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                              kStatxMask, &sx) == 0
+                      ? 0
+                      : errno;
+        if (err == 0 && S_ISDIR(sx.stx_mode)) err = -1; // a directory: -1
+        return lstat_errors.emplace(path, err).first->second;
+    };
+    auto partial_root = [&](const std::string& dir) -> uint32_t {
+        for (size_t i = 0; i < partial_paths_.size(); ++i)
+            if (partial_paths_[i] == dir) return static_cast<uint32_t>(root_fds_.size() + i);
+        int fd = REAL(openat)(AT_FDCWD, dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        std::string canonical;
+        struct statx sx {};
+        // Lookups match a root by its path: one reached through a symlink
+        // would never match, so it is not kept.
+        if (fd < 0 || !canonical_path(fd, dir, canonical) || canonical != dir ||
+            REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
+            if (fd >= 0) REAL(close)(fd);
+            return kNoEntry;
+        }
+        Entry e{};
+        e.st = to_record(sx);
+        e.parent = kNoEntry;
+        e.name_off = add_string(dir);
+        e.name_len = static_cast<uint32_t>(dir.size());
+        e.flags = kIsRoot | kPartial;
+        e.follow = kNoEntry;
+        entries_.push_back(e);
+        partial_paths_.push_back(dir);
+        partial_fds_.push_back(fd);
+        return static_cast<uint32_t>(entries_.size() - 1);
+    };
+    for (const BuildOptions::Probe& probe : options_.probes) {
+        if (probe.path.size() < 2 || probe.path[0] != '/' || inside_roots(probe.path)) continue;
+        struct statx sx {};
+        int err = lstat_error(probe.path, sx);
+        if (err == -1) { // a directory: a partial root itself
+            partial_root(probe.path);
+            continue;
+        }
+        std::string below = probe.path;
+        std::string dir = parent_of(below);
+        if (err == ENOENT) // the first missing component answers for all below it
+            while (dir != "/" && lstat_error(dir, sx) == ENOENT) {
+                below = dir;
+                dir = parent_of(dir);
+            }
+        else if (err != 0)
+            continue; // EACCES, ENOTDIR ...: the filesystem's to answer
+        if (lstat_error(dir, sx) != -1 || inside_roots(dir)) continue;
+        uint32_t root = partial_root(dir);
+        if (root == kNoEntry) continue;
+        std::string name = below.substr(dir == "/" ? 1 : dir.size() + 1);
+        bool seen = false;
+        for (const PendingProbe& p : pending_probes_)
+            seen = seen || (p.root == root && p.name == name);
+        if (!seen)
+            pending_probes_.push_back(
+                {root, name, err == ENOENT, probe.content && below == probe.path});
+    }
+}
+
+// A probe's entry in its partial root: absent, or what the name is now.
+void Builder::record_probe(const PendingProbe& probe) {
+    Entry e{};
+    e.follow = kNoEntry;
+    e.parent = probe.root;
+    e.name_off = add_string(probe.name);
+    e.name_len = static_cast<uint32_t>(probe.name.size());
+    int fd = partial_fds_[probe.root - root_fds_.size()];
+    const char* name = probe.name.c_str();
+    bool noatime = geteuid() == 0;
+    bool stated = !probe.absent && ((probe.content && read_content(fd, name, noatime, e)) ||
+                                    stat_by_name(fd, name, e));
+    if (!stated) {
+        struct statx sx {};
+        if (REAL(statx)(fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &sx) == 0 ||
+            errno != ENOENT)
+            return; // it is there after all (it just appeared): not recorded
+        e.flags = kAbsent;
+        e.error = ENOENT;
+        e.st = StatRecord{};
+    } else if (S_ISLNK(e.st.mode)) {
+        Directory d{};
+        d.index = probe.root;
+        d.fd = fd;
+        if (!record_link(d, name, e)) return;
+    } else if (S_ISDIR(e.st.mode)) {
+        return; // became a directory meanwhile: forwarded
+    }
+    entries_.push_back(e);
+}
+
 // Reads a file into data_ with one open: open, fstat, read exactly the size
 // fstat gave. Reading up to EOF, not past it, matters: on FUSE and other
 // network filesystems a read past the cached size is one more attribute
 // request to the server. A file whose ctime is not clearly older than the read
 // may be changing, so it is stat'ed again after the read and read until two
 // stats agree. Unreadable files get no content: their opens are forwarded and
-// fail as they would. Returns false only if the file could not be opened or
-// stat'ed, so the caller can fall back to a stat by name.
-bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& entry) {
+// fail as they would; so do files that do not fit in the budget (make_room),
+// whose stat is fstat's. `index`: where the entry is, or kNoEntry for the one
+// pushed next. Returns false only if the file could not be opened or stat'ed,
+// so the caller can fall back to a stat by name.
+bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& entry,
+                           uint32_t index) {
     for (int attempt = 0; attempt < 4; ++attempt) {
         int fd = open_quietly(dirfd, name,
                               O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, noatime);
@@ -341,16 +528,18 @@ bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& ent
             REAL(close)(fd);
             return true;
         }
-        size_t start = data_.size();
         size_t want = entry.st.size;
-        // Libraries are cached only within the budget: past it they are
-        // loaded from the filesystem, and the rest of the walk goes on.
-        if (library_only(name) &&
-            (libraries_dropped_ || current_size() + want > options_.max_bytes)) {
-            ++libraries_over_budget_;
+        if (!make_room(want)) {
+            not_cached(index);
             REAL(close)(fd);
             return true;
         }
+        size_t start = data_.size();
+        // At most twice the budget (make_room): grow no further than that.
+        uint64_t most = options_.max_bytes > UINT64_MAX / 2 ? UINT64_MAX : 2 * options_.max_bytes;
+        if (start + want > data_.capacity())
+            data_.reserve(
+                std::min<uint64_t>(std::max<uint64_t>(2 * data_.capacity(), start + want), most));
         data_.resize(start + want);
         size_t got = 0;
         bool ok = true;
@@ -379,6 +568,10 @@ bool Builder::read_content(int dirfd, const char* name, bool noatime, Entry& ent
             entry.flags |= kHasContent;
             entry.content_off = start;
             entry.content_len = got;
+            cached_bytes_ += got;
+            cached_.push_back(
+                {got, index == kNoEntry ? static_cast<uint32_t>(entries_.size()) : index});
+            std::push_heap(cached_.begin(), cached_.end());
             return true;
         }
         data_.resize(start);
@@ -409,11 +602,30 @@ int Builder::open_directory(int dirfd, const char* name, bool noatime, Entry& en
     return fd;
 }
 
+// Whether a live directory just listed is walked. Below the live root only
+// packages are (an __init__.py, or __pycache__): results/ and data/ are
+// forwarded whole. And only so many entries: a working directory may hold
+// a million data files, which would cost every rank memory for nothing.
+bool Builder::keeps_live_directory(const Directory& d) {
+    Entry& e = entries_[d.index];
+    bool root = e.parent == kNoEntry;
+    bool package =
+        root || std::string_view(strings_.data() + e.name_off, e.name_len) == "__pycache__";
+    for (const Item& item : d.items)
+        package = package || item.name == "__init__.py";
+    if (package && d.items.size() <= live_entries_left_) {
+        live_entries_left_ -= d.items.size();
+        return true;
+    }
+    if (!root) e.flags |= kNoStat; // lookups under it go to the filesystem
+    return false;
+}
+
 // Lists a directory and records its children, then descends into its
 // subdirectories and reads its sources. Each child costs the fewest requests
 // to the filesystem that give its stat: on a parallel filesystem every one of
 // them is a round trip to the metadata server. False only if the whole build
-// must stop (the budget).
+// must stop (none does now: past the budget files are only not cached).
 bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
     DIR* dir = ::fdopendir(dirfd);
     if (!dir) {
@@ -424,6 +636,11 @@ bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
     d.index = index;
     d.fd = dirfd;
     bool complete = list_directory(dir, d.items);
+    d.live = (entries_[index].flags & kLive) || live_packages_.count(index);
+    if (d.live && !keeps_live_directory(d)) {
+        REAL(closedir)(dir);
+        return true;
+    }
     d.path = options_.profile ? path_of(index) : std::string();
     if (d.path == "/") d.path.clear();
     // Owner (or root) of this directory: likely owner of its files, so
@@ -434,12 +651,7 @@ bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
     d.first_string = strings_.size();
     d.first_follow = follow_.size();
     for (const Item& item : d.items) {
-        Outcome outcome = record_child(d, item, error);
-        if (outcome == Outcome::OverBudget) {
-            close_subdirs(d);
-            REAL(closedir)(dir);
-            return false;
-        }
+        Outcome outcome = record_child(d, item);
         if (outcome == Outcome::Unreadable) {
             complete = false; // vanished or not searchable: let lookups here go to the FS
             break;
@@ -449,14 +661,15 @@ bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
         keep_listing(d);
     else
         abandon_listing(d);
-    bool ok = descend(d, error) && read_sources(d, error);
+    bool ok = descend(d, error);
+    if (ok) read_sources(d);
     REAL(closedir)(dir);
     return ok;
 }
 
 // Records one child: its entry and listing item, a symlink's target, a cached
 // file's bytes; a subdirectory is queued and a source deferred.
-Builder::Outcome Builder::record_child(Directory& d, const Item& item, std::string& error) {
+Builder::Outcome Builder::record_child(Directory& d, const Item& item) {
     ListingItem li{};
     li.ino = item.ino;
     li.type = item.type;
@@ -483,11 +696,11 @@ Builder::Outcome Builder::record_child(Directory& d, const Item& item, std::stri
             read_content(d.fd, name, d.noatime, e); // the listing gave no type
     }
     li.entry = static_cast<uint32_t>(entries_.size());
+    if (d.live && S_ISDIR(e.st.mode) && !(e.flags & kNoStat)) live_packages_.insert(li.entry);
     queue_subdirectory(d, item.name, e, li.entry, subdir_fd);
     entries_.push_back(e);
-    if ((e.flags & kHasContent) && library_only(item.name)) library_entries_.push_back(li.entry);
     d.listing.push_back(li);
-    return over_budget(error) ? Outcome::OverBudget : Outcome::Recorded;
+    return Outcome::Recorded;
 }
 
 // The child's stat at the fewest requests: the listing's type alone
@@ -495,7 +708,7 @@ Builder::Outcome Builder::record_child(Directory& d, const Item& item, std::stri
 // then lists it, returned in subdir_fd) or a cached file (open, fstat, read);
 // else a stat by name. False if it has none.
 bool Builder::stat_child(const Directory& d, const Item& item, Entry& e, int& subdir_fd) {
-    if (known_by_name_only(d.path, item.name, item.type)) {
+    if (known_by_name_only(d, item.name, item.type)) {
         e.st.mode = DTTOIF(item.type);
         e.st.ino = item.ino;
         e.flags |= kNoStat;
@@ -554,17 +767,22 @@ void Builder::keep_listing(const Directory& d) {
 
 // Keeps no half listing: the children recorded so far are forgotten whole
 // (entries, names, targets, follow records, bytes), so that they neither
-// count against the budget nor are touched by drop_library_contents() once
-// their indices are reused.
+// count against the budget nor are evicted or reported once their indices
+// are reused.
 void Builder::abandon_listing(Directory& d) {
     // Their bytes are data_'s tail: read while listing this directory, and
-    // drop_library_contents() keeps entry order, in which they come last.
+    // compact_data() keeps data_'s order. Evicted bytes among them go too.
     size_t data_end = data_.size();
     for (size_t i = d.first_child; i < entries_.size(); ++i)
-        if (entries_[i].flags & kHasContent)
+        if (entries_[i].flags & kHasContent) {
             data_end = std::min<size_t>(data_end, entries_[i].content_off);
+            cached_bytes_ -= entries_[i].content_len;
+        }
     data_.resize(data_end);
-    std::erase_if(library_entries_, [&](uint32_t i) { return i >= d.first_child; });
+    auto forgotten = [&](uint32_t i) { return i >= d.first_child; };
+    if (std::erase_if(cached_, [&](const Cached& c) { return forgotten(c.entry); }) > 0)
+        std::make_heap(cached_.begin(), cached_.end());
+    std::erase_if(not_cached_, forgotten);
     entries_.resize(d.first_child);
     strings_.resize(d.first_string);
     follow_.resize(d.first_follow);
@@ -617,16 +835,14 @@ int Builder::reopen_subdirectory(const Directory& d, uint32_t child) {
 
 // A .py is read only if its __pycache__ bytecode is absent, which is known
 // once the subdirectories are walked.
-bool Builder::read_sources(const Directory& d, std::string& error) {
+void Builder::read_sources(const Directory& d) {
     for (uint32_t source : d.sources) {
         if (has_bytecode(d.index, source)) continue;
         std::string name(strings_.data() + entries_[source].name_off, entries_[source].name_len);
         Entry e = entries_[source];
-        read_content(d.fd, name.c_str(), d.noatime, e);
+        read_content(d.fd, name.c_str(), d.noatime, e, source);
         entries_[source] = e;
-        if (over_budget(error)) return false;
     }
-    return true;
 }
 
 bool Builder::is_source(std::string_view name) const {
@@ -682,15 +898,15 @@ void Builder::follow_outside(uint32_t parent, Entry& link) {
     std::string path =
         path_of(parent) + "/" + std::string(strings_.data() + link.name_off, link.name_len);
     char resolved[PATH_MAX];
-    if (!realpath(path.c_str(), resolved) || inside_roots(resolved)) return;
+    if (!REAL(realpath)(path.c_str(), resolved) || inside_roots(resolved)) return;
     struct statx sx {};
     if (REAL(statx)(AT_FDCWD, resolved, AT_NO_AUTOMOUNT, kStatxMask, &sx) != 0) return;
     link.follow = static_cast<uint32_t>(follow_.size());
     follow_.push_back(to_record(sx));
 }
 
-bool Builder::encode(std::vector<char>& image, std::string& error) {
-    if (over_budget(error)) return false;
+void Builder::encode(std::vector<char>& image) {
+    if (data_.size() > cached_bytes_) compact_data(); // no evicted bytes in the image
     auto align8 = [](uint64_t v) { return (v + 7) & ~uint64_t{7}; };
     Header h{};
     std::memcpy(h.magic, kSnapshotMagic, sizeof h.magic);
@@ -698,7 +914,7 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     h.header_size = sizeof(Header);
     h.sizeof_entry = sizeof(Entry);
     h.entry_count = static_cast<uint32_t>(entries_.size());
-    h.root_count = static_cast<uint32_t>(root_fds_.size());
+    h.root_count = static_cast<uint32_t>(root_fds_.size() + partial_fds_.size());
     h.listing_count = static_cast<uint32_t>(listing_.size());
     h.entries_off = align8(sizeof(Header));
     h.listing_off = align8(h.entries_off + entries_.size() * sizeof(Entry));
@@ -713,10 +929,6 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     h.egid = getegid();
     h.groups_hash = credentials_hash();
     h.statx_unrequested = statx_unrequested_;
-    if (h.total_size > options_.max_bytes) { // the alignment's few bytes
-        error = budget_message();
-        return false;
-    }
     image.assign(h.total_size, 0);
     // An empty vector's data() may be null, which memcpy must not get even
     // for zero bytes.
@@ -728,20 +940,26 @@ bool Builder::encode(std::vector<char>& image, std::string& error) {
     put(h.strings_off, strings_.data(), strings_.size());
     put(h.follow_off, follow_.data(), follow_.size() * sizeof(StatRecord));
     put(h.data_off, data_.data(), data_.size());
+    std::vector<char>().swap(data_); // the budget's bytes are held once, in the image
     h.checksum = checksum(image.data() + sizeof(Header), image.size() - sizeof(Header));
     std::memcpy(image.data(), &h, sizeof h);
-    return true;
 }
 
 bool Builder::run(std::vector<char>& image, std::string& error) {
     if (!add_roots(error)) return false;
-    if (root_fds_.empty()) {
+    add_partial_roots();
+    for (const PendingProbe& probe : pending_probes_)
+        record_probe(probe);
+    if (root_fds_.empty() && partial_fds_.empty()) {
         error = "none of the prefixes exists; running uncached";
         return false;
     }
     struct statx minimal {};
-    if (REAL(statx)(root_fds_[0], "", AT_EMPTY_PATH, STATX_TYPE, &minimal) == 0)
+    int first = root_fds_.empty() ? partial_fds_[0] : root_fds_[0];
+    if (REAL(statx)(first, "", AT_EMPTY_PATH, STATX_TYPE, &minimal) == 0)
         statx_unrequested_ = minimal.stx_mask;
+    for (int fd : partial_fds_)
+        REAL(close)(fd);
     if (options_.profile) {
         for (const std::string& path : *options_.profile)
             for (std::string p = path; p.size() > 1 && wanted_.insert(p).second;)
@@ -760,8 +978,9 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
         error = "the module trees are too large for one snapshot; narrow PYIMPORT_PREFIX";
         return false;
     }
-    if (options_.libraries_over_budget) *options_.libraries_over_budget = libraries_over_budget_;
-    return encode(image, error);
+    if (options_.not_cached) *options_.not_cached = not_cached_report();
+    encode(image);
+    return true;
 }
 
 } // namespace

@@ -35,6 +35,7 @@ Answer Core::settle(const Resolution& r, CallKind kind, const char* path) {
         return Answer::fail(r.error);
     }
     stats_.forwarded(kind, path);
+    if (path && path[0] == '/') tree_.learn_outside(path, false);
     return Answer::forward();
 }
 
@@ -170,6 +171,19 @@ Answer Core::readlink_at(int dirfd, const char* path, char* buf, size_t size) {
     return Answer::ok(static_cast<long>(n));
 }
 
+bool Core::real_path(const char* path, std::string& out) {
+    if (!path || !*path) return false;
+    Resolution r = lookup(AT_FDCWD, path, 0, true);
+    if (r.kind != Resolution::Found || r.followed) {
+        if (r.kind == Resolution::Forward) stats_.forwarded(CallKind::realpath, path);
+        return false;
+    }
+    out = snapshot_.path(r.entry); // roots are canonical, names are the kernel's
+    if (out.size() >= PATH_MAX) return false;
+    stats_.served(CallKind::realpath);
+    return true;
+}
+
 Answer Core::open_file(uint32_t entry, int flags) {
     const Entry& e = snapshot_.entry(entry);
     if (!(e.flags & kHasContent)) return Answer::forward();
@@ -219,6 +233,7 @@ DIR* Core::open_dir(const char* path, int& error, bool& served) {
     Resolution r = lookup(AT_FDCWD, path, 0, true);
     if (r.kind == Resolution::Forward) {
         stats_.forwarded(CallKind::opendir, path);
+        if (path && path[0] == '/') tree_.learn_outside(path, true);
         return nullptr;
     }
     if (r.kind == Resolution::Failed) {
@@ -235,6 +250,14 @@ DIR* Core::open_dir(const char* path, int& error, bool& served) {
         return nullptr;
     }
     if (!(e.flags & kHasListing) || r.followed) {
+        stats_.forwarded(CallKind::opendir, path);
+        return nullptr;
+    }
+    // Others may write into a live root (the script's directory): its listing
+    // is served only while the directory is as it was, which one statx tells
+    // (the listing itself would be an open, reads and a close).
+    if ((e.flags & kLive) && (e.flags & kIsRoot) && !directory_unchanged(snapshot_, r.entry)) {
+        tree_.changed_by_others(r.entry);
         stats_.forwarded(CallKind::opendir, path);
         return nullptr;
     }

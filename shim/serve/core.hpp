@@ -50,6 +50,9 @@ class Core {
     Answer statx_at(int dirfd, const char* path, int flags, unsigned mask, struct statx* out);
     Answer access_at(int dirfd, const char* path, int mode, int flags);
     Answer readlink_at(int dirfd, const char* path, char* buf, size_t size);
+    // realpath(3) of a path the snapshot resolves whole, into `out`; failures
+    // are forwarded (glibc leaves the part it resolved in the caller's buffer).
+    bool real_path(const char* path, std::string& out);
     Answer open_at(int dirfd, const char* path, int flags);
     // Returns a synthetic DIR* for a cached directory, or nullptr to forward.
     DIR* open_dir(const char* path, int& error, bool& served);

@@ -82,6 +82,11 @@ std::vector<std::string> summary_lines(const JobSummary& s) {
                   "snapshot of %u prefixes: %u entries, %.1f MiB, shared with %d ranks in %.3f s",
                   s.prefixes, s.entries, s.image_bytes / 1048576.0, s.ranks, s.start_seconds);
     lines.emplace_back(line);
+    if (s.not_cached_files > 0) {
+        std::snprintf(line, sizeof line, "not cached (over PYIMPORT_MAX_BYTES): %u files, %.1f MiB",
+                      s.not_cached_files, s.not_cached_bytes / 1048576.0);
+        lines.emplace_back(line);
+    }
     const int kinds = static_cast<int>(CallKind::count);
     uint64_t served = 0, forwarded = 0;
     std::string by_kind;

@@ -17,6 +17,7 @@ namespace pyimport {
     X(open)                                                                                        \
     X(access)                                                                                      \
     X(readlink)                                                                                    \
+    X(realpath)                                                                                    \
     X(opendir)                                                                                     \
     X(fstat)                                                                                       \
     X(dlopen)                                                                                      \
@@ -78,6 +79,10 @@ struct JobSummary {
     size_t image_bytes = 0;
     int ranks = 0;
     double start_seconds = 0;
+    // Files whose bytes did not fit in PYIMPORT_MAX_BYTES (read from the
+    // filesystem), and their bytes.
+    uint32_t not_cached_files = 0;
+    uint64_t not_cached_bytes = 0;
     std::vector<uint64_t> counts;  // served[kinds], then forwarded[kinds], summed
     std::vector<std::string> tops; // every rank's top_forwarded_text()
 };

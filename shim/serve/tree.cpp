@@ -68,6 +68,15 @@ void Tree::learn(uint32_t entry, std::string_view rest) const {
     if (learned_.size() < kMaxLearned) learned_.insert(std::move(path));
 }
 
+void Tree::learn_outside(std::string_view path, bool listed) const {
+    if (!recording() || !learnable_outside(path, listed)) return;
+    // ".." cannot be undone without the filesystem: such paths are not kept.
+    if (path.find("/../") != std::string_view::npos || path.ends_with("/..")) return;
+    std::string tidy = lexically_tidy(path);
+    std::lock_guard lock(learned_mutex_);
+    if (learned_.size() < kMaxLearned) learned_.insert(std::move(tidy));
+}
+
 std::vector<std::string> Tree::learned_paths() const {
     std::lock_guard lock(learned_mutex_);
     return {learned_.begin(), learned_.end()};
@@ -110,28 +119,37 @@ bool Tree::is_root_ancestor(std::string_view path) const {
 
 bool Tree::locate(std::string_view canonical, Position& out) const {
     if (canonical.empty() || canonical[0] != '/') return false;
+    // The innermost root holding the path (roots may lie inside partial ones).
+    size_t best = 0;
+    bool found = false;
     for (uint32_t r = 0; r < snapshot_.root_count(); ++r) {
         std::string_view root = snapshot_.name(r);
         if (canonical.size() < root.size() || !canonical.starts_with(root)) continue;
         if (canonical.size() > root.size() && canonical[root.size()] != '/' && root != "/")
             continue;
+        if (found && root.size() <= best) continue;
         // Walk down real directories: a canonical path has no symlinks in it.
         uint32_t at = r;
         std::string_view rest = canonical.substr(root.size());
-        while (!rest.empty()) {
+        while (at != kNoEntry && !rest.empty()) {
             while (!rest.empty() && rest[0] == '/')
                 rest.remove_prefix(1);
             if (rest.empty()) break;
             size_t end = rest.find('/');
             std::string_view name = rest.substr(0, end);
             rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
-            if (is_stale(at) || !(snapshot_.entry(at).flags & kHasListing)) return false;
-            at = child(at, name);
-            if (at == kNoEntry || !is_dir(at)) return false;
+            const Entry& dir = snapshot_.entry(at);
+            if (is_stale(at) || !(dir.flags & (kHasListing | kPartial))) at = kNoEntry;
+            if (at != kNoEntry) at = child(at, name);
+            if (at != kNoEntry && (!is_dir(at) || (snapshot_.entry(at).flags & kNoStat)))
+                at = kNoEntry;
         }
+        if (at == kNoEntry) continue;
         out = Position{at, {}};
-        return true;
+        best = root.size();
+        found = true;
     }
+    if (found) return true;
     if (is_root_ancestor(canonical)) {
         out = Position{kNoEntry, canonical};
         return true;
@@ -220,6 +238,14 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
         }
         if (name.size() > NAME_MAX) return Resolution::failed(ENAMETOOLONG);
 
+        // A partial directory answers only for the names it recorded; for
+        // others the lookup goes on by path (a root further in, or the
+        // filesystem).
+        if (at != kNoEntry && (snapshot_.entry(at).flags & kPartial) &&
+            (child(at, name) == kNoEntry || !still_current(at))) {
+            outside = snapshot_.name(at);
+            at = kNoEntry;
+        }
         if (at == kNoEntry) {
             uint32_t root = kNoEntry;
             for (uint32_t r = 0; r < snapshot_.root_count() && root == kNoEntry; ++r)
@@ -239,10 +265,13 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
         }
 
         const Entry& dir = snapshot_.entry(at);
-        if (!(dir.flags & kHasListing) || !still_current(at)) return Resolution::forward();
+        bool partial = dir.flags & kPartial; // and the name is recorded (above)
+        if (!partial && (!(dir.flags & kHasListing) || !still_current(at)))
+            return Resolution::forward();
         uint32_t found = child(at, name);
         if (found == kNoEntry) {
-            if (stale_[at].load(std::memory_order_acquire) & kStaleSelf)
+            // In a live directory another rank may have created it since.
+            if ((stale_[at].load(std::memory_order_acquire) & kStaleSelf) || (dir.flags & kLive))
                 return Resolution::forward();
             note_use(at);
             return Resolution::failed(ENOENT);
@@ -250,6 +279,10 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
         if (stale_[found].load(std::memory_order_acquire) & kStaleSubtree)
             return Resolution::forward();
         const Entry& e = snapshot_.entry(found);
+        if (e.flags & kAbsent) {
+            note_use(found);
+            return Resolution::failed(e.error);
+        }
         if (e.flags & kNoStat) {
             // Only its name and type are known: a path through a regular
             // file is ENOTDIR, anything else goes to the filesystem.

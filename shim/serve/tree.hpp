@@ -79,6 +79,9 @@ class Tree {
         epoch_.fetch_add(1, std::memory_order_acq_rel);
         changes_.fetch_add(1, std::memory_order_acq_rel);
     }
+    // Another process changed directory `dir` (a live one, found changed):
+    // its listing, its own stat and names not in it go to the filesystem.
+    void changed_by_others(uint32_t dir) { mark(dir, kStaleSelf); }
     // Moves on whenever answers may have changed (a change by this process,
     // or others_may_have_changed): decisions built on answers keep it.
     uint64_t changes() const { return changes_.load(std::memory_order_acquire); }
@@ -96,6 +99,9 @@ class Tree {
     void record_use(bool on) { recording_.store(on, std::memory_order_relaxed); }
     bool was_used(uint32_t entry) const { return used_[entry].load(std::memory_order_relaxed); }
     std::vector<std::string> learned_paths() const;
+    // A forwarded absolute path outside the roots (`listed`: by opendir),
+    // kept for the profile if learnable_outside() says so.
+    void learn_outside(std::string_view absolute_path, bool listed) const;
     // Everything this process used (for the profile): used entries' paths
     // and the learned ones.
     std::unordered_set<std::string> used_paths() const;

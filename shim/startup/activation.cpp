@@ -77,7 +77,7 @@ bool is_python() {
     if (!REAL(dladdr)(entry, &info) || !info.dli_fname) return false;
     if (info.dli_fname[0] == '\0') return true; // the main program's own map
     char where[PATH_MAX];
-    return realpath(info.dli_fname, where) && exe == where;
+    return REAL(realpath)(info.dli_fname, where) && exe == where;
 }
 
 namespace {
@@ -101,20 +101,21 @@ std::string python_cache_tag() {
     return "cpython-" + version;
 }
 
-std::vector<std::string> default_prefixes(const std::vector<std::string>& command_line) {
+SearchPlan default_search_plan(const std::vector<std::string>& command_line) {
     Interpreter interpreter;
     interpreter.version = python_version();
     interpreter.resolved = executable_path();
     interpreter.env = [](const char* name) -> const char* { return getenv(name); };
     char cwd[PATH_MAX];
     long got = syscall(SYS_getcwd, cwd, sizeof cwd);
+    if (got > 0) interpreter.cwd = cwd;
     if (!command_line.empty())
         interpreter.invoked = invoked_executable(
             command_line[0], got > 0 ? std::string(cwd) : std::string(), getenv("PATH"));
     if (interpreter.invoked.empty()) interpreter.invoked = interpreter.resolved;
     if (!command_line.empty())
         interpreter.arguments.assign(command_line.begin() + 1, command_line.end());
-    return search_prefixes(interpreter);
+    return search_plan(interpreter);
 }
 
 } // namespace pyimport

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "base/config.hpp"
+#include "startup/search_path.hpp"
 
 #include <pyimport/pyimport.h>
 #include <string>
@@ -32,8 +33,8 @@ bool is_python();
 std::string executable_path();
 // "cpython-311" for CPython 3.11; empty if not a Python interpreter.
 std::string python_cache_tag();
-// The directories this interpreter will import from.
+// What this interpreter will import from and ask about (search_path.hpp).
 // `command_line`: this process's argv (own_command_line()).
-std::vector<std::string> default_prefixes(const std::vector<std::string>& command_line);
+SearchPlan default_search_plan(const std::vector<std::string>& command_line);
 
 } // namespace pyimport

@@ -1,5 +1,7 @@
 #include "startup/protocol.hpp"
 
+#include <algorithm>
+
 #include "base/log.hpp"
 #include "image/walk.hpp"
 #include "serve/stats.hpp"
@@ -20,6 +22,14 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A size as PYIMPORT_MAX_BYTES takes it: 64K, 20M, 1G, or bytes.
+std::string size_text(uint64_t bytes) {
+    for (auto [shift, suffix] : {std::pair{30, "G"}, {20, "M"}, {10, "K"}})
+        if (bytes > 0 && bytes % (uint64_t{1} << shift) == 0)
+            return std::to_string(bytes >> shift) + suffix;
+    return std::to_string(bytes);
 }
 
 // Rank 0, at start: the program's profile, or none (walk everything).
@@ -46,6 +56,10 @@ std::unique_ptr<ProgramProfile> load_profile(const WalkInputs& inputs,
     return profile;
 }
 
+// Directories learned outside the prefixes that become live roots (each is
+// one more root every outside lookup compares with).
+constexpr size_t kMaxLearnedDirectories = 64;
+
 // Rank 0: the image, or false with the reason to tell every rank.
 bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
                  std::vector<char>& image, std::string& error) {
@@ -58,20 +72,50 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     options.max_bytes = config.max_bytes;
     options.cache_tag = inputs.cache_tag;
     options.libraries = config.libraries;
-    uint32_t libraries_over_budget = 0;
-    options.libraries_over_budget = &libraries_over_budget;
+    options.not_cached = &out.not_cached;
     out.profile = load_profile(inputs, options.prefixes);
     if (out.profile && !out.profile->paths.empty()) options.profile = &out.profile->paths;
-    for (const std::string& prefix : options.prefixes)
-        PYIMPORT_LOG(LogLevel::debug, "prefix %s", prefix.c_str());
+    options.probes = inputs.probes;
+    if (!inputs.script_directory.empty()) options.live_roots.push_back(inputs.script_directory);
+    // What earlier jobs looked at outside the prefixes (a layout the search
+    // path did not foresee): single paths, and listed directories as live ones.
+    size_t learned = 0;
+    if (out.profile)
+        for (const std::string& path : out.profile->paths) {
+            bool inside = std::any_of(
+                options.prefixes.begin(), options.prefixes.end(), [&](const std::string& p) {
+                    return path == p || (path.starts_with(p) && path[p.size()] == '/');
+                });
+            if (inside || !learnable_outside(path, true)) continue;
+            ++learned;
+            if (import_file_name(path))
+                options.probes.push_back({path, true});
+            else if (options.live_roots.size() < kMaxLearnedDirectories)
+                options.live_roots.push_back(path);
+        }
+    for (size_t i = 0; i < options.prefixes.size(); ++i)
+        PYIMPORT_LOG(LogLevel::debug, "prefix %s (%s)", options.prefixes[i].c_str(),
+                     config.prefixes.empty() && i < inputs.prefix_reasons.size()
+                         ? inputs.prefix_reasons[i].c_str()
+                         : "PYIMPORT_PREFIX");
+    if (!inputs.script_directory.empty())
+        PYIMPORT_LOG(LogLevel::debug,
+                     "script directory %s (sys.path[0]): modules served, data files, new "
+                     "names and changed listings from the filesystem",
+                     inputs.script_directory.c_str());
+    PYIMPORT_LOG(LogLevel::debug,
+                 "%zu single paths of the interpreter's start-up, %zu learned by earlier jobs",
+                 inputs.probes.size(), learned);
     auto started = std::chrono::steady_clock::now();
     bool ok = build_snapshot(options, image, error);
     PYIMPORT_LOG(LogLevel::info, "built the snapshot (%zu bytes) in %.3f s", image.size(),
                  seconds_since(started));
-    if (ok && libraries_over_budget > 0)
-        PYIMPORT_LOG(LogLevel::info,
-                     "%u libraries past PYIMPORT_MAX_BYTES are loaded from the filesystem",
-                     libraries_over_budget);
+    const NotCached& past = out.not_cached;
+    if (ok && past.files > 0)
+        log_error("%u files (%.1f MiB, %u of them libraries) did not fit in "
+                  "PYIMPORT_MAX_BYTES=%s: read from the filesystem",
+                  past.files, past.bytes / 1048576.0, past.libraries,
+                  size_text(config.max_bytes).c_str());
     return ok;
 }
 
@@ -247,6 +291,8 @@ std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
             summary.image_bytes = s.size();
             summary.ranks = rank.ranks;
             summary.start_seconds = rank.start_seconds;
+            summary.not_cached_files = rank.not_cached.files;
+            summary.not_cached_bytes = rank.not_cached.bytes;
             summary.counts = std::move(values);
             summary.tops = std::move(texts);
             lines = summary_lines(summary);

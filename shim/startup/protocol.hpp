@@ -20,6 +20,7 @@
 #include "image/image.hpp"
 #include "image/profile.hpp"
 #include "image/shared_image.hpp"
+#include "image/walk.hpp"
 #include "loader/libraries.hpp"
 #include "loader/mirror.hpp"
 #include "serve/core.hpp"
@@ -38,6 +39,9 @@ namespace pyimport {
 // only (finding them asks the filesystem).
 struct WalkInputs {
     std::vector<std::string> default_prefixes; // when PYIMPORT_PREFIX is empty
+    std::vector<std::string> prefix_reasons;   // why each default prefix
+    std::vector<BuildOptions::Probe> probes;   // single paths (search_path.hpp)
+    std::string script_directory;              // sys.path[0], a live root
     std::string cache_tag;                     // "cpython-311"
     std::string profile_dir;                   // "" for no profile
     std::string executable, program;           // which program's profile
@@ -53,6 +57,7 @@ struct RankStart {
     Snapshot snapshot;
     std::unique_ptr<NodeMirror> mirror;      // libraries in the node-local mirror, if any
     std::unique_ptr<ProgramProfile> profile; // rank 0's, when it keeps one
+    NotCached not_cached;                    // rank 0's: files past PYIMPORT_MAX_BYTES
 };
 
 // The start-up step of one rank, after connect(). Reports faults with one
@@ -92,6 +97,7 @@ struct RankExit {
     Core* core = nullptr;      // null on a rank that received but did not serve
     Libraries* libraries = nullptr;
     const ProgramProfile* profile = nullptr; // rank 0's
+    NotCached not_cached;                    // rank 0's (RankStart::not_cached)
     int ranks = 0;
     double start_seconds = 0;
 };

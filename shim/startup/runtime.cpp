@@ -31,6 +31,7 @@ std::atomic<bool> g_gather_stats{false}; // the same on every rank
 std::atomic<int> g_ranks{0};
 std::atomic<bool> g_shut_down{false};
 double g_start_seconds = 0;
+NotCached g_not_cached;                    // rank 0's, for the summary
 const ProgramProfile* g_profile = nullptr; // rank 0's
 
 const char* getenv_raw(const char* name) {
@@ -48,7 +49,13 @@ void publish_transport(StartupRun& run, bool connected) {
 WalkInputs interpreter_inputs(const Config& config) {
     WalkInputs inputs;
     std::vector<std::string> command_line = own_command_line(); // read once for both
-    if (config.prefixes.empty()) inputs.default_prefixes = default_prefixes(command_line);
+    SearchPlan plan = default_search_plan(command_line);
+    if (config.prefixes.empty()) {
+        inputs.default_prefixes = std::move(plan.prefixes);
+        inputs.prefix_reasons = std::move(plan.reasons);
+    }
+    inputs.probes = std::move(plan.probes);
+    inputs.script_directory = std::move(plan.script_directory);
     inputs.cache_tag = python_cache_tag();
     inputs.profile_dir = profile_directory(config.profile, getenv_raw);
     if (!inputs.profile_dir.empty()) {
@@ -105,6 +112,7 @@ void activate() {
         return;
     }
     auto* core = new Core(config, std::move(result.image), result.snapshot);
+    g_not_cached = result.not_cached;
     if (result.profile) {
         g_profile = result.profile.release();
         core->tree().record_use(true); // rank 0 keeps a profile
@@ -151,6 +159,7 @@ void shutdown_at_exit() {
     rank.profile = g_profile;
     rank.ranks = g_ranks.load(std::memory_order_relaxed);
     rank.start_seconds = g_start_seconds;
+    rank.not_cached = g_not_cached;
     // Called from _exit and exec too: nothing may leave through them.
     try {
         for (const std::string& line : exit_rank(*transport, rank))

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "base/config.hpp"
+#include "image/walk.hpp"
 
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@ struct Interpreter {
     std::string resolved; // the executable's real path (/proc/self/exe)
     EnvLookup env = nullptr;
     std::vector<std::string> arguments; // argv without argv[0]: -I, -E, -s, -S count
+    std::string cwd;                    // the working directory ("" if unknown)
 };
 
 struct VirtualEnv {
@@ -32,10 +34,26 @@ struct VirtualEnv {
 // or that directory's parent. False if there is none.
 bool find_virtual_env(const std::string& invoked, VirtualEnv& out);
 
-// The directories to cache, those that exist, in search order: also the
-// directories that .pth files in the site directories add (editable
-// installs), as site.py adds them.
-std::vector<std::string> search_prefixes(const Interpreter& interpreter);
+// What rank 0 snapshots for this interpreter, and why.
+struct SearchPlan {
+    // The directories to cache, those that exist, in search order: also the
+    // directories that .pth files in the site directories add (editable
+    // installs), as site.py adds them.
+    std::vector<std::string> prefixes;
+    std::vector<std::string> reasons; // one per prefix, for PYIMPORT_LOG=2
+    // Single paths the interpreter asks about before and while importing
+    // site (its executable's links, pyvenv.cfg, ._pth, pybuilddir.txt,
+    // landmarks, pythonXY.zip, site directories that do not exist), the
+    // script, and zip archives on PYTHONPATH.
+    std::vector<BuildOptions::Probe> probes;
+    // sys.path[0]: the script's directory, or the working directory for -c,
+    // -m and stdin; none with -I, -P or PYTHONSAFEPATH.
+    std::string script_directory;
+};
+SearchPlan search_plan(const Interpreter& interpreter);
+inline std::vector<std::string> search_prefixes(const Interpreter& interpreter) {
+    return search_plan(interpreter).prefixes;
+}
 
 // The executable as CPython computes sys.executable: argv[0] made absolute
 // against `cwd` if it has a '/', else found in `path` (PATH); "" if neither.

@@ -1,127 +1,493 @@
 #!/usr/bin/env python3
-"""Python environments as users run them, with and without the shim.
+"""Python environments as users run them, with and without the shim: the matrix.
 
     environments.py --shim build/shim/libpyimport.so --mpiexec mpiexec \\
-                    --python /usr/bin/python3
+                    --python /usr/bin/python3 [outputs] [strace]
 
-A virtual environment made with `python -m venv --without-pip`, holding a
-package of its own and an editable-style .pth naming a source tree, run by path (`venv/bin/python app.py`, as job scripts do:
-no `activate`, no $VIRTUAL_ENV), at 1, 2 and 4 ranks:
+The cases (applications in env_apps.py, each in a directory of its own):
 
-  * per-rank output and exit code equal without and with the shim;
-  * rank 0 caches the venv's site-packages and the source tree (PYIMPORT_LOG=2
-    names them);
-  * under strace, rank 1 makes no call under either with the shim, and some
-    without (so the count can fail).
+   1 system     Debian's interpreter importing numpy and scipy
+   2 venv       a venv (--without-pip) with its own copies of numpy and scipy,
+                run by path (venv/bin/python app.py: no activate, no $VIRTUAL_ENV)
+   3 venv-sys   a venv made with --system-site-packages (numpy and scipy from
+                the system's dist-packages, a package of its own)
+   4 pyenv      a pyenv-built CPython (shared libpython, no numpy) run by path,
+                a standard-library-heavy script
+   5 local      a script importing modules from its own directory
+   6 dash-m     python -m pkg, the working directory holding pkg/
+   7 isolated   python -I (a module next to the script must not be importable)
+   8 no-site    python -S
+   9 editable   the venv's editable-style .pth naming a source tree
+  10 zip        PYTHONPATH=mods.zip, modules imported from the archive
+  11 data       after an MPI barrier (ctypes) rank 0 writes a data file into the
+                script's directory; after a second one every rank lists the
+                directory and reads the file (the listing and the file's own
+                calls are not counted under strace)
+
+outputs: every case at 1, 2 and 4 ranks without and with the shim: per-rank
+stdout and stderr (the shim's own PYIMPORT_LOG=2 lines removed) and the exit
+codes equal; the baseline prints what the case claims (numpy from the venv,
+the local module from the script's directory ...); rank 0 caches the venvs'
+site-packages and the source tree (PYIMPORT_LOG=2).
+
+strace: every case at 4 ranks without and with the shim (PYIMPORT_PROFILE=off:
+the full snapshot), strace per rank on the interpreter only (env_trace.py);
+calls of ranks 1..3 on the case's paths (interpreter prefix, venv, script
+directory, source tree, zip; env_trace.py says which calls are not counted)
+are counted: without the shim there are many (the counter works); with it
+none under the trees rank 0 caches (site-packages, the source tree, the pyenv
+standard library) and at most ALLOWED in all, per rank.  Per-rank stdout under
+strace is the same with and without the shim.  A table per case (counted calls
+by path, what was not counted and why, rank 0's PYIMPORT_STATS=1 summary), and
+one for all cases at the end.
+
+E2E_ENV_CASES=2,10 (numbers or names) runs only those cases;
+E2E_PYENV_PYTHON names the pyenv interpreter (default: the newest 3.12 in
+`pyenv root`/versions).
 """
 
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import time
+import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_lib as L  # noqa: E402
+import env_apps as A  # noqa: E402
+import env_trace as T  # noqa: E402
 
-APP = """\
-import os, sys
-import venvpkg
-from venvpkg import sub
-import editable_pkg
-r = int(os.environ.get("PMI_RANK", "0"))
-print("[rank %d] prefix is the venv: %s" % (r, sys.prefix == os.environ["E2E_VENV"]))
-print("[rank %d] %s %s %d" % (r, venvpkg.NAME, sub.twice(21), len(sys.modules) > 10))
-print("[rank %d] editable: %s" % (r, editable_pkg.WHERE))
-print("[rank %d] done" % r)
-"""
+NRANKS_STRACE = 4
+ALLOWED = 1          # calls per rank 1..3 on the case's paths with the shim
+SANITY_MIN = 10      # ... and at least this many without it
+MARKER = "/nonexistent/pyimport-e2e-after-barrier"
+STRACE_TIMEOUT = int(os.environ.get("E2E_STRACE_TIMEOUT", "240"))
+SHIM_LOG_RE = re.compile(r"^pyimport\[\d+ r\d+ \d\]: ")
 
 
-def make_venv(args, d):
-    venv = os.path.join(d, "venv")
-    subprocess.run([args.python, "-m", "venv", "--without-pip", venv], check=True)
-    version = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
-                              "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    site = os.path.join(venv, "lib", "python" + version, "site-packages")
-    pkg = os.path.join(site, "venvpkg")
-    os.makedirs(pkg)
-    with open(os.path.join(pkg, "__init__.py"), "w") as f:
-        f.write("NAME = 'venvpkg'\n")
-    with open(os.path.join(pkg, "sub.py"), "w") as f:
-        f.write("def twice(x):\n    return 2 * x\n")
-    # An editable install: a .pth line naming a source tree outside the venv.
-    src = os.path.join(d, "src")
-    os.makedirs(os.path.join(src, "editable_pkg"))
-    with open(os.path.join(src, "editable_pkg", "__init__.py"), "w") as f:
-        f.write("WHERE = 'source tree'\n")
-    with open(os.path.join(site, "__editable__.editable_pkg.pth"), "w") as f:
-        f.write(src + "\n")
-    for tree in (site, src):
-        subprocess.run([os.path.join(venv, "bin", "python"), "-m", "compileall", "-q", tree],
-                       check=True, stdout=subprocess.DEVNULL)
-    app = os.path.join(d, "app.py")
-    with open(app, "w") as f:
-        f.write(APP)
-    return venv, site, src, app
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
 
 
-def calls_under(trace, prefix):
-    n = 0
-    with open(trace) as f:
-        for line in f:
-            if prefix in line:
-                n += 1
-    return n
+def compileall(python, *trees):
+    for t in trees:
+        subprocess.run([python, "-m", "compileall", "-q", t], check=True,
+                       stdout=subprocess.DEVNULL)
 
 
-def test_venv(chk, args, wd):
-    print("\n== a venv run by path")
-    d = wd.sub("venv")
-    venv, site, src, app = make_venv(args, d)
-    python = os.path.join(venv, "bin", "python")
+def py_version(python):
+    return subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def py_prefix(python):
+    return subprocess.run([python, "-c", "import sys; print(sys.base_prefix)"],
+                          check=True, capture_output=True, text=True, cwd="/",
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}).stdout.strip()
+
+
+def find_pyenv_python():
+    if os.environ.get("E2E_PYENV_PYTHON"):
+        return os.environ["E2E_PYENV_PYTHON"]
+    root = None
+    if shutil.which("pyenv"):
+        r = subprocess.run(["pyenv", "root"], capture_output=True, text=True)
+        root = r.stdout.strip() if r.returncode == 0 else None
+    root = root or os.path.expanduser("~/.pyenv")
+    vdir = os.path.join(root, "versions")
+    try:
+        names = os.listdir(vdir)
+    except OSError:
+        return None
+    best = None
+    for n in names:
+        m = re.fullmatch(r"3\.12\.(\d+)", n)
+        p = os.path.join(vdir, n, "bin", "python3")
+        if m and os.access(p, os.X_OK) and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return best[1] if best else None
+
+
+class Case:
+    def __init__(self, num, name, title, python, argv, roots, expect, cwd=None, env=None,
+                 cached=(), expected_after_marker=(), numpy=False):
+        self.num, self.name, self.title = num, name, title
+        self.python, self.argv, self.roots = python, list(argv), list(roots)
+        self.expect = list(expect)        # substrings every rank's baseline output has
+        self.cwd, self.env = cwd, dict(env or {})
+        self.cached = list(cached)        # (tree, what) rank 0 must name as a prefix
+        self.expected_after_marker = set(expected_after_marker)
+        self.numpy = numpy
+        self.cleanup = []                 # files removed before every run
+
+    def prog(self):
+        return [self.python] + self.argv
+
+    def label(self):
+        return "%02d-%s" % (self.num, self.name)
+
+
+class Fixtures:
+    """Everything the cases share, built once: two venvs, the apps' directories,
+    the zip.  The numpy/scipy copies are made with cp -a (mtimes kept, so the
+    copied __pycache__ stays valid)."""
+
+    def __init__(self, args, wd, chk):
+        t0 = time.monotonic()
+        self.args, self.wd = args, wd
+        py = args.python
+        self.sys_prefix = py_prefix(py)
+        top = wd.sub("fixtures")
+        self.top = top
+
+        # the venv of cases 2 and 9: own numpy/scipy, venvpkg, an editable .pth
+        self.venv = os.path.join(top, "venv")
+        subprocess.run([py, "-m", "venv", "--without-pip", self.venv], check=True)
+        self.venv_python = os.path.join(self.venv, "bin", "python")
+        ver = py_version(self.venv_python)
+        self.venv_site = os.path.join(self.venv, "lib", "python" + ver, "site-packages")
+        dist = "/usr/lib/python3/dist-packages"
+        for name in os.listdir(dist):
+            if re.match(r"(numpy|scipy)([-.].*(egg|dist)-info)?$", name):
+                subprocess.run(["cp", "-a", os.path.join(dist, name), self.venv_site],
+                               check=True)
+        write(os.path.join(self.venv_site, "venvpkg", "__init__.py"), "NAME = 'venvpkg'\n")
+        write(os.path.join(self.venv_site, "venvpkg", "sub.py"),
+              "def twice(x):\n    return 2 * x\n")
+        self.src = os.path.join(top, "src")
+        write(os.path.join(self.src, "editable_pkg", "__init__.py"), "WHERE = 'source tree'\n")
+        write(os.path.join(self.src, "editable_pkg", "mod.py"), "def half(x):\n    return x // 2\n")
+        write(os.path.join(self.venv_site, "__editable__.editable_pkg.pth"), self.src + "\n")
+        compileall(self.venv_python, os.path.join(self.venv_site, "venvpkg"), self.src)
+
+        # the venv of case 3: system site packages, a package of its own
+        self.venv_sys = os.path.join(top, "venv-sys")
+        subprocess.run([py, "-m", "venv", "--without-pip", "--system-site-packages",
+                        self.venv_sys], check=True)
+        self.venv_sys_python = os.path.join(self.venv_sys, "bin", "python")
+        self.venv_sys_site = os.path.join(self.venv_sys, "lib", "python" + ver, "site-packages")
+        write(os.path.join(self.venv_sys_site, "venvpkg", "__init__.py"), "NAME = 'venvpkg'\n")
+        write(os.path.join(self.venv_sys_site, "venvpkg", "sub.py"),
+              "def twice(x):\n    return 2 * x\n")
+        compileall(self.venv_sys_python, self.venv_sys_site)
+
+        self.pyenv_python = find_pyenv_python()
+        self.pyenv_prefix = (os.path.realpath(py_prefix(self.pyenv_python))
+                             if self.pyenv_python else None)
+
+        # the zip of case 10
+        self.zip = os.path.join(top, "zip", "mods.zip")
+        os.makedirs(os.path.dirname(self.zip))
+        with zipfile.ZipFile(self.zip, "w") as z:
+            for name, text in A.ZIP_MEMBERS.items():
+                z.writestr(name, text)
+        self.elapsed = time.monotonic() - t0
+
+    def app_dir(self, name, script=None, files=None, python=None):
+        d = os.path.join(self.top, "app-" + name)
+        os.makedirs(d)
+        for rel, text in (files or {}).items():
+            write(os.path.join(d, rel), text)
+        path = None
+        if script is not None:
+            path = os.path.join(d, "app.py")
+            write(path, script)
+        if files:
+            # byte-compiled as Python's first import would: the modules, not
+            # the script (a script run as __main__ gets no __pycache__ entry)
+            compileall(python or self.args.python, *[os.path.join(d, rel) for rel in files])
+        return d, path
+
+
+def make_cases(args, fx):
+    py = args.python
+    usr = (fx.sys_prefix, "prefix")
+    cases = []
+
+    d, app = fx.app_dir("system", A.NUMPY_APP)
+    cases.append(Case(1, "system", "Debian's python3, numpy and scipy", py, [app],
+                      [usr, (d, "tree")], ["from the system dist-packages", "in a venv: False"],
+                      env={"E2E_PREFIX": fx.sys_prefix},
+                      cached=[("/usr/lib/python3/dist-packages", "the system dist-packages")],
+                      numpy=True))
+
+    d, app = fx.app_dir("venv", A.NUMPY_APP)
+    cases.append(Case(2, "venv", "venv with its own numpy and scipy, run by path",
+                      fx.venv_python, [app], [(fx.venv, "prefix"), usr, (d, "tree")],
+                      ["from the venv", "in a venv: True", "sys.prefix is %s True" % fx.venv],
+                      env={"E2E_PREFIX": fx.venv, "E2E_VENV": fx.venv},
+                      cached=[(fx.venv_site, "the venv's site-packages")], numpy=True))
+
+    d, app = fx.app_dir("venv-sys", A.NUMPY_APP + "")
+    cases.append(Case(3, "venv-sys", "venv --system-site-packages, numpy and scipy",
+                      fx.venv_sys_python, [app], [(fx.venv_sys, "prefix"), usr, (d, "tree")],
+                      ["from the system dist-packages", "in a venv: True",
+                       "sys.prefix is %s True" % fx.venv_sys],
+                      env={"E2E_PREFIX": fx.venv_sys, "E2E_VENV": fx.venv_sys},
+                      cached=[(fx.venv_sys_site, "the venv's site-packages"),
+                              ("/usr/lib/python3/dist-packages", "the system dist-packages")],
+                      numpy=True))
+
+    if fx.pyenv_python:
+        d, app = fx.app_dir("pyenv", A.STDLIB_APP)
+        ver = py_version(fx.pyenv_python)
+        cases.append(Case(4, "pyenv", "pyenv CPython %s by path, stdlib-heavy" % ver,
+                          fx.pyenv_python, [app], [(fx.pyenv_prefix, "prefix"), (d, "tree")],
+                          ["python %s" % ver, "sqlite (45,"],
+                          cached=[(os.path.join(fx.pyenv_prefix, "lib", "python" + ver),
+                                   "its standard library")]))
+
+    d, app = fx.app_dir("local", A.LOCAL_APP, A.LOCAL_FILES)
+    cases.append(Case(5, "local", "script importing modules from its own directory", py, [app],
+                      [usr, (d, "tree")],
+                      ["sys.path[0] is the script's directory True",
+                       "localmod local module from the script's directory True"]))
+
+    d, _ = fx.app_dir("dash-m", None, A.PKG_FILES)
+    cases.append(Case(6, "dash-m", "python -m pkg from the working directory", py,
+                      ["-m", "pkg"], [usr, (d, "tree")],
+                      ["run as pkg.__main__ package pkg 144",
+                       "pkg from the working directory True"], cwd=d))
+
+    d, app = fx.app_dir("isolated", A.ISOLATED_APP, A.ISOLATED_FILES)
+    cases.append(Case(7, "isolated", "python -I", py, ["-I", app], [usr, (d, "tree")],
+                      ["flags: isolated 1", "script's directory on sys.path False",
+                       "decoy next to the script not importable: ModuleNotFoundError"]))
+
+    d, app = fx.app_dir("no-site", A.NOSITE_APP)
+    cases.append(Case(8, "no-site", "python -S", py, ["-S", app], [usr, (d, "tree")],
+                      ["no_site 1", "site imported False",
+                       "numpy not importable without site: ModuleNotFoundError"]))
+
+    d, app = fx.app_dir("editable", A.EDITABLE_APP)
+    cases.append(Case(9, "editable", "venv's editable .pth to a source tree", fx.venv_python,
+                      [app], [(fx.venv, "prefix"), usr, (fx.src, "tree"), (d, "tree")],
+                      ["venvpkg venvpkg 42 in the venv True",
+                       "editable source tree 21 from the source tree True"],
+                      env={"E2E_PREFIX": fx.venv, "E2E_VENV": fx.venv, "E2E_SRC": fx.src},
+                      cached=[(fx.venv_site, "the venv's site-packages"),
+                              (fx.src, "the editable source tree")]))
+
+    d, app = fx.app_dir("zip", A.ZIP_APP)
+    cases.append(Case(10, "zip", "PYTHONPATH=mods.zip", py, [app],
+                      [usr, (fx.zip, "file"), (d, "tree")],
+                      ["zipmod zipped module from the zip True", "zippkg.sub 16 from the zip True",
+                       "loader zipimporter"],
+                      env={"PYTHONPATH": fx.zip, "E2E_ZIP": fx.zip}))
+
+    d, app = fx.app_dir("data", A.DATA_APP)
+    data = os.path.join(d, "data.txt")
+    c = Case(11, "data", "rank 0 writes a file into the script's directory, all read it", py,
+             [app], [usr, (d, "tree")],
+             ["listing: app.py", "listing: data.txt", "data: line 4 of"],
+             env={"E2E_MARKER": MARKER}, expected_after_marker=[d, data])
+    c.cleanup.append(data)
+    cases.append(c)
+    return cases
+
+
+def select(cases):
+    want = os.environ.get("E2E_ENV_CASES", "").strip()
+    if not want:
+        return cases
+    keys = {w.strip() for w in want.split(",") if w.strip()}
+    return [c for c in cases if str(c.num) in keys or c.name in keys]
+
+
+def case_env(c):
     env = L.base_env()
-    env["E2E_VENV"] = venv
-    for n in (1, 2, 4):
-        base = L.mpirun("venv-%d-noshim" % n, args, wd, n, [python, app], env)
-        chk.ok(base.rc == 0, "baseline venv job at %d ranks exits 0" % n, base.describe())
-        L.sanity_rank_output(chk, base, n)
-        shim = L.mpirun("venv-%d-shim" % n, args, wd, n, [python, app],
-                        L.with_shim(env, args.shim, PYIMPORT_LOG=2))
-        L.compare_runs(chk, base, shim, n, "(venv, %d ranks)" % n, check_stderr=False)
-        for tree, what in ((site, "the venv's site-packages"), (src, "the editable source tree")):
-            chk.ok(re.search(r"prefix %s$" % re.escape(tree), shim.rank_err(0), re.M) is not None,
-                   "rank 0 caches %s (%d ranks)" % (what, n), shim.describe())
+    for k in ("VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYENV_VERSION"):
+        env.pop(k, None)
+    env.update(c.env)
+    return env
 
-    # strace per rank: the wrapper traces the interpreter only.
-    counts = {}
-    for label, shim in (("noshim", False), ("shim", True)):
-        traces = wd.sub("venv-strace-" + label)
-        run_env = L.with_shim(env, args.shim, PYIMPORT_PROFILE="off") if shim else dict(env)
-        preload = run_env.pop("LD_PRELOAD", "")
-        wrapper = ("exec strace -f -qq -o %s/trace.$PMI_RANK -e trace=%%file,getdents64 "
-                   "env LD_PRELOAD=%s %s %s" % (traces, preload, python, app))
-        res = L.mpirun("venv-strace-" + label, args, wd, 4, ["sh", "-c", wrapper], run_env)
-        chk.ok(res.rc == 0, "venv job under strace (%s) exits 0" % label, res.describe())
-        for tree in (site, src):
-            counts[label, tree] = calls_under(os.path.join(traces, "trace.1"), tree)
-    for tree, what in ((site, "the venv's site-packages"), (src, "the editable source tree")):
-        chk.ok(counts["noshim", tree] > 2, "without the shim rank 1 makes calls under %s (%d)"
-               % (what, counts["noshim", tree]))
-        chk.ok(counts["shim", tree] == 0, "with the shim rank 1 makes none under %s (%d)"
-               % (what, counts["shim", tree]))
+
+def before_run(c):
+    for p in c.cleanup:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def without_shim_lines(res):
+    """A copy of res whose ranks' stderr lacks the shim's own log lines."""
+    ranks = {}
+    for r, (o, e) in res.ranks.items():
+        ranks[r] = (o, "".join(l for l in e.splitlines(True) if not SHIM_LOG_RE.match(l)))
+    return L.Result(res.label, res.argv, res.rc, res.out, res.err, res.elapsed, ranks,
+                    res.timed_out)
+
+
+def check_expect(chk, c, res, n):
+    for r in range(n):
+        o = res.rank_out(r)
+        missing = [e for e in c.expect if e not in o]
+        chk.ok(not missing, "case %d %s: rank %d's baseline shows what the case claims (%d ranks)"
+               % (c.num, c.name, r, n),
+               "missing: %r\n  rank %d stdout:\n%s" % (missing, r, L.indent(o)))
+
+
+def test_outputs(chk, args, wd, cases):
+    for c in cases:
+        print("\n== case %d %s: %s" % (c.num, c.name, c.title))
+        print("   " + " ".join(shlex.quote(a) for a in c.prog())
+              + ("   (cwd %s)" % c.cwd if c.cwd else ""))
+        env = case_env(c)
+        for n in (1, 2, 4):
+            before_run(c)
+            base = L.mpirun("%s-%d-noshim" % (c.label(), n), args, wd, n, c.prog(), env,
+                            cwd=c.cwd)
+            chk.ok(base.rc == 0 and not base.timed_out,
+                   "case %d %s: baseline at %d ranks exits 0" % (c.num, c.name, n),
+                   base.describe())
+            L.sanity_rank_output(chk, base, n)
+            check_expect(chk, c, base, n)
+            before_run(c)
+            shim = L.mpirun("%s-%d-shim" % (c.label(), n), args, wd, n, c.prog(),
+                            L.with_shim(env, args.shim, PYIMPORT_LOG=2), cwd=c.cwd)
+            L.compare_runs(chk, base, without_shim_lines(shim), n,
+                           "(case %d %s, %d ranks)" % (c.num, c.name, n))
+            for tree, what in c.cached:
+                chk.ok(re.search(r"prefix %s( \(.*\))?$" % re.escape(tree), shim.rank_err(0), re.M)
+                       is not None, "case %d %s: rank 0 caches %s (%d ranks)"
+                       % (c.num, c.name, what, n),
+                       "rank 0 stderr:\n" + L.indent(shim.rank_err(0)))
+        before_run(c)
+
+
+def strace_run(args, wd, c, shim):
+    label = "%s-strace-%s" % (c.label(), "shim" if shim else "noshim")
+    traces = wd.sub(label + "-traces")
+    env = case_env(c)
+    inner = ["env"]
+    if shim:
+        inner += ["LD_PRELOAD=" + args.shim, "PYIMPORT_PROFILE=off", "PYIMPORT_STATS=1"]
+    inner += c.prog()
+    wrapper = ("exec strace -ff -qq -y --seccomp-bpf -o %s/trace.$PMI_RANK "
+               "-e trace=%%file,getdents64 %s"
+               % (shlex.quote(traces), " ".join(shlex.quote(a) for a in inner)))
+    before_run(c)
+    res = L.mpirun(label, args, wd, NRANKS_STRACE, ["sh", "-c", wrapper], env, cwd=c.cwd,
+                   timeout=STRACE_TIMEOUT)
+    before_run(c)
+    return res, traces
+
+
+def test_strace(chk, args, wd, cases):
+    table = []
+    for c in cases:
+        print("\n== strace, case %d %s: %s (%d ranks)" % (c.num, c.name, c.title,
+                                                         NRANKS_STRACE))
+        print("   roots: " + ", ".join("%s (%s)" % r for r in c.roots))
+        counts = {}
+        runs = {}
+        for shim in (False, True):
+            res, traces = strace_run(args, wd, c, shim)
+            runs[shim] = res
+            chk.ok(res.rc == 0 and not res.timed_out, "case %d %s: job under strace (%s) exits 0"
+                   % (c.num, c.name, "shim" if shim else "no shim"), res.describe())
+            for r in range(NRANKS_STRACE):
+                # the ranks' cwd: c.cwd, else the directory mpirun made for the run
+                counts[shim, r] = T.count_rank(traces, r, c.cwd or res_dir(res), c.roots,
+                                               MARKER if c.expected_after_marker else None,
+                                               c.expected_after_marker)
+        L.sanity_rank_output(chk, runs[False], NRANKS_STRACE)
+        L.compare_runs(chk, runs[False], runs[True], NRANKS_STRACE,
+                       "(case %d %s under strace)" % (c.num, c.name), check_stderr=False)
+        summary = [l for l in runs[True].rank_err(0).splitlines() if l.startswith("pyimport:")]
+
+        def n_of(shim, r):
+            rc = counts[shim, r]
+            return None if rc is None else len(rc.counted)
+
+        shim_n = [n_of(True, r) for r in range(1, NRANKS_STRACE)]
+        base_n = [n_of(False, r) for r in range(1, NRANKS_STRACE)]
+        rc1 = counts[True, 1]
+        top = rc1.by_path(limit=12) if rc1 else ["(no trace)"]
+        table.append((c, base_n, shim_n, top))
+        print("   calls on the case's paths, ranks 1..%d: without the shim %s, with it %s"
+              % (NRANKS_STRACE - 1, base_n, shim_n))
+        print("   rank 0: without the shim %s, with it %s"
+              % (n_of(False, 0), n_of(True, 0)))
+        for r in range(1, NRANKS_STRACE):
+            rc = counts[True, r]
+            if rc is None:
+                continue
+            if r == 1 or rc.by_path() != counts[True, 1].by_path():
+                print("   with the shim, rank %d, counted calls by path:" % r)
+                print(L.indent("\n".join(rc.by_path(limit=40)) or "(none)", "      "))
+                print("   with the shim, rank %d, not counted:" % r)
+                print(L.indent("\n".join(T.excluded_summary(rc)) or "(none)", "      "))
+            elif r > 1:
+                print("   with the shim, rank %d: the same calls as rank 1" % r)
+        if c.expected_after_marker:
+            seen = [counts[True, r].marker_seen if counts[True, r] else False
+                    for r in range(NRANKS_STRACE)]
+            chk.ok(all(seen), "case %d %s: the barrier marker is in every rank's trace (%s)"
+                   % (c.num, c.name, seen))
+        if summary:
+            print("   rank 0's PYIMPORT_STATS summary:")
+            print(L.indent("\n".join(summary), "      "))
+        for i, r in enumerate(range(1, NRANKS_STRACE)):
+            chk.ok(base_n[i] is not None and base_n[i] >= SANITY_MIN,
+                   "case %d %s: without the shim rank %d makes >= %d calls on the case's paths "
+                   "(counter sanity, got %s)" % (c.num, c.name, r, SANITY_MIN, base_n[i]))
+            rc = counts[True, r]
+            for tree, what in c.cached:
+                inside = [e for e in (rc.counted if rc else []) if T.is_under(e[1], tree)]
+                chk.ok(rc is not None and not inside,
+                       "case %d %s: with the shim rank %d makes no call under %s (got %s)"
+                       % (c.num, c.name, r, what, len(inside) if rc else "no trace"),
+                       "\n".join(rc.by_path(inside, limit=20)) if rc else "")
+            chk.ok(shim_n[i] is not None and shim_n[i] <= ALLOWED,
+                   "case %d %s: with the shim rank %d makes <= %d call on the case's paths "
+                   "(got %s)" % (c.num, c.name, r, ALLOWED, shim_n[i]),
+                   "\n".join("trace %s:%d  %s" % (call.file, call.lineno, call.line[:300])
+                             for call, p, root in (rc.counted[:40] if rc else [])))
+    print("\n== calls per rank 1..%d on the case's paths (strace)" % (NRANKS_STRACE - 1))
+    print("   %-3s %-10s %-18s %-18s %s" % ("#", "case", "without shim", "with shim",
+                                           "top paths with the shim (rank 1)"))
+    for c, base_n, shim_n, top in table:
+        print("   %-3d %-10s %-18s %-18s %s" % (c.num, c.name, base_n, shim_n,
+                                                top[0] if top else "-"))
+        for t in top[1:6]:
+            print("   %-52s %s" % ("", t))
+
+
+def res_dir(res):
+    # mpirun's -outfile-pattern names the run's directory, which is the cwd
+    i = res.argv.index("-outfile-pattern")
+    return os.path.dirname(res.argv[i + 1])
 
 
 def main():
-    args = L.parse_args(__doc__.split("\n\n")[0])
-    chk = L.Checker("e2e environments")
+    args = L.parse_args(__doc__.split("\n\n")[0], ["outputs", "strace"])
+    chk = L.Checker("e2e environments (%s)" % ", ".join(args.what))
     L.prerequisites(chk, args)
-    if not chk.ok(bool(L.shutil.which("strace")), "strace is installed"):
+    if "strace" in args.what and not chk.ok(bool(shutil.which("strace")), "strace is installed"):
         chk.finish()
+    t0 = time.monotonic()
     wd = L.Workdir(args.keep)
     try:
-        test_venv(chk, args, wd)
+        fx = Fixtures(args, wd, chk)
+        chk.ok(fx.pyenv_python is not None,
+               "a pyenv CPython 3.12 is installed (pyenv root/versions/3.12.*/bin/python3)")
+        cases = select(make_cases(args, fx))
+        print("fixtures built in %.1fs in %s; cases: %s"
+              % (fx.elapsed, fx.top, ", ".join(c.label() for c in cases)))
+        if "outputs" in args.what:
+            test_outputs(chk, args, wd, cases)
+        if "strace" in args.what:
+            test_strace(chk, args, wd, cases)
     finally:
         wd.close()
+    print("\nelapsed %.1fs" % (time.monotonic() - t0))
     chk.finish()
 
 

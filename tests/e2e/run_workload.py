@@ -8,9 +8,11 @@ Subcommands (default: all):
   workload  mpiexec -n 4 python workload.py without and with LD_PRELOAD: per-rank
             stdout/stderr and exit codes identical; once more with
             PYIMPORT_STATS=1 (rank 0's stderr must hold the "pyimport:" summary
-            with a non-zero "served" count, stdout still identical); and with a
-            tiny PYIMPORT_MAX_BYTES and a narrowed PYIMPORT_PREFIX (stdout and
-            exit code identical).
+            with a non-zero "served" count, stdout still identical); with
+            PYIMPORT_MAX_BYTES=64K, 2M and 20M (output and exit code identical,
+            every rank served, rank 0's one line and summary line counting the
+            files that did not fit); and with a narrowed PYIMPORT_PREFIX
+            (stdout and exit code identical).
   exitcode  sys.exit(3) on every rank, and on rank 2 only, and os.execv of
             another program on every rank: same exit code and
             output with and without the shim.
@@ -135,9 +137,31 @@ def test_workload(chk, args, wd):
     chk.ok(not stats.err.strip(), "PYIMPORT_STATS=1: nothing on mpiexec's own stderr", stats.err)
 
     # Degraded configurations must still give the application identical results.
-    tiny = run_workload(args, wd, "workload-shim-maxbytes-64K", True,
-                        shim_env={"PYIMPORT_MAX_BYTES": "64K"})
-    L.compare_runs(chk, base, tiny, NRANKS, "(PYIMPORT_MAX_BYTES=64K)", check_stderr=False)
+    # A budget never makes the job uncached: metadata is served whatever it is,
+    # the files that do not fit are read from the filesystem, and rank 0 says
+    # so in one line (and in the summary).
+    for budget in ("64K", "2M", "20M"):
+        what = "(PYIMPORT_MAX_BYTES=%s)" % budget
+        small = run_workload(args, wd, "workload-shim-maxbytes-" + budget, True,
+                             shim_env={"PYIMPORT_MAX_BYTES": budget, "PYIMPORT_STATS": "1"})
+        L.compare_runs(chk, base, small, NRANKS, what, check_stderr=False)
+        for r in range(NRANKS):
+            own = [l for l in small.rank_err(r).splitlines() if not l.startswith("pyimport:")]
+            chk.ok(own == base.rank_err(r).splitlines(),
+                   "rank %d stderr identical but for pyimport: lines %s" % (r, what),
+                   L.diff(base.rank_err(r), "\n".join(own) + ("\n" if own else "")))
+            chk.ok("running uncached" not in small.rank_err(r),
+                   "rank %d is served %s" % (r, what), small.rank_err(r))
+        err0 = stats_summary(small.rank_err(0))
+        line = [l for l in err0 if re.match(r"pyimport: \d+ files \([\d.]+ MiB, \d+ of them "
+                                            r"libraries\) did not fit in PYIMPORT_MAX_BYTES=%s: "
+                                            r"read from the filesystem$" % budget, l)]
+        chk.ok(len(line) == 1, "rank 0 says in one line which files did not fit %s" % what,
+               "\n".join(err0))
+        chk.ok(served_nonzero(err0), "the summary shows served calls %s" % what, "\n".join(err0))
+        chk.ok(any(l.startswith("pyimport: not cached (over PYIMPORT_MAX_BYTES): ") for l in err0),
+               "the summary counts the files not cached %s" % what, "\n".join(err0))
+        print("  %s rank 0:\n%s" % (what, L.indent("\n".join(err0[:3]))))
     narrow = run_workload(args, wd, "workload-shim-prefix-stdlib", True,
                           shim_env={"PYIMPORT_PREFIX": "/usr/lib/python3.11:/nonexistent/dir"})
     L.compare_runs(chk, base, narrow, NRANKS, "(PYIMPORT_PREFIX=stdlib only)", check_stderr=False)

@@ -4,6 +4,7 @@
 // (root ignores file modes).
 #include "base/config.hpp"
 #include "base/real.hpp"
+#include "core_fixture.hpp"
 #include "fixture.hpp"
 #include "image/image.hpp"
 #include "image/shared_image.hpp"
@@ -41,19 +42,6 @@ BuildOptions core_options(const Fixture& fx) {
     o.content_suffixes = {".py", ".pyc"};
     o.stat_suffixes = {"*"}; // every file's stat, whatever its name
     return o;
-}
-
-// A Core over a snapshot of `options`, as start-up makes it: the image in a
-// SharedImage (a private copy), the snapshot attached to it.
-std::unique_ptr<Core> make_core(const BuildOptions& options) {
-    std::vector<char> bytes;
-    std::string error;
-    cr_assert(build_snapshot(options, bytes, error), "%s", error.c_str());
-    SharedImage image;
-    std::memcpy(image.make_private(bytes.size()), bytes.data(), bytes.size());
-    Snapshot snapshot;
-    cr_assert(snapshot.attach(image.data, image.size, error), "%s", error.c_str());
-    return std::make_unique<Core>(Config{}, std::move(image), snapshot);
 }
 
 uint32_t entry_of(Core& core, const std::string& path) {

@@ -124,10 +124,19 @@ Test(snapshot, libraries_give_way_to_modules_past_the_budget) {
     BuildOptions options = library_options(fx);
     options.content_suffixes = {".py"};
     options.max_bytes = 900 * 1024; // the library fits at first, the modules then do not
-    uint32_t dropped = 0;
-    options.libraries_over_budget = &dropped;
+    pyimport::NotCached dropped;
+    options.not_cached = &dropped;
     Built built(options);
-    cr_expect_eq(dropped, 1u);
+    cr_expect_eq(dropped.files, 1u, "the library gave way, whichever was listed first");
+    cr_expect_eq(dropped.libraries, 1u);
+    cr_expect_eq(dropped.bytes, 600u * 1024);
+    for (int i = 0; i < 50; ++i) {
+        pyimport::Resolution m = built.resolve(fx.path("big/m" + std::to_string(i) + ".py"));
+        cr_assert_eq(m.kind, pyimport::Resolution::Found);
+        cr_expect(built.snapshot.entry(m.entry).flags & kHasContent, "m%d.py is cached", i);
+    }
+    cr_expect_geq(built.snapshot.header().data_size, 50u * 8 * 1024);
+    cr_expect_leq(built.snapshot.header().data_size, options.max_bytes);
     pyimport::Resolution lib = built.resolve(fx.path("big/libbig.so"));
     cr_assert_eq(lib.kind, pyimport::Resolution::Found);
     cr_expect_not(built.snapshot.entry(lib.entry).flags & kHasContent);

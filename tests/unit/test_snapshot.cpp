@@ -108,11 +108,6 @@ Test(snapshot, faults_give_one_line_reasons) {
     std::vector<char> image;
     std::string error;
     BuildOptions o = options_for(fx);
-    o.max_bytes = 1000;
-    cr_expect(!build_snapshot(o, image, error));
-    cr_expect(error.find("PYIMPORT_MAX_BYTES") != std::string::npos, "%s", error.c_str());
-
-    o = options_for(fx);
     o.prefixes = {fx.path("does-not-exist")};
     cr_expect(!build_snapshot(o, image, error));
     cr_expect(error.find("does-not-exist") != std::string::npos, "%s", error.c_str());
@@ -120,6 +115,38 @@ Test(snapshot, faults_give_one_line_reasons) {
     o.prefixes_required = false; // default prefixes: missing ones are skipped
     o.prefixes = {fx.path("does-not-exist"), fx.path("pkg")};
     cr_expect(build_snapshot(o, image, error), "%s", error.c_str());
+}
+
+// A budget is never a fault: past it files keep their stat and only their
+// bytes are left to the filesystem, the small ones cached first.
+Test(snapshot, a_small_budget_caches_the_small_files_and_every_stat) {
+    Fixture fx;
+    fx.file("pkg/big.pyc", std::string(4000, 'b'));
+    BuildOptions o = options_for(fx);
+    o.max_bytes = 1000; // less than the metadata alone
+    NotCached past;
+    o.not_cached = &past;
+    Built b(o);
+    Built full(options_for(fx));
+    cr_expect_eq(b.snapshot.entry_count(), full.snapshot.entry_count());
+    cr_expect_eq(b.snapshot.header().listing_count, full.snapshot.header().listing_count);
+    for (uint32_t i = 0; i < full.snapshot.entry_count(); ++i) {
+        const Entry& e = b.snapshot.entry(i);
+        const Entry& f = full.snapshot.entry(i);
+        cr_expect(e.st.ino == f.st.ino && e.st.size == f.st.size && e.st.mode == f.st.mode &&
+                      (e.flags & ~kHasContent) == (f.flags & ~kHasContent),
+                  "%s: same metadata", b.snapshot.path(i).c_str());
+    }
+    Resolution big = b.resolve(fx.path("pkg/big.pyc"));
+    cr_assert_eq(big.kind, Resolution::Found);
+    cr_expect_not(b.snapshot.entry(big.entry).flags & kHasContent);
+    cr_expect_eq(b.snapshot.entry(big.entry).st.size, 4000u);
+    Resolution mod = b.resolve(fx.path("pkg/mod.py"));
+    cr_assert_eq(mod.kind, Resolution::Found);
+    cr_expect(b.snapshot.entry(mod.entry).flags & kHasContent, "a small file is cached");
+    cr_expect_eq(past.files, 1u);
+    cr_expect_eq(past.bytes, 4000u);
+    cr_expect_eq(past.libraries, 0u);
 }
 
 Test(snapshot, nested_prefixes_are_walked_once) {

@@ -90,15 +90,15 @@ Test(stats, the_summary_sums_the_ranks_and_merges_their_paths) {
     s.image_bytes = 40u << 20;
     s.ranks = 2;
     s.start_seconds = 0.88;
-    // served stat open access readlink opendir fstat dlopen change, then forwarded
-    s.counts = {10, 1, 2, 3, 4, 5, 6, 7, 1, 0, 0, 0, 0, 0, 0, 2};
+    // served stat open access readlink realpath opendir fstat dlopen change, then forwarded
+    s.counts = {10, 1, 2, 3, 0, 4, 5, 6, 7, 1, 0, 0, 0, 0, 0, 0, 0, 2};
     s.tops = {"5\t/a\tcallerA\n3\t/b\tcallerB\n",
               "4\t/b\tother\n2\t/a\tx\nnot a row\n1\t/c\tcallerC"}; // last row unterminated
     std::vector<std::string> lines = summary_lines(s);
     std::vector<std::string> expected = {
         "snapshot of 3 prefixes: 1883 entries, 40.0 MiB, shared with 2 ranks in 0.880 s",
         "all ranks: 38 calls served, 3 forwarded (served/forwarded: stat 10/1 open 1/0 access "
-        "2/0 readlink 3/0 opendir 4/0 fstat 5/0 dlopen 6/0 change 7/2)",
+        "2/0 readlink 3/0 realpath 0/0 opendir 4/0 fstat 5/0 dlopen 6/0 change 7/2)",
         "most forwarded paths (count, path, asked by):",
         // counts summed by path, ties by path, the first rank's caller
         "         7  /a  callerA",
@@ -108,6 +108,17 @@ Test(stats, the_summary_sums_the_ranks_and_merges_their_paths) {
     cr_assert_eq(lines.size(), expected.size(), "%zu lines", lines.size());
     for (size_t i = 0; i < expected.size(); ++i)
         cr_expect_eq(lines[i], expected[i], "line %zu: '%s'", i, lines[i].c_str());
+}
+
+Test(stats, the_summary_tells_what_did_not_fit_in_the_budget) {
+    JobSummary s;
+    s.prefixes = 1;
+    s.not_cached_files = 1234;
+    s.not_cached_bytes = uint64_t{4567} << 20;
+    std::vector<std::string> lines = summary_lines(s);
+    cr_assert_geq(lines.size(), 2u);
+    cr_expect_eq(lines[1], "not cached (over PYIMPORT_MAX_BYTES): 1234 files, 4567.0 MiB", "'%s'",
+                 lines[1].c_str());
 }
 
 Test(stats, the_summary_shows_ten_paths_and_nothing_it_was_not_given) {

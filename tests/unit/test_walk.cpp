@@ -1,6 +1,8 @@
 // The walk's bookkeeping when it gives up a directory halfway (a statx fails
 // between readdir and the end of the listing): nothing of the children made so
-// far may stay in the image, and later budget overflows must not touch them.
+// far may stay in the image, and later evictions past the budget must not
+// touch them. And the budget itself: metadata always, contents as far as
+// PYIMPORT_MAX_BYTES goes, small files first.
 #include "base/real.hpp"
 #include "fixture.hpp"
 #include "image/image.hpp"
@@ -151,7 +153,7 @@ constexpr size_t kKiB = 1024;
 } // namespace
 
 // The library's entry index, reused by root "b"'s files after "a" was given
-// up, must not lose its content when a later overflow drops the libraries.
+// up, must not lose its content to an eviction meant for the library.
 Test(walk, abandoned_listing_then_budget_overflow) {
     Fixture fx;
     std::string fails = abandoned_directory(fx, 200 * kKiB);
@@ -164,9 +166,9 @@ Test(walk, abandoned_listing_then_budget_overflow) {
     fx.dir("b/big");
     fx.file("b/big/big.pyc", std::string(300 * kKiB, 'B')); // over budget with libx.so's bytes
 
-    uint32_t over_budget = 0;
+    NotCached over_budget;
     BuildOptions o = options_for(fx, {"a", "b"}, 400 * kKiB);
-    o.libraries_over_budget = &over_budget;
+    o.not_cached = &over_budget;
     FailingStatx fault(fails);
     Built b(o);
     expect_no_orphans(b.snapshot);
@@ -180,7 +182,7 @@ Test(walk, abandoned_listing_then_budget_overflow) {
     Resolution big = b.resolve(fx.path("b/big/big.pyc"));
     cr_assert_eq(big.kind, Resolution::Found);
     cr_expect(b.snapshot.entry(big.entry).flags & kHasContent);
-    cr_expect_eq(over_budget, 0u, "the only library was forgotten with its directory");
+    cr_expect_eq(over_budget.files, 0u, "the only library was forgotten with its directory");
 }
 
 // The same with the library's index past the end of the entries when the
@@ -221,31 +223,46 @@ Test(walk, abandoned_listing_leaves_nothing_behind) {
     cr_expect_eq(b.snapshot.header().follow_count, 0u);
 }
 
-// The overflow strikes while the directory is being listed (its big file
-// drops the library of root "a" and compacts the data), and then the listing
-// is given up: what is cut must be that directory's bytes after compaction.
-Test(walk, abandoned_listing_after_a_drop_inside_it) {
+// An eviction strikes while the directory is being listed (its big file
+// evicts the library of root "a2", and the evicted bytes, more than the
+// budget, are compacted away), and then the listing is given up: what is cut
+// must be that directory's bytes after compaction.
+Test(walk, abandoned_listing_after_an_eviction_inside_it) {
     Fixture fx;
-    fx.dir("a");
-    fx.file("a/liby.so", std::string(200 * kKiB, 'Y'));
-    fx.file("a/keep.pyc", "kept");
+    fx.dir("a1");
+    fx.file("a1/libx.so", std::string(90 * kKiB, 'X'));
+    fx.dir("a2");
+    fx.file("a2/liby.so", std::string(80 * kKiB, 'Y')); // evicts libx.so
+    fx.file("a2/keep.pyc", "kept");
     fx.dir("b");
-    for (int i = 0; i < 8; ++i)
+    std::vector<std::string> before = {"big.pyc"};
+    for (int i = 0; i < 8; ++i) {
         fx.file("b/p" + std::to_string(i) + ".pyc", "small " + std::to_string(i));
-    fx.file("b/big.pyc", std::string(300 * kKiB, 'B'));
-    std::string fails = link_listed_after(fx, "b", {"big.pyc"});
+        before.push_back("p" + std::to_string(i) + ".pyc");
+    }
+    fx.file("b/big.pyc", std::string(70 * kKiB, 'B')); // evicts liby.so: 170 KiB evicted
+    std::string fails = link_listed_after(fx, "b", before);
     fx.dir("c");
     for (int i = 0; i < 8; ++i)
         fx.file("c/q" + std::to_string(i) + ".pyc", "later " + std::to_string(i));
 
-    uint32_t over_budget = 0;
-    BuildOptions o = options_for(fx, {"a", "b", "c"}, 400 * kKiB);
-    o.libraries_over_budget = &over_budget;
+    NotCached over_budget;
+    BuildOptions o = options_for(fx, {"a1", "a2", "b", "c"}, 100 * kKiB);
+    o.not_cached = &over_budget;
     FailingStatx fault(fails);
     Built b(o);
     expect_no_orphans(b.snapshot);
     expect_unlisted(b, fx, "b", {"big.pyc", "p0.pyc", fails});
-    cr_expect_eq(over_budget, 1u, "liby.so was dropped");
+    cr_expect_eq(over_budget.files, 2u, "libx.so and liby.so were evicted");
+    cr_expect_eq(over_budget.libraries, 2u);
+    cr_expect_eq(over_budget.bytes, 170 * kKiB);
+    for (const char* lib : {"a1/libx.so", "a2/liby.so"}) {
+        Resolution r = b.resolve(fx.path(lib));
+        cr_assert_eq(r.kind, Resolution::Found, "%s", lib);
+        cr_expect_not(b.snapshot.entry(r.entry).flags & kHasContent, "%s", lib);
+        cr_expect_eq(b.snapshot.entry(r.entry).st.size, contents_of(fx.path(lib)).size(),
+                     "%s keeps its stat", lib);
+    }
     std::string expected_data = "kept";
     for (int i = 0; i < 8; ++i) {
         std::string q = fx.path("c/q" + std::to_string(i) + ".pyc");
@@ -255,6 +272,100 @@ Test(walk, abandoned_listing_after_a_drop_inside_it) {
         expected_data += contents_of(q);
     }
     cr_expect_eq(b.snapshot.header().data_size, expected_data.size());
+}
+
+// A budget smaller than the metadata alone: the snapshot is still built,
+// with every stat, listing and link of the walk, and no file's bytes.
+Test(walk, a_budget_below_the_metadata_still_serves_every_stat) {
+    Fixture fx;
+    fx.dir("t");
+    for (int i = 0; i < 200; ++i)
+        fx.file("t/m" + std::to_string(i) + ".pyc", std::string(100, 'm'));
+    fx.link("m0.pyc", "t/link");
+    NotCached past;
+    BuildOptions o = options_for(fx, {"t"}, 64);
+    o.not_cached = &past;
+    Built b(o);
+    cr_expect_gt(b.snapshot.size(), 200 * sizeof(Entry), "more metadata than the budget");
+    cr_expect_eq(b.snapshot.header().data_size, 0u);
+    cr_expect_eq(past.files, 200u);
+    cr_expect_eq(past.bytes, 200u * 100u);
+    cr_expect_eq(past.libraries, 0u);
+    for (int i = 0; i < 200; ++i) {
+        std::string m = fx.path("t/m" + std::to_string(i) + ".pyc");
+        Resolution r = b.resolve(m);
+        cr_assert_eq(r.kind, Resolution::Found, "%s", m.c_str());
+        const Entry& e = b.snapshot.entry(r.entry);
+        struct stat st {};
+        cr_assert_eq(lstat(m.c_str(), &st), 0);
+        cr_expect_not(e.flags & (kHasContent | kNoStat), "%s", m.c_str());
+        cr_expect(e.st.ino == st.st_ino && e.st.size == static_cast<uint64_t>(st.st_size) &&
+                      e.st.mode == st.st_mode,
+                  "%s: its stat is recorded", m.c_str());
+    }
+    cr_expect(b.snapshot.entry(b.resolve(fx.path("t")).entry).flags & kHasListing);
+    cr_expect_eq(b.resolve(fx.path("t/link"), false).kind, Resolution::Found);
+    Resolution nothing = b.resolve(fx.path("t/nothing.pyc"));
+    cr_expect(nothing.kind == Resolution::Failed && nothing.error == ENOENT,
+              "absent, from the listing");
+}
+
+// A budget that holds the small files or the big one, walked first: the
+// small ones are cached, the big one evicted (many opens served rather than
+// one).
+Test(walk, small_files_go_before_a_big_one_walked_first) {
+    Fixture fx;
+    const int small = 40;
+    fx.dir("a");
+    fx.file("a/big.pyc", std::string(30 * kKiB, 'B')); // fits alone, walked first
+    fx.dir("b");
+    for (int i = 0; i < small; ++i)
+        fx.file("b/m" + std::to_string(i) + ".pyc", std::string(kKiB, 'a' + i % 26));
+    NotCached past;
+    BuildOptions o = options_for(fx, {"a", "b"}, 40 * kKiB);
+    o.not_cached = &past;
+    Built b(o);
+    expect_no_orphans(b.snapshot);
+    Resolution big = b.resolve(fx.path("a/big.pyc"));
+    cr_assert_eq(big.kind, Resolution::Found);
+    cr_expect_not(b.snapshot.entry(big.entry).flags & kHasContent);
+    cr_expect_eq(b.snapshot.entry(big.entry).st.size, 30 * kKiB, "its stat is fstat's");
+    for (int i = 0; i < small; ++i) {
+        std::string m = fx.path("b/m" + std::to_string(i) + ".pyc");
+        Resolution r = b.resolve(m);
+        cr_assert_eq(r.kind, Resolution::Found, "%s", m.c_str());
+        cr_expect(b.snapshot.entry(r.entry).flags & kHasContent, "%s is cached", m.c_str());
+    }
+    cr_expect_eq(b.snapshot.header().data_size, small * kKiB);
+    cr_expect_eq(past.files, 1u);
+    cr_expect_eq(past.bytes, 30 * kKiB);
+}
+
+// Each file evicts the one before it (larger): the evicted bytes, past the
+// budget, are compacted away during the walk, and the image holds only the
+// last one's.
+Test(walk, evicted_bytes_are_compacted) {
+    Fixture fx;
+    std::vector<std::string> roots;
+    for (int i = 0; i < 5; ++i) {
+        std::string r = "r" + std::to_string(i);
+        fx.dir(r);
+        fx.file(r + "/lib" + std::to_string(i) + ".so",
+                std::string((90 - 10 * i) * kKiB, static_cast<char>('0' + i)));
+        roots.push_back(r);
+    }
+    NotCached past;
+    BuildOptions o = options_for(fx, roots, 100 * kKiB);
+    o.not_cached = &past;
+    Built b(o);
+    expect_no_orphans(b.snapshot);
+    cr_expect_eq(b.snapshot.header().data_size, 50 * kKiB);
+    Resolution last = b.resolve(fx.path("r4/lib4.so"));
+    cr_assert_eq(last.kind, Resolution::Found);
+    cr_expect(b.snapshot.entry(last.entry).flags & kHasContent);
+    cr_expect_eq(past.files, 4u);
+    cr_expect_eq(past.libraries, 4u);
+    cr_expect_eq(past.bytes, (90 + 80 + 70 + 60) * kKiB);
 }
 
 // Nothing abandoned, nothing followed: an image whose follow records (and

@@ -1,0 +1,227 @@
+// Single paths outside the prefixes (partial roots: the interpreter's
+// start-up probes) and the script's directory (a live root), against what the
+// kernel says about the same paths.
+#include "base/config.hpp"
+#include "core_fixture.hpp"
+#include "fixture.hpp"
+#include "serve/core.hpp"
+
+#include <cerrno>
+#include <criterion/criterion.h>
+#include <cstring>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace pyimport;
+
+namespace {
+
+// An interpreter's layout: bin/ with a link chain, lib/python3.11 as the
+// prefix, a pyvenv.cfg above bin/, no ._pth, no Modules/.
+struct Interpreter : Fixture {
+    Interpreter() {
+        dir("bin");
+        dir("lib");
+        dir("lib/python3.11");
+        file("lib/python3.11/os.py", "# os\n");
+        file("bin/python3.11", "ELF");
+        link("python3.11", "bin/python3");
+        file("pyvenv.cfg", "home = /nowhere\n");
+        file("lib/python311.zip", "PK\x05\x06 zip");
+    }
+    BuildOptions options() const {
+        BuildOptions o;
+        o.prefixes = {path("lib/python3.11")};
+        o.max_bytes = 1 << 20;
+        o.content_suffixes = {".py"};
+        for (const char* p :
+             {"bin/python3", "bin/python3.11", "bin/pyvenv.cfg", "pyvenv.cfg", "bin/python3._pth",
+              "bin/Modules/Setup.local", "lib", "lib/python311.zip", "bin/lib/python3.11/os.py",
+              "lib/python3.11/os.py"})
+            o.probes.push_back({path(p), true});
+        return o;
+    }
+};
+
+// Resolves like stat (follow) or lstat and compares with the kernel.
+void expect_like_kernel(const Built& b, const std::string& path, bool follow) {
+    Resolution r = b.tree->resolve(Position{}, path, follow);
+    struct stat st {};
+    int rc = follow ? stat(path.c_str(), &st) : lstat(path.c_str(), &st);
+    int e = errno;
+    cr_assert_neq(r.kind, Resolution::Forward, "%s was forwarded", path.c_str());
+    if (rc == 0) {
+        cr_expect_eq(r.kind, Resolution::Found, "%s: kernel found it", path.c_str());
+        if (r.kind != Resolution::Found) return;
+        const StatRecord& rec =
+            r.followed ? b.snapshot.followed(r.entry) : b.snapshot.entry(r.entry).st;
+        cr_expect_eq(rec.ino, st.st_ino, "%s: other inode", path.c_str());
+        cr_expect_eq(rec.mode, st.st_mode, "%s: other mode", path.c_str());
+    } else {
+        cr_expect_eq(r.kind, Resolution::Failed, "%s: kernel said %s", path.c_str(), strerror(e));
+        cr_expect_eq(r.error, e, "%s: %s vs kernel %s", path.c_str(), strerror(r.error),
+                     strerror(e));
+    }
+}
+
+} // namespace
+
+// /usr/bin/pyvenv.cfg and the like: present or absent, with the kernel's
+// errno, and without listing /usr/bin.
+Test(probes, are_answered_like_the_kernel) {
+    Interpreter fx;
+    Built b(fx.options());
+    for (const char* p : {"bin/python3", "bin/python3.11", "bin/pyvenv.cfg", "pyvenv.cfg",
+                          "bin/python3._pth", "bin/Modules/Setup.local", "bin/Modules", "lib",
+                          "lib/python311.zip", "bin/lib/python3.11/os.py", "bin/lib",
+                          "lib/python3.11/os.py", "bin/python3.11/x", "bin/pyvenv.cfg/x"}) {
+        expect_like_kernel(b, fx.path(p), true);
+        expect_like_kernel(b, fx.path(p), false);
+    }
+    Resolution cfg = b.resolve(fx.path("pyvenv.cfg"));
+    cr_assert_eq(cfg.kind, Resolution::Found);
+    cr_expect(b.snapshot.entry(cfg.entry).flags & kHasContent, "pyvenv.cfg's bytes are cached");
+    Resolution zip = b.resolve(fx.path("lib/python311.zip"));
+    cr_assert_eq(zip.kind, Resolution::Found);
+    cr_expect(b.snapshot.entry(zip.entry).flags & kHasContent, "the zip's bytes are cached");
+    Resolution link = b.resolve(fx.path("bin/python3"), false);
+    cr_assert_eq(link.kind, Resolution::Found);
+    cr_expect_eq(b.snapshot.link_target(link.entry), "python3.11");
+}
+
+// A partial directory knows only the names it was asked about.
+Test(probes, other_names_in_a_partial_directory_are_forwarded) {
+    Interpreter fx;
+    fx.file("bin/other", "x");
+    Built b(fx.options());
+    cr_expect_eq(b.resolve(fx.path("bin/other")).kind, Resolution::Forward);
+    cr_expect_eq(b.resolve(fx.path("bin/never-there")).kind, Resolution::Forward);
+    Resolution bin = b.resolve(fx.path("bin"));
+    cr_assert_eq(bin.kind, Resolution::Found, "bin is a partial root");
+    cr_expect_not(b.snapshot.entry(bin.entry).flags & kHasListing, "and has no listing");
+}
+
+// The prefix lies inside the partial root lib/: lookups pass through it, and a
+// working directory inside the prefix is located in the prefix.
+Test(probes, prefixes_inside_a_partial_directory_still_answer) {
+    Interpreter fx;
+    Built b(fx.options());
+    expect_like_kernel(b, fx.path("lib/python3.11/os.py"), true);
+    expect_like_kernel(b, fx.path("lib/python3.11/absent.py"), true);
+    expect_like_kernel(b, fx.path("lib/../lib/python3.11/os.py"), true);
+    Position at;
+    cr_assert(b.tree->locate(fx.path("lib/python3.11"), at));
+    cr_assert_neq(at.entry, kNoEntry);
+    cr_expect_eq(b.snapshot.entry(at.entry).flags & kPartial, 0, "the prefix, not lib/");
+    cr_expect_eq(b.tree->resolve(at, "os.py", true).kind, Resolution::Found);
+}
+
+// A probe under a walked prefix is the prefix's: no partial root for it.
+Test(probes, under_a_prefix_add_nothing) {
+    Interpreter fx;
+    BuildOptions o = fx.options();
+    o.probes = {{fx.path("lib/python3.11/os.py"), true}, {fx.path("lib/python3.11/nope"), true}};
+    Built b(o);
+    cr_expect_eq(b.snapshot.root_count(), 1u);
+}
+
+// The process's own writes are seen: a probed absent name it creates.
+Test(probes, own_writes_are_seen) {
+    Interpreter fx;
+    Built b(fx.options());
+    cr_assert_eq(b.resolve(fx.path("bin/pyvenv.cfg")).kind, Resolution::Failed);
+    fx.file("bin/pyvenv.cfg", "home = /x\n");
+    b.tree->invalidate(Position{}, fx.path("bin/pyvenv.cfg"), true);
+    cr_expect_eq(b.resolve(fx.path("bin/pyvenv.cfg")).kind, Resolution::Forward);
+}
+
+namespace {
+// The script's directory: the script, a local module, packages, data.
+struct ScriptDir : Fixture {
+    ScriptDir() {
+        file("app.py", "import helper\n");
+        file("helper.py", "x = 1\n");
+        file("input.dat", "data");
+        dir("pkg");
+        file("pkg/__init__.py", "");
+        file("pkg/m.py", "");
+        file("pkg/table.csv", "1,2");
+        dir("results");
+        file("results/out.py", "");
+        dir("not-a-package");
+    }
+    BuildOptions options() const {
+        BuildOptions o;
+        o.live_roots = {root};
+        o.max_bytes = 1 << 20;
+        o.content_suffixes = {".py"};
+        return o;
+    }
+};
+} // namespace
+
+// Modules and packages are served; data files, directories that are not
+// packages and names not in the directory go to the filesystem (another rank
+// may have created or rewritten them).
+Test(live, modules_served_data_and_new_names_forwarded) {
+    ScriptDir fx;
+    Built b(fx.options());
+    for (const char* p : {"app.py", "helper.py", "pkg", "pkg/__init__.py", "pkg/m.py"}) {
+        Resolution r = b.resolve(fx.path(p));
+        cr_expect_eq(r.kind, Resolution::Found, "%s is served", p);
+    }
+    cr_expect(b.snapshot.entry(b.resolve(fx.path("helper.py")).entry).flags & kHasContent);
+    Resolution absent = b.resolve(fx.path("pkg/new.py"));
+    cr_expect_eq(absent.kind, Resolution::Failed, "packages are answered like a prefix's");
+    for (const char* p :
+         {"input.dat", "new.py", "pkg/table.csv", "results", "results/out.py", "not-a-package/x"}) {
+        Resolution r = b.resolve(fx.path(p));
+        cr_expect_eq(r.kind, Resolution::Forward, "%s is forwarded (%d)", p, r.kind);
+    }
+}
+
+// The live root's listing is served while the directory is as it was, and
+// from the filesystem once another process has changed it: then the
+// directory's own stat is the filesystem's too.
+Test(live, listing_served_only_while_unchanged) {
+    ScriptDir fx;
+    auto core = make_core(fx.options());
+    int error = 0;
+    bool served = false;
+    DIR* dir = core->open_dir(fx.root.c_str(), error, served);
+    cr_assert(served && dir, "unchanged: the listing is served");
+    int names = 0;
+    while (struct dirent64* d = dir_read(dir))
+        names += d->d_name[0] != '.';
+    dir_close(dir);
+    int real_names = 0;
+    DIR* real = opendir(fx.root.c_str());
+    while (struct dirent64* d = readdir64(real))
+        real_names += d->d_name[0] != '.';
+    closedir(real);
+    cr_expect_eq(names, real_names, "%d names, the kernel %d", names, real_names);
+    struct stat st {};
+    cr_expect(core->stat_at(AT_FDCWD, fx.root.c_str(), 0, &st).served, "the stat is served");
+
+    fx.file("written-by-rank-0.dat", "new"); // as another rank would
+    dir = core->open_dir(fx.root.c_str(), error, served);
+    cr_expect_not(served, "changed: the listing comes from the filesystem");
+    cr_expect_null(dir);
+    cr_expect_not(core->stat_at(AT_FDCWD, fx.root.c_str(), 0, &st).served,
+                  "and so does the directory's stat");
+    cr_expect(core->stat_at(AT_FDCWD, fx.path("helper.py").c_str(), 0, &st).served,
+              "modules are still served");
+}
+
+// A live directory that holds a prefix (the working directory of an
+// editable install) is left to the prefix.
+Test(live, a_live_directory_holding_a_prefix_is_the_prefix) {
+    ScriptDir fx;
+    BuildOptions o = fx.options();
+    o.prefixes = {fx.path("pkg")};
+    Built b(o);
+    cr_expect_eq(b.snapshot.root_count(), 1u);
+    cr_expect_eq(b.snapshot.entry(0).flags & kLive, 0);
+    cr_expect_eq(b.resolve(fx.path("helper.py")).kind, Resolution::Forward);
+}
