@@ -38,8 +38,8 @@ namespace pyimport {
       "node-local directory (tmpfs) for those copies, in a private pyimport-<uid> directory, "     \
       "removed when the job ends")                                                                 \
     X(log, "PYIMPORT_LOG", Level, "0",                                                             \
-      "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 prefixes, "            \
-      "3 every forwarded call")                                                                    \
+      "diagnostics on stderr of active ranks: 0 silent, 1 start-up steps, 2 the prefixes and "     \
+      "why each, the script's directory, 3 every forwarded call")                                  \
     X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
       "1 prints one summary per job at exit on rank 0's stderr")                                   \
     X(timeout, "PYIMPORT_TIMEOUT", Seconds, "300",                                                 \

@@ -4,8 +4,10 @@
 #include "base/config.hpp"
 #include "core_fixture.hpp"
 #include "fixture.hpp"
+#include "image/profile.hpp"
 #include "serve/core.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <criterion/criterion.h>
 #include <cstring>
@@ -224,4 +226,55 @@ Test(live, a_live_directory_holding_a_prefix_is_the_prefix) {
     cr_expect_eq(b.snapshot.root_count(), 1u);
     cr_expect_eq(b.snapshot.entry(0).flags & kLive, 0);
     cr_expect_eq(b.resolve(fx.path("helper.py")).kind, Resolution::Forward);
+}
+
+// What rank 0 looked at outside the prefixes is learned for the profile:
+// import-related names and listed directories, never pseudo-filesystems,
+// and only while the tree records.
+Test(learned, paths_outside_the_prefixes) {
+    cr_expect(learnable_outside("/opt/ext/mod.py", false));
+    cr_expect(learnable_outside("/opt/ext/_c.cpython-311-x86_64-linux-gnu.so", false));
+    cr_expect(learnable_outside("/opt/venv/pyvenv.cfg", false));
+    cr_expect(learnable_outside("/opt/ext", true), "a listed directory");
+    cr_expect_not(learnable_outside("/opt/ext/results.csv", false), "a data file");
+    cr_expect_not(learnable_outside("/proc/self/maps.py", false));
+    cr_expect_not(learnable_outside("/dev/shm/x.so", false));
+    cr_expect_not(learnable_outside("relative.py", false));
+    cr_expect(import_file_name("/a/b.zip"));
+    cr_expect_not(import_file_name("/a/ext"));
+
+    Interpreter fx;
+    fx.dir("ext");
+    fx.file("ext/mod.py", "");
+    auto core = make_core(fx.options());
+    struct stat st {};
+    cr_expect_not(core->stat_at(AT_FDCWD, fx.path("ext/mod.py").c_str(), 0, &st).served);
+    cr_expect(core->tree().learned_paths().empty(), "not recording: nothing learned");
+    core->tree().record_use(true);
+    cr_expect_not(core->stat_at(AT_FDCWD, fx.path("ext/mod.py").c_str(), 0, &st).served);
+    cr_expect_not(core->stat_at(AT_FDCWD, fx.path("ext/../ext/x.py").c_str(), 0, &st).served);
+    int error = 0;
+    bool served = false;
+    cr_expect_null(core->open_dir(fx.path("ext").c_str(), error, served));
+    std::vector<std::string> learned = core->tree().learned_paths();
+    std::sort(learned.begin(), learned.end());
+    cr_assert_eq(learned.size(), 2u, "%zu learned", learned.size());
+    cr_expect_eq(learned[0], fx.path("ext"));
+    cr_expect_eq(learned[1], fx.path("ext/mod.py"));
+}
+
+// The next job answers them: files as single paths, directories as live roots.
+Test(learned, are_served_by_the_next_job) {
+    Interpreter fx;
+    fx.dir("ext");
+    fx.file("ext/mod.py", "x = 1\n");
+    fx.file("ext/data.csv", "1,2\n");
+    BuildOptions o = fx.options();
+    o.probes.push_back({fx.path("ext/other.py"), true}); // learned absent
+    o.live_roots.push_back(fx.path("ext"));
+    Built b(o);
+    cr_expect_eq(b.resolve(fx.path("ext/mod.py")).kind, Resolution::Found);
+    cr_expect_eq(b.resolve(fx.path("ext/other.py")).kind, Resolution::Forward,
+                 "a live directory forwards names it does not hold");
+    cr_expect_eq(b.resolve(fx.path("ext/data.csv")).kind, Resolution::Forward);
 }

@@ -169,3 +169,70 @@ Test(search_path, interpreter_options_and_the_environment) {
     auto code = with({"-c", "pass", "-S"});
     cr_expect(l.has(code, "base/lib/python3.11/site-packages"));
 }
+
+// sys.path[0] as the interpreter computes it: the script's real directory,
+// the working directory for -c, -m and stdin, none with -I, -P or
+// PYTHONSAFEPATH; the script itself is a single path either way.
+Test(search_path, the_script_directory) {
+    Layout l;
+    mkdir((l.root + "/job").c_str(), 0755);
+    l.write("job/app.py", "print(1)\n");
+    symlink((l.root + "/job/app.py").c_str(), (l.root + "/home/app.py").c_str());
+    g_env = {{"HOME", l.root + "/home"}};
+    Interpreter in;
+    in.version = "3.11";
+    in.invoked = in.resolved = l.root + "/base/bin/python3.11";
+    in.env = fake_env;
+    in.cwd = l.root + "/home";
+    auto plan = [&](std::vector<std::string> args) {
+        in.arguments = std::move(args);
+        return search_plan(in);
+    };
+    auto has_probe = [&](const SearchPlan& p, const std::string& rel) {
+        return std::any_of(p.probes.begin(), p.probes.end(), [&](const BuildOptions::Probe& q) {
+            return q.path == l.root + "/" + rel;
+        });
+    };
+    SearchPlan script = plan({"app.py"}); // a symlink: its target's directory
+    cr_expect_eq(script.script_directory, l.root + "/job");
+    cr_expect(has_probe(script, "home/app.py"), "the script as invoked is a single path");
+    cr_expect_eq(plan({"-c", "pass"}).script_directory, l.root + "/home");
+    cr_expect_eq(plan({"-m", "pkg"}).script_directory, l.root + "/home");
+    cr_expect_eq(plan({}).script_directory, l.root + "/home");
+    SearchPlan isolated = plan({"-I", "app.py"});
+    cr_expect(isolated.script_directory.empty());
+    cr_expect(has_probe(isolated, "home/app.py"), "still read: the script is served");
+    cr_expect(plan({"-P", "-c", "pass"}).script_directory.empty());
+    g_env["PYTHONSAFEPATH"] = "1";
+    cr_expect(plan({"app.py"}).script_directory.empty());
+    cr_expect_eq(plan({"-E", "app.py"}).script_directory, l.root + "/job", "-E ignores it");
+}
+
+// getpath's questions, and the directories above the prefixes, are single
+// paths; pyvenv.cfg and ._pth with their bytes.
+Test(search_path, the_start_up_probes) {
+    Layout l;
+    l.write("venv/pyvenv.cfg", "home = " + l.root + "/base/bin\n");
+    g_env = {{"HOME", l.root + "/home"}};
+    Interpreter in;
+    in.version = "3.11";
+    in.invoked = l.root + "/venv/bin/python";
+    in.resolved = l.root + "/base/bin/python3.11";
+    in.env = fake_env;
+    in.arguments = {"-c", "pass"};
+    SearchPlan p = search_plan(in);
+    auto probe = [&](const std::string& rel) -> const BuildOptions::Probe* {
+        for (const BuildOptions::Probe& q : p.probes)
+            if (q.path == l.root + "/" + rel) return &q;
+        return nullptr;
+    };
+    for (const char* rel :
+         {"venv/bin/python", "base/bin/python3.11", "venv/bin/pyvenv.cfg", "venv/pyvenv.cfg",
+          "base/bin/pyvenv.cfg", "base/pyvenv.cfg", "base/bin/python3.11._pth",
+          "venv/bin/python._pth", "base/bin/pybuilddir.txt", "base/bin/Modules/Setup.local",
+          "base/lib/python311.zip", "base/bin/lib/python3.11/os.py", "base/lib", "base", "venv",
+          "venv/lib"})
+        cr_expect(probe(rel) != nullptr, "%s is probed", rel);
+    cr_expect(probe("venv/pyvenv.cfg") && probe("venv/pyvenv.cfg")->content);
+    cr_expect(probe("base/lib/python311.zip") && probe("base/lib/python311.zip")->content);
+}
