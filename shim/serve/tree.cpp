@@ -51,6 +51,15 @@ Tree::Tree(const Snapshot& snapshot) : snapshot_(snapshot) {
             root_ancestors_.emplace_back(p);
         }
     }
+    for (uint32_t i = snapshot.root_count(); i < count; ++i) {
+        const Entry& e = snapshot.entry(i);
+        if (!(e.flags & kNoStat) || !S_ISDIR(e.st.mode)) continue;
+        std::string p = snapshot.path(i);
+        for (uint32_t r = 0; r < snapshot.root_count(); ++r)
+            if (snapshot.name(r) == p) passages_[i] = Passage{snapshot.name(r), r};
+        for (const std::string& a : root_ancestors_)
+            if (a == p && !passages_.count(i)) passages_[i] = Passage{a, kNoEntry};
+    }
     stale_ = std::make_unique<std::atomic<uint8_t>[]>(count);
     used_ = std::make_unique<std::atomic<uint8_t>[]>(count);
     checked_epoch_ = std::make_unique<std::atomic<uint32_t>[]>(count);
@@ -226,14 +235,17 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
 
         if (name == ".") continue;
         if (name == "..") {
-            if (at == kNoEntry) {
-                outside = parent_path(outside);
-            } else if (snapshot_.entry(at).parent == kNoEntry) {
-                outside = parent_path(snapshot_.name(at));
-                at = kNoEntry;
-            } else {
+            if (at != kNoEntry && snapshot_.entry(at).parent != kNoEntry) {
                 at = snapshot_.entry(at).parent;
+                continue;
             }
+            outside = parent_path(at == kNoEntry ? outside : snapshot_.name(at));
+            at = kNoEntry;
+            // Up into a root (a prefix inside the script's directory).
+            for (uint32_t r = 0; r < snapshot_.root_count() && at == kNoEntry; ++r)
+                if (snapshot_.name(r) == outside) at = r;
+            if (at != kNoEntry && (stale_[at].load(std::memory_order_acquire) & kStaleSubtree))
+                return Resolution::forward();
             continue;
         }
         if (name.size() > NAME_MAX) return Resolution::failed(ENAMETOOLONG);
@@ -285,8 +297,17 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
         }
         if (e.flags & kNoStat) {
             // Only its name and type are known: a path through a regular
-            // file is ENOTDIR, anything else goes to the filesystem.
+            // file is ENOTDIR, anything else goes to the filesystem, unless
+            // a root lies there.
             if (S_ISREG(e.st.mode) && (!last || slash_after)) return Resolution::failed(ENOTDIR);
+            if (auto p = passages_.find(found); p != passages_.end()) {
+                at = p->second.root;
+                outside = p->second.path;
+                if (at != kNoEntry && (stale_[at].load(std::memory_order_acquire) & kStaleSubtree))
+                    return Resolution::forward();
+                if (last && !slash_after) break;
+                continue;
+            }
             if (recording() && (!was_used(found) || !last))
                 learn(found, last ? "" : pending.substr(cursor));
             note_use(found);

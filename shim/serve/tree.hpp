@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -131,6 +132,13 @@ class Tree {
     std::vector<uint32_t> slots_; // open addressing over (parent, name)
     uint64_t mask_ = 0;
     std::vector<std::string> root_ancestors_;
+    // kNoStat directories that are a root or hold one (a prefix inside the
+    // script's directory): lookups go on from there by path.
+    struct Passage {
+        std::string_view path; // into root_ancestors_ or a root's name
+        uint32_t root;         // the root it is, or kNoEntry
+    };
+    std::unordered_map<uint32_t, Passage> passages_;
     std::unique_ptr<std::atomic<uint8_t>[]> stale_;
     std::atomic<uint32_t> epoch_{0};
     std::atomic<uint64_t> changes_{0};

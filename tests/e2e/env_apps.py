@@ -228,3 +228,28 @@ if R == 0:
     os.unlink(data)
 assert lib.MPI_Finalize() == 0
 """ + FOOTER
+
+# 12: a layout the search path does not foresee: the script puts a directory
+# outside every prefix (and outside its own directory) first on sys.path and
+# imports a module and a package from it.  The directory is written into the
+# source as a literal, as such scripts do.
+LEARNED = """\
+EXTLIB = @EXTLIB@
+sys.path.insert(0, EXTLIB)
+import extmod
+import extpkg
+from extpkg import helper
+out("extmod", extmod.VALUE, "from extlib", os.path.dirname(extmod.__file__) == EXTLIB)
+out("extpkg", extpkg.NAME, "helper", helper.cube(3), "from extlib",
+    inside(helper.__file__, EXTLIB))
+out("extlib first on sys.path", sys.path[0] == EXTLIB)
+"""
+LEARNED_FILES = {
+    "extmod.py": "VALUE = 'module outside the prefixes'\n",
+    "extpkg/__init__.py": "NAME = 'extpkg'\n",
+    "extpkg/helper.py": "def cube(x):\n    return x * x * x\n",
+}
+
+
+def learned_app(extlib):
+    return HEADER + LEARNED.replace("@EXTLIB@", repr(extlib)) + STDLIB + FOOTER

@@ -23,12 +23,19 @@ The cases (applications in env_apps.py, each in a directory of its own):
                 script's directory; after a second one every rank lists the
                 directory and reads the file (the listing and the file's own
                 calls are not counted under strace)
+  12 learned    a layout the search path does not foresee: the script puts
+                <fixtures>/extlib (outside every prefix and the script's
+                directory) first on sys.path and imports a module and a
+                package from it; the profile (PYIMPORT_PROFILE) teaches the
+                next job those paths
 
 outputs: every case at 1, 2 and 4 ranks without and with the shim: per-rank
 stdout and stderr (the shim's own PYIMPORT_LOG=2 lines removed) and the exit
 codes equal; the baseline prints what the case claims (numpy from the venv,
 the local module from the script's directory ...); rank 0 caches the venvs'
-site-packages and the source tree (PYIMPORT_LOG=2).
+site-packages and the source tree (PYIMPORT_LOG=2).  Case 12 keeps the
+default profile (auto, in the test's XDG_CACHE_HOME): its 2- and 4-rank jobs
+snapshot paths its 1-rank job learned.
 
 strace: every case at 4 ranks without and with the shim (PYIMPORT_PROFILE=off:
 the full snapshot), strace per rank on the interpreter only (env_trace.py);
@@ -39,7 +46,12 @@ none under the trees rank 0 caches (site-packages, the source tree, the pyenv
 standard library) and at most ALLOWED in all, per rank.  Per-rank stdout under
 strace is the same with and without the shim.  A table per case (counted calls
 by path, what was not counted and why, rank 0's PYIMPORT_STATS=1 summary), and
-one for all cases at the end.
+one for all cases at the end.  Case 12 runs with a fresh profile directory
+of its own (PYIMPORT_PROFILE=<dir>, not off), twice: in the first job ranks
+1..3 may make calls under extlib (nothing is known of it yet); in the second,
+which snapshots what the first learned, at most LEARNED_ALLOWED per rank
+under extlib and ALLOWED + LEARNED_ALLOWED in all (one statx per live root:
+the script's directory and extlib).
 
 E2E_ENV_CASES=2,10 (numbers or names) runs only those cases;
 E2E_PYENV_PYTHON names the pyenv interpreter (default: the newest 3.12 in
@@ -62,6 +74,7 @@ import env_trace as T  # noqa: E402
 
 NRANKS_STRACE = 4
 ALLOWED = 1          # calls per rank 1..3 on the case's paths with the shim
+LEARNED_ALLOWED = 1  # calls per rank 1..3 under case 12's extlib, second job
 SANITY_MIN = 10      # ... and at least this many without it
 MARKER = "/nonexistent/pyimport-e2e-after-barrier"
 STRACE_TIMEOUT = int(os.environ.get("E2E_STRACE_TIMEOUT", "240"))
@@ -115,7 +128,7 @@ def find_pyenv_python():
 
 class Case:
     def __init__(self, num, name, title, python, argv, roots, expect, cwd=None, env=None,
-                 cached=(), expected_after_marker=(), numpy=False):
+                 cached=(), expected_after_marker=(), numpy=False, learned_tree=None):
         self.num, self.name, self.title = num, name, title
         self.python, self.argv, self.roots = python, list(argv), list(roots)
         self.expect = list(expect)        # substrings every rank's baseline output has
@@ -123,6 +136,9 @@ class Case:
         self.cached = list(cached)        # (tree, what) rank 0 must name as a prefix
         self.expected_after_marker = set(expected_after_marker)
         self.numpy = numpy
+        # a directory outside the prefixes the profile must learn (case 12):
+        # under strace the case runs twice with a profile directory of its own
+        self.learned_tree = learned_tree
         self.cleanup = []                 # files removed before every run
 
     def prog(self):
@@ -186,6 +202,13 @@ class Fixtures:
         with zipfile.ZipFile(self.zip, "w") as z:
             for name, text in A.ZIP_MEMBERS.items():
                 z.writestr(name, text)
+
+        # the directory of case 12, outside every prefix and every script's
+        # directory
+        self.extlib = os.path.join(top, "extlib")
+        for rel, text in A.LEARNED_FILES.items():
+            write(os.path.join(self.extlib, rel), text)
+        compileall(py, self.extlib)
         self.elapsed = time.monotonic() - t0
 
     def app_dir(self, name, script=None, files=None, python=None):
@@ -288,6 +311,14 @@ def make_cases(args, fx):
              env={"E2E_MARKER": MARKER}, expected_after_marker=[d, data])
     c.cleanup.append(data)
     cases.append(c)
+
+    d, app = fx.app_dir("learned", A.learned_app(fx.extlib))
+    cases.append(Case(12, "learned", "sys.path.insert(0, a directory outside the prefixes)", py,
+                      [app], [usr, (d, "tree"), (fx.extlib, "tree")],
+                      ["extmod module outside the prefixes from extlib True",
+                       "extpkg extpkg helper 27 from extlib True",
+                       "extlib first on sys.path True"],
+                      learned_tree=fx.extlib))
     return cases
 
 
@@ -358,16 +389,28 @@ def test_outputs(chk, args, wd, cases):
                        is not None, "case %d %s: rank 0 caches %s (%d ranks)"
                        % (c.num, c.name, what, n),
                        "rank 0 stderr:\n" + L.indent(shim.rank_err(0)))
+            if c.learned_tree and n > 1:
+                # the 1-rank job (same program, same profile) learned extlib
+                m = re.search(r"(\d+) learned by earlier jobs", shim.rank_err(0))
+                chk.ok(m is not None and int(m.group(1)) > 0,
+                       "case %d %s: rank 0 snapshots paths earlier jobs learned outside the "
+                       "prefixes (%d ranks, got %s)"
+                       % (c.num, c.name, n, m.group(1) if m else "no such line"),
+                       "rank 0 stderr:\n" + L.indent(shim.rank_err(0)))
         before_run(c)
 
 
-def strace_run(args, wd, c, shim):
-    label = "%s-strace-%s" % (c.label(), "shim" if shim else "noshim")
+def strace_run(args, wd, c, tag, shim_env):
+    """One job of case c under strace at NRANKS_STRACE ranks; shim_env None: no
+    shim, else the PYIMPORT_* settings besides LD_PRELOAD and PYIMPORT_STATS=1."""
+    label = "%s-strace-%s" % (c.label(), tag)
     traces = wd.sub(label + "-traces")
     env = case_env(c)
     inner = ["env"]
-    if shim:
-        inner += ["LD_PRELOAD=" + args.shim, "PYIMPORT_PROFILE=off", "PYIMPORT_STATS=1"]
+    if shim_env is not None:
+        inner += ["LD_PRELOAD=" + args.shim]
+        inner += ["%s=%s" % kv for kv in sorted(shim_env.items())]
+        inner += ["PYIMPORT_STATS=1"]
     inner += c.prog()
     wrapper = ("exec strace -ff -qq -y --seccomp-bpf -o %s/trace.$PMI_RANK "
                "-e trace=%%file,getdents64 %s"
@@ -379,85 +422,143 @@ def strace_run(args, wd, c, shim):
     return res, traces
 
 
+def strace_variants(wd, c):
+    """The jobs of case c with the shim: (tag, what, PYIMPORT_* settings).  The
+    full snapshot (PYIMPORT_PROFILE=off), or for a case whose layout the
+    profile must learn, a fresh profile directory of its own and two jobs."""
+    if not c.learned_tree:
+        return [("shim", "with the shim", {"PYIMPORT_PROFILE": "off"})]
+    profile = wd.sub(c.label() + "-profile")
+    return [("shim-first", "with the shim, first job", {"PYIMPORT_PROFILE": profile}),
+            ("shim-second", "with the shim, second job", {"PYIMPORT_PROFILE": profile})]
+
+
 def test_strace(chk, args, wd, cases):
     table = []
     for c in cases:
         print("\n== strace, case %d %s: %s (%d ranks)" % (c.num, c.name, c.title,
                                                          NRANKS_STRACE))
         print("   roots: " + ", ".join("%s (%s)" % r for r in c.roots))
+        variants = strace_variants(wd, c)
+        if c.learned_tree:
+            print("   profile directory: %s (two jobs)" % variants[0][2]["PYIMPORT_PROFILE"])
         counts = {}
         runs = {}
-        for shim in (False, True):
-            res, traces = strace_run(args, wd, c, shim)
-            runs[shim] = res
+        for tag, what, shim_env in [("noshim", "without the shim", None)] + variants:
+            res, traces = strace_run(args, wd, c, tag, shim_env)
+            runs[tag] = res
             chk.ok(res.rc == 0 and not res.timed_out, "case %d %s: job under strace (%s) exits 0"
-                   % (c.num, c.name, "shim" if shim else "no shim"), res.describe())
+                   % (c.num, c.name, what), res.describe())
             for r in range(NRANKS_STRACE):
                 # the ranks' cwd: c.cwd, else the directory mpirun made for the run
-                counts[shim, r] = T.count_rank(traces, r, c.cwd or res_dir(res), c.roots,
-                                               MARKER if c.expected_after_marker else None,
-                                               c.expected_after_marker)
-        L.sanity_rank_output(chk, runs[False], NRANKS_STRACE)
-        L.compare_runs(chk, runs[False], runs[True], NRANKS_STRACE,
-                       "(case %d %s under strace)" % (c.num, c.name), check_stderr=False)
-        summary = [l for l in runs[True].rank_err(0).splitlines() if l.startswith("pyimport:")]
+                counts[tag, r] = T.count_rank(traces, r, c.cwd or res_dir(res), c.roots,
+                                              MARKER if c.expected_after_marker else None,
+                                              c.expected_after_marker)
+        L.sanity_rank_output(chk, runs["noshim"], NRANKS_STRACE)
 
-        def n_of(shim, r):
-            rc = counts[shim, r]
-            return None if rc is None else len(rc.counted)
-
-        shim_n = [n_of(True, r) for r in range(1, NRANKS_STRACE)]
-        base_n = [n_of(False, r) for r in range(1, NRANKS_STRACE)]
-        rc1 = counts[True, 1]
-        top = rc1.by_path(limit=12) if rc1 else ["(no trace)"]
-        table.append((c, base_n, shim_n, top))
-        print("   calls on the case's paths, ranks 1..%d: without the shim %s, with it %s"
-              % (NRANKS_STRACE - 1, base_n, shim_n))
-        print("   rank 0: without the shim %s, with it %s"
-              % (n_of(False, 0), n_of(True, 0)))
-        for r in range(1, NRANKS_STRACE):
-            rc = counts[True, r]
+        def n_of(tag, r, tree=None):
+            rc = counts[tag, r]
             if rc is None:
-                continue
-            if r == 1 or rc.by_path() != counts[True, 1].by_path():
-                print("   with the shim, rank %d, counted calls by path:" % r)
-                print(L.indent("\n".join(rc.by_path(limit=40)) or "(none)", "      "))
-                print("   with the shim, rank %d, not counted:" % r)
-                print(L.indent("\n".join(T.excluded_summary(rc)) or "(none)", "      "))
-            elif r > 1:
-                print("   with the shim, rank %d: the same calls as rank 1" % r)
-        if c.expected_after_marker:
-            seen = [counts[True, r].marker_seen if counts[True, r] else False
-                    for r in range(NRANKS_STRACE)]
-            chk.ok(all(seen), "case %d %s: the barrier marker is in every rank's trace (%s)"
-                   % (c.num, c.name, seen))
-        if summary:
-            print("   rank 0's PYIMPORT_STATS summary:")
-            print(L.indent("\n".join(summary), "      "))
+                return None
+            return len([e for e in rc.counted if tree is None or T.is_under(e[1], tree)])
+
+        base_n = [n_of("noshim", r) for r in range(1, NRANKS_STRACE)]
         for i, r in enumerate(range(1, NRANKS_STRACE)):
             chk.ok(base_n[i] is not None and base_n[i] >= SANITY_MIN,
                    "case %d %s: without the shim rank %d makes >= %d calls on the case's paths "
                    "(counter sanity, got %s)" % (c.num, c.name, r, SANITY_MIN, base_n[i]))
-            rc = counts[True, r]
-            for tree, what in c.cached:
-                inside = [e for e in (rc.counted if rc else []) if T.is_under(e[1], tree)]
-                chk.ok(rc is not None and not inside,
-                       "case %d %s: with the shim rank %d makes no call under %s (got %s)"
-                       % (c.num, c.name, r, what, len(inside) if rc else "no trace"),
-                       "\n".join(rc.by_path(inside, limit=20)) if rc else "")
-            chk.ok(shim_n[i] is not None and shim_n[i] <= ALLOWED,
-                   "case %d %s: with the shim rank %d makes <= %d call on the case's paths "
-                   "(got %s)" % (c.num, c.name, r, ALLOWED, shim_n[i]),
-                   "\n".join("trace %s:%d  %s" % (call.file, call.lineno, call.line[:300])
-                             for call, p, root in (rc.counted[:40] if rc else [])))
+            if c.learned_tree:
+                got = n_of("noshim", r, c.learned_tree)
+                chk.ok(got is not None and got > LEARNED_ALLOWED,
+                       "case %d %s: without the shim rank %d makes > %d calls under extlib "
+                       "(counter sanity, got %s)" % (c.num, c.name, r, LEARNED_ALLOWED, got))
+        print("   rank 0 without the shim: %s calls on the case's paths" % n_of("noshim", 0))
+        for tag, what, _ in variants:
+            strace_checks(chk, c, counts, runs, tag, what, base_n, table, n_of)
     print("\n== calls per rank 1..%d on the case's paths (strace)" % (NRANKS_STRACE - 1))
-    print("   %-3s %-10s %-18s %-18s %s" % ("#", "case", "without shim", "with shim",
-                                           "top paths with the shim (rank 1)"))
-    for c, base_n, shim_n, top in table:
-        print("   %-3d %-10s %-18s %-18s %s" % (c.num, c.name, base_n, shim_n,
-                                                top[0] if top else "-"))
+    print("   %-3s %-10s %-12s %-18s %-18s %s" % ("#", "case", "job", "without shim",
+                                                 "with shim", "top paths with the shim (rank 1)"))
+    for c, tag, base_n, shim_n, top in table:
+        print("   %-3d %-10s %-12s %-18s %-18s %s" % (c.num, c.name, tag, base_n, shim_n,
+                                                      top[0] if top else "-"))
         for t in top[1:6]:
-            print("   %-52s %s" % ("", t))
+            print("   %-65s %s" % ("", t))
+
+
+def strace_checks(chk, c, counts, runs, tag, what, base_n, table, n_of):
+    """The checks of one job with the shim against the job without it."""
+    sfx = "" if tag == "shim" else " (%s)" % tag
+    L.compare_runs(chk, runs["noshim"], runs[tag], NRANKS_STRACE,
+                   "(case %d %s under strace%s)" % (c.num, c.name, sfx), check_stderr=False)
+    summary = [l for l in runs[tag].rank_err(0).splitlines() if l.startswith("pyimport:")]
+    first_learning = c.learned_tree and tag == "shim-first"
+    learned = c.learned_tree
+    shim_n = [n_of(tag, r) for r in range(1, NRANKS_STRACE)]
+    rc1 = counts[tag, 1]
+    top = rc1.by_path(limit=12) if rc1 else ["(no trace)"]
+    table.append((c, tag, base_n, shim_n, top))
+    print("   calls on the case's paths, ranks 1..%d: without the shim %s, %s %s"
+          % (NRANKS_STRACE - 1, base_n, what, shim_n))
+    if learned:
+        print("   calls under extlib, ranks 1..%d: without the shim %s, %s %s"
+              % (NRANKS_STRACE - 1, [n_of("noshim", r, learned) for r in range(1, NRANKS_STRACE)],
+                 what, [n_of(tag, r, learned) for r in range(1, NRANKS_STRACE)]))
+    print("   rank 0, %s: %s" % (what, n_of(tag, 0)))
+    for r in range(1, NRANKS_STRACE):
+        rc = counts[tag, r]
+        if rc is None:
+            continue
+        if r == 1 or rc.by_path() != counts[tag, 1].by_path():
+            print("   %s, rank %d, counted calls by path:" % (what, r))
+            print(L.indent("\n".join(rc.by_path(limit=40)) or "(none)", "      "))
+            print("   %s, rank %d, not counted:" % (what, r))
+            print(L.indent("\n".join(T.excluded_summary(rc)) or "(none)", "      "))
+        elif r > 1:
+            print("   %s, rank %d: the same calls as rank 1" % (what, r))
+    if c.expected_after_marker:
+        seen = [counts[tag, r].marker_seen if counts[tag, r] else False
+                for r in range(NRANKS_STRACE)]
+        chk.ok(all(seen), "case %d %s: the barrier marker is in every rank's trace (%s)"
+               % (c.num, c.name, seen))
+    if summary:
+        print("   rank 0's PYIMPORT_STATS summary%s:" % sfx)
+        print(L.indent("\n".join(summary), "      "))
+
+    def detail(entries):
+        return "\n".join("trace %s:%d  %s" % (call.file, call.lineno, call.line[:300])
+                         for call, p, root in entries[:40])
+
+    for i, r in enumerate(range(1, NRANKS_STRACE)):
+        rc = counts[tag, r]
+        counted = rc.counted if rc else []
+        for tree, what_tree in c.cached:
+            inside = [e for e in counted if T.is_under(e[1], tree)]
+            chk.ok(rc is not None and not inside,
+                   "case %d %s: with the shim rank %d makes no call under %s (got %s)"
+                   % (c.num, c.name, r, what_tree, len(inside) if rc else "no trace"),
+                   "\n".join(rc.by_path(inside, limit=20)) if rc else "")
+        if first_learning:
+            # nothing is known of extlib yet: only its calls may escape
+            rest = [e for e in counted if not T.is_under(e[1], learned)]
+            chk.ok(rc is not None and len(rest) <= ALLOWED,
+                   "case %d %s: first job, rank %d makes <= %d call on the case's paths "
+                   "outside extlib (got %s)"
+                   % (c.num, c.name, r, ALLOWED, len(rest) if rc else "no trace"), detail(rest))
+            continue
+        if learned:
+            under = [e for e in counted if T.is_under(e[1], learned)]
+            chk.ok(rc is not None and len(under) <= LEARNED_ALLOWED,
+                   "case %d %s: second job (the profile learned extlib), rank %d makes <= %d "
+                   "call under extlib (got %s)"
+                   % (c.num, c.name, r, LEARNED_ALLOWED, len(under) if rc else "no trace"),
+                   "\n".join(rc.by_path(under, limit=20)) + "\n" + detail(under) if rc else "")
+        # one statx per live root (the script's directory, extlib): its listing
+        # is served only while that stat is unchanged
+        allowed = ALLOWED + (LEARNED_ALLOWED if learned else 0)
+        chk.ok(shim_n[i] is not None and shim_n[i] <= allowed,
+               "case %d %s: with the shim%s rank %d makes <= %d call%s on the case's paths "
+               "(got %s)" % (c.num, c.name, sfx, r, allowed, "s" if allowed > 1 else "",
+                             shim_n[i]), detail(counted))
 
 
 def res_dir(res):

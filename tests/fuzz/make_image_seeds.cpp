@@ -103,7 +103,20 @@ int main(int argc, char** argv) {
     o.profile = &profile;
     write_seed(argv[1], "profile.img", o);
 
+    // Partial roots (probes present, absent, below a missing directory, a
+    // directory) and a live root.
     o.profile = nullptr;
+    o.prefixes = {g_root + "/a/pkg"};
+    o.probes = {{g_root + "/a/site.pth", true},
+                {g_root + "/a/absent.cfg", true},
+                {g_root + "/a/nodir/Setup.local", false},
+                {g_root + "/a/to_pkg", false},
+                {g_root + "/a", false}};
+    o.live_roots = {g_root + "/b"};
+    write_seed(argv[1], "partial-live.img", o);
+    o.probes.clear();
+    o.live_roots.clear();
+
     o.prefixes = {g_root + "/a/pkg/empty"};
     o.content_suffixes.clear();
     write_seed(argv[1], "small.img", o);

@@ -216,16 +216,25 @@ Test(live, listing_served_only_while_unchanged) {
               "modules are still served");
 }
 
-// A live directory that holds a prefix (the working directory of an
-// editable install) is left to the prefix.
-Test(live, a_live_directory_holding_a_prefix_is_the_prefix) {
+// A prefix inside the live directory (an editable install's source tree in
+// the working directory) stays a root of its own, reached through it.
+Test(live, a_prefix_inside_the_live_directory_is_reached_through_it) {
     ScriptDir fx;
     BuildOptions o = fx.options();
-    o.prefixes = {fx.path("pkg")};
+    o.prefixes = {fx.path("results")}; // not a package: kNoStat in the live walk
     Built b(o);
-    cr_expect_eq(b.snapshot.root_count(), 1u);
-    cr_expect_eq(b.snapshot.entry(0).flags & kLive, 0);
-    cr_expect_eq(b.resolve(fx.path("helper.py")).kind, Resolution::Forward);
+    cr_expect_eq(b.snapshot.root_count(), 2u);
+    for (const char* p : {"helper.py", "results", "results/out.py", "results/../helper.py"})
+        cr_expect_eq(b.resolve(fx.path(p)).kind, Resolution::Found, "%s is served", p);
+    Resolution absent = b.resolve(fx.path("results/absent.py"));
+    cr_expect_eq(absent.kind, Resolution::Failed, "the prefix answers absent names");
+    cr_expect_eq(absent.error, ENOENT);
+    BuildOptions inside = fx.options();
+    inside.prefixes = {fx.root};
+    inside.live_roots = {fx.path("pkg")};
+    Built c(inside);
+    cr_expect_eq(c.snapshot.root_count(), 1u, "a live directory inside a prefix is the prefix's");
+    cr_expect_eq(c.snapshot.entry(0).flags & kLive, 0);
 }
 
 // What rank 0 looked at outside the prefixes is learned for the profile:
