@@ -173,7 +173,8 @@ class Builder {
     std::vector<char> data_;
     std::vector<int> root_fds_;           // walked roots: prefixes, then live ones
     std::vector<std::string> root_paths_; // their canonical paths
-    std::vector<int> partial_fds_;        // O_PATH, after the walked roots
+    std::vector<bool> root_live_;
+    std::vector<int> partial_fds_; // O_PATH, after the walked roots
     std::vector<std::string> partial_paths_;
     std::vector<PendingProbe> pending_probes_;
     std::vector<StatRecord> follow_;
@@ -370,18 +371,18 @@ bool Builder::add_roots(std::string& error) {
     }
     for (const std::string& dir : options_.live_roots)
         open_root(dir, true);
-    // A prefix inside another (or the same) is covered by the outer walk. A
-    // live directory that holds a prefix, or lies in one, is left to the
-    // prefix: the prefix's rules answer for what is under it.
+    // A prefix inside another (or the same) is covered by the outer walk, and
+    // so is a live directory inside a prefix.
     std::sort(roots.begin(), roots.end(), [](const Root& x, const Root& y) {
         return x.path != y.path ? x.path < y.path : !x.live && y.live;
     });
     for (const Root& root : roots) {
+        // A prefix inside a live root stays a root of its own (lookups reach
+        // it through the live root's entry for it, which is kNoStat).
         bool nested = false;
-        for (const std::string& o : root_paths_)
-            nested = nested || is_within(root.path, o);
-        for (const Root& other : roots)
-            nested = nested || (root.live && !other.live && is_within(other.path, root.path));
+        for (size_t i = 0; i < root_paths_.size(); ++i)
+            nested =
+                nested || (is_within(root.path, root_paths_[i]) && (root.live || !root_live_[i]));
         if (nested) {
             REAL(close)(root.fd);
             continue;
@@ -396,6 +397,7 @@ bool Builder::add_roots(std::string& error) {
         entries_.push_back(e);
         root_fds_.push_back(root.fd);
         root_paths_.push_back(root.path);
+        root_live_.push_back(root.live);
     }
     return true;
 }
