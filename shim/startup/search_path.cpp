@@ -379,13 +379,14 @@ SearchPlan search_plan(const Interpreter& in) {
             plan.script_directory = parent_dir(resolved);
     }
     // os.path.realpath (site, sysconfig) looks at every directory above the
-    // prefixes and the executable, one lstat each.
+    // prefixes and the executable, one lstat each. (Not above the script's
+    // directory: its realpath is served whole, and /tmp or $HOME change
+    // during a job.)
     std::vector<std::string> above;
     for (const std::string& dir : plan.prefixes)
         above.push_back(dir);
     for (const std::string& link : chain)
         above.push_back(link);
-    if (!plan.script_directory.empty()) above.push_back(plan.script_directory);
     for (const std::string& path : above)
         for (std::string dir = parent_dir(path); dir != "/"; dir = parent_dir(dir))
             if (std::none_of(plan.probes.begin(), plan.probes.end(),
