@@ -41,32 +41,8 @@ Not counted (listed as "excluded" with the reason):
 import collections
 import glob
 import os
-import re
 
-PATH_SYSCALLS = {
-    "open": (0,), "openat": (0,), "openat2": (0,), "creat": (0,),
-    "stat": (0,), "lstat": (0,), "newfstatat": (0,), "fstatat64": (0,), "statx": (0,),
-    "access": (0,), "faccessat": (0,), "faccessat2": (0,),
-    "readlink": (0,), "readlinkat": (0,),
-    "statfs": (0,), "chdir": (0,), "truncate": (0,),
-    "getxattr": (0,), "lgetxattr": (0,), "listxattr": (0,), "llistxattr": (0,),
-    "mkdir": (0,), "mkdirat": (0,), "rmdir": (0,), "unlink": (0,), "unlinkat": (0,),
-    "rename": (0, 1), "renameat": (0, 1), "renameat2": (0, 1),
-    "link": (0, 1), "linkat": (0, 1), "symlink": (1,), "symlinkat": (1,),
-    "chmod": (0,), "fchmodat": (0,), "chown": (0,), "lchown": (0,), "fchownat": (0,),
-    "utime": (0,), "utimes": (0,), "utimensat": (0,), "futimesat": (0,),
-    "mknod": (0,), "mknodat": (0,), "inotify_add_watch": (0,),
-    "execve": (0,), "execveat": (0,), "name_to_handle_at": (0,),
-}
-AT_SYSCALLS = {n for n in PATH_SYSCALLS if n.endswith("at") or n.endswith("at2") or n in
-               ("statx", "readlinkat", "utimensat", "name_to_handle_at", "execveat")}
-STAT_CALLS = ("stat", "lstat", "newfstatat", "fstatat64", "statx")
-
-LINE_RE = re.compile(r"^(?P<name>[a-z_0-9]+)\((?P<rest>.*)$")
-QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
-FD_RE = re.compile(r"(?<![\w<])(?:-?\d+|AT_FDCWD)<([^<>]*)>")
-RESULT_RE = re.compile(r"\)\s+=\s+(-?\d+|0x[0-9a-fA-F]+|\?)(?:<([^<>]*)>)?(?:\s+(E[A-Z0-9]+))?")
-SO_RE = re.compile(r"\.so(\.\d+)*$")
+from strace_parse import is_loader_dir_probe, parse_trace
 
 # Files the MPI library (initialised by the shim) looks for in the working
 # directory, which may be a case's directory (python -m pkg).
@@ -76,70 +52,12 @@ NOT_PYTHON_TOP = ("share", "include", "etc", "sbin", "libexec", "games", "src")
 LIB_DIRS = ("lib", "lib64", "local/lib")
 
 
-def unescape(s):
-    out = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c != "\\":
-            out.append(c)
-            i += 1
-            continue
-        n = s[i + 1] if i + 1 < len(s) else ""
-        if n in "01234567" and n:
-            m = re.match(r"[0-7]{1,3}", s[i + 1:])
-            out.append(chr(int(m.group(0), 8)))
-            i += 1 + len(m.group(0))
-        elif n == "x":
-            out.append(chr(int(s[i + 2:i + 4], 16)))
-            i += 4
-        else:
-            out.append({"n": "\n", "t": "\t", "r": "\r", "v": "\v", "f": "\f"}.get(n, n))
-            i += 2
-    return "".join(out)
-
-
 class Call:
     __slots__ = ("file", "lineno", "name", "line", "paths", "errno")
 
     def __init__(self, file, lineno, name, line, paths, errno):
         self.file, self.lineno, self.name, self.line = file, lineno, name, line
         self.paths, self.errno = paths, errno
-
-
-def parse_line(line, cwd):
-    """-> (name, [absolute paths], errno) or None."""
-    m = LINE_RE.match(line)
-    if not m:
-        return None
-    name, rest = m.group("name"), m.group("rest")
-    res = None
-    for res in RESULT_RE.finditer(rest):
-        pass
-    errno = res.group(3) if res else None
-    args_text = rest[:res.start()] if res else rest
-    quoted = [unescape(q.group(1)) for q in QUOTED_RE.finditer(args_text)]
-    fd_paths = FD_RE.findall(QUOTED_RE.sub('""', args_text))
-    paths = []
-    if name in PATH_SYSCALLS:
-        for idx in PATH_SYSCALLS[name]:
-            if idx >= len(quoted):
-                continue
-            p = quoted[idx]
-            if p == "":
-                # AT_EMPTY_PATH (glibc's fstat): the call is about the dirfd
-                if fd_paths and fd_paths[0].startswith("/"):
-                    paths.append(os.path.normpath(fd_paths[0]))
-                continue
-            if not p.startswith("/"):
-                base = cwd
-                if name in AT_SYSCALLS and fd_paths and fd_paths[0].startswith("/"):
-                    base = fd_paths[0]
-                p = os.path.join(base, p)
-            paths.append(os.path.normpath(p))
-    else:
-        paths.extend(os.path.normpath(p) for p in fd_paths if p.startswith("/"))
-    return name, paths, errno
 
 
 def is_under(path, root):
@@ -176,17 +94,9 @@ def load(trace_files, cwd):
     """-> list of (file, [Call]) with env's part of the main thread skipped."""
     out = []
     for tf in trace_files:
-        with open(tf, errors="replace") as f:
-            lines = f.read().splitlines()
-        start = 0
-        for i, line in enumerate(lines):
-            if line.startswith("execve(") and re.search(r"\)\s+=\s+0\s*$", line):
-                start = i + 1
-        calls = []
-        for i, line in enumerate(lines[start:], start + 1):
-            p = parse_line(line, cwd)
-            if p:
-                calls.append(Call(os.path.basename(tf), i, p[0], line, p[1], p[2]))
+        calls = [Call(os.path.basename(tf), i, name, line, [p for p, _ in paths], errno)
+                 for i, line, (name, paths, errno, _) in
+                 parse_trace(tf, cwd, relative_dirfd_ok=False)]
         out.append((tf, calls))
     return out
 
@@ -256,10 +166,8 @@ def count_rank(trace_dir, rank, cwd, roots, marker=None, expected_after_marker=(
                         root_of(run_final[ci], roots) is None
                         or root_of(run_final[ci], roots)[2] is not None):
                     reason = "realpath() walk to an uncounted path"
-                elif (c.name in STAT_CALLS and prev is not None and prev.errno == "ENOENT"
-                      and prev.name in ("open", "openat") and prev.paths
-                      and SO_RE.search(os.path.basename(prev.paths[0]))
-                      and os.path.dirname(prev.paths[0]) == p):
+                elif is_loader_dir_probe(
+                        c.name, p, prev, prev.paths[0] if prev is not None and prev.paths else None):
                     reason = "loader: directory probe after a failed library open"
                 elif os.path.basename(p) in MPI_CONFIG_FILES:
                     reason = MPI_CONFIG_FILES[os.path.basename(p)]

@@ -9,9 +9,11 @@ Subcommands (default: all):
             stdout/stderr and exit codes identical; once more with
             PYIMPORT_STATS=1 (rank 0's stderr must hold the "pyimport:" summary
             with a non-zero "served" count, stdout still identical); with
-            PYIMPORT_MAX_BYTES=64K, 2M and 20M (output and exit code identical,
-            every rank served, rank 0's one line and summary line counting the
-            files that did not fit); and with a narrowed PYIMPORT_PREFIX
+            PYIMPORT_MAX_BYTES=64K, 2M and 20M, the last two as a program's
+            first job and its second (one profile directory each); output and
+            exit code identical, every rank served, rank 0's one line and
+            summary line counting the files that did not fit; and with a
+            narrowed PYIMPORT_PREFIX
             (stdout and exit code identical).
   exitcode  sys.exit(3) on every rank, and on rank 2 only, and os.execv of
             another program on every rank: same exit code and
@@ -139,11 +141,17 @@ def test_workload(chk, args, wd):
     # Degraded configurations must still give the application identical results.
     # A budget never makes the job uncached: metadata is served whatever it is,
     # the files that do not fit are read from the filesystem, and rank 0 says
-    # so in one line (and in the summary).
-    for budget in ("64K", "2M", "20M"):
-        what = "(PYIMPORT_MAX_BYTES=%s)" % budget
-        small = run_workload(args, wd, "workload-shim-maxbytes-" + budget, True,
-                             shim_env={"PYIMPORT_MAX_BYTES": budget, "PYIMPORT_STATS": "1"})
+    # so in one line (and in the summary). 2M and 20M run as a program's
+    # first job and its second, with a profile directory of their own: the
+    # full walk, then the profile's.
+    for budget, job in (("64K", None), ("2M", "first job"), ("2M", "second job"),
+                        ("20M", "first job"), ("20M", "second job")):
+        what = "(PYIMPORT_MAX_BYTES=%s%s)" % (budget, ", " + job if job else "")
+        shim_env = {"PYIMPORT_MAX_BYTES": budget, "PYIMPORT_STATS": "1"}
+        if job:
+            shim_env["PYIMPORT_PROFILE"] = os.path.join(wd.path, "profile-maxbytes-" + budget)
+        small = run_workload(args, wd, "workload-shim-maxbytes-%s%s" % (
+            budget, "-" + job.split()[0] if job else ""), True, shim_env=shim_env)
         L.compare_runs(chk, base, small, NRANKS, what, check_stderr=False)
         for r in range(NRANKS):
             own = [l for l in small.rank_err(r).splitlines() if not l.startswith("pyimport:")]

@@ -40,11 +40,15 @@ Assertions:
     1.05 (without the shim it is N);
   * per-rank stdout with the shim under strace equals the run without it;
   * rank 0's PYIMPORT_STATS=1 summary is present;
-  * once more with PYIMPORT_MAX_BYTES=20M (E2E_STRACE_BUDGET; most bytes,
-    the large libraries first, are then read from the filesystem by every
-    rank): same output, rank 0's line on what did not fit, and ranks 1..N-1
-    make at most half the calls under the prefixes they make without the
-    shim (BUDGET_SHARE).
+  * twice more with PYIMPORT_MAX_BYTES=20M (E2E_STRACE_BUDGET: 20M or 2M)
+    and one fresh PYIMPORT_PROFILE directory, a program's first job (the
+    full walk; the smallest files of every tree are cached, used or not) and
+    its second (the profile's walk: the budget goes to the files the first
+    job used): same output, rank 0's line on what did not fit, a smaller
+    snapshot in the second job, and ranks 1..N-1 make at most
+    BUDGET_SHARES[budget] of the calls under the prefixes they make without
+    the shim (20M: 5% in the second job, the issue's bound; the others bound
+    a regression).
 """
 
 import collections
@@ -55,68 +59,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_lib as L  # noqa: E402
+import strace_parse as SP  # noqa: E402
 
 NRANKS = 4
-# The budget run: PYIMPORT_MAX_BYTES, and the most the other ranks may make
-# of their calls without the shim. Measured (Debian 12, numpy+scipy, full
-# walk): 22.8% at 20M, 50.8% at 2M; the smallest files of every tree are
-# cached, used or not, and the large libraries are loaded from the
-# filesystem. This bounds a regression; it is not the 5% a profile's
-# smaller walk would need.
+# The budget runs: PYIMPORT_MAX_BYTES, and the most the other ranks may make
+# of their calls without the shim, in a program's (first job, second job).
+# Measured (Debian 12, numpy+scipy, 4 ranks; docs/limits.md): 20M 22.8% and
+# 2.9%, 2M 50.8% and 33.3%. A first job caches the smallest files of every
+# tree, used or not (a fifth of them are); a later job only the used ones,
+# but at 2M those (44 MiB, 13 of them bytecode) mostly do not fit: every
+# used file left out is 8 or 9 calls per rank. Only the second job at 20M
+# is held to the 5% of the issue; the other bounds catch a regression.
 BUDGET = os.environ.get("E2E_STRACE_BUDGET", "20M")
-BUDGET_SHARE = 0.5
+BUDGET_SHARES = {"20M": (0.30, 0.05), "2M": (0.60, 0.40)}
 STRACE_TIMEOUT = int(os.environ.get("E2E_STRACE_TIMEOUT", "280"))
 
-# Syscalls whose string arguments are path names: name -> indices of the
-# quoted-string arguments that are paths (0-based among the quoted strings).
-PATH_SYSCALLS = {
-    "open": (0,), "openat": (0,), "openat2": (0,), "creat": (0,),
-    "stat": (0,), "lstat": (0,), "newfstatat": (0,), "fstatat64": (0,), "statx": (0,),
-    "access": (0,), "faccessat": (0,), "faccessat2": (0,),
-    "readlink": (0,), "readlinkat": (0,),
-    "statfs": (0,), "chdir": (0,), "truncate": (0,),
-    "getxattr": (0,), "lgetxattr": (0,), "listxattr": (0,), "llistxattr": (0,),
-    "mkdir": (0,), "mkdirat": (0,), "rmdir": (0,), "unlink": (0,), "unlinkat": (0,),
-    "rename": (0, 1), "renameat": (0, 1), "renameat2": (0, 1),
-    "link": (0, 1), "linkat": (0, 1), "symlink": (1,), "symlinkat": (1,),
-    "chmod": (0,), "fchmodat": (0,), "chown": (0,), "lchown": (0,), "fchownat": (0,),
-    "utime": (0,), "utimes": (0,), "utimensat": (0,), "futimesat": (0,),
-    "mknod": (0,), "mknodat": (0,), "inotify_add_watch": (0,),
-    "execve": (0,), "execveat": (0,), "name_to_handle_at": (0,),
-}
-# *at syscalls: the dirfd is the first argument.
-AT_SYSCALLS = {n for n in PATH_SYSCALLS if n.endswith("at") or n.endswith("at2") or n in
-               ("statx", "readlinkat", "utimensat", "name_to_handle_at", "execveat")}
-
-LINE_RE = re.compile(r"^(?P<name>[a-z_0-9]+)\((?P<rest>.*)$")
-QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
-FD_RE = re.compile(r"(?<![\w<])(?:-?\d+|AT_FDCWD)<([^<>]*)>")
-RESULT_RE = re.compile(r"\)\s+=\s+(-?\d+|0x[0-9a-fA-F]+|\?)(?:<([^<>]*)>)?(?:\s+(E[A-Z0-9]+))?")
-SO_RE = re.compile(r"\.so(\.\d+)*$")
 IMPORT_SUFFIXES = (".py", ".pyc", ".pth")
-
-
-def unescape(s):
-    out = []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c != "\\":
-            out.append(c)
-            i += 1
-            continue
-        n = s[i + 1] if i + 1 < len(s) else ""
-        if n in "01234567":
-            m = re.match(r"[0-7]{1,3}", s[i + 1:])
-            out.append(chr(int(m.group(0), 8)))
-            i += 1 + len(m.group(0))
-        elif n == "x":
-            out.append(chr(int(s[i + 2:i + 4], 16)))
-            i += 4
-        else:
-            out.append({"n": "\n", "t": "\t", "r": "\r", "v": "\v", "f": "\f"}.get(n, n))
-            i += 2
-    return "".join(out)
 
 
 class Call:
@@ -127,56 +85,11 @@ class Call:
         self.paths, self.errno = paths, errno
 
 
-def parse_line(line, cwd):
-    """-> (name, [(absolute path, via)], errno, clone info) or None.
-    via is "arg" for a path-name argument, "fd" for a path decoded by -y from
-    a file-descriptor argument (also for AT_EMPTY_PATH calls)."""
-    m = LINE_RE.match(line)
-    if not m:
-        return None
-    name = m.group("name")
-    rest = m.group("rest")
-    res = None
-    for res in RESULT_RE.finditer(rest):
-        pass
-    errno = res.group(3) if res else None
-    args_text = rest[:res.start()] if res else rest
-    quoted = [unescape(q.group(1)) for q in QUOTED_RE.finditer(args_text)]
-    unquoted = QUOTED_RE.sub('""', args_text)
-    fd_paths = FD_RE.findall(unquoted)
-    paths = []
-    if name in PATH_SYSCALLS:
-        for idx in PATH_SYSCALLS[name]:
-            if idx >= len(quoted):
-                continue
-            p = quoted[idx]
-            if p == "":
-                # AT_EMPTY_PATH: the call is about the dirfd itself
-                if fd_paths and fd_paths[0].startswith("/"):
-                    paths.append((os.path.normpath(fd_paths[0]), "fd"))
-                continue
-            if not p.startswith("/"):
-                base = cwd
-                if name in AT_SYSCALLS and fd_paths:
-                    base = fd_paths[0]
-                p = os.path.join(base, p)
-            paths.append((os.path.normpath(p), "arg"))
-    else:
-        paths.extend((os.path.normpath(p), "fd") for p in fd_paths if p.startswith("/"))
-    clone = None
-    if name in ("clone", "clone3", "fork", "vfork") and res and res.group(1).isdigit():
-        clone = (int(res.group(1)), "CLONE_THREAD" in rest)
-    return name, paths, errno, clone
-
-
 def under(path, prefixes):
     for p in prefixes:
         if path == p or path.startswith(p + "/"):
             return p
     return None
-
-
-STAT_CALLS = ("stat", "lstat", "newfstatat", "fstatat64", "statx")
 
 
 def classify(call, path, via, prev, prefixes):
@@ -192,13 +105,12 @@ def classify(call, path, via, prev, prefixes):
 
 def _classify(call, path, via, prev):
     base = os.path.basename(path)
-    is_so = bool(SO_RE.search(base))
+    is_so = bool(SP.SO_RE.search(base))
     if is_so and (call.name in ("open", "openat", "openat2") or via == "fd"):
         # the dynamic loader opening / reading / mapping a shared object
         return "loader:.so", False
-    if prev is not None and prev.errno == "ENOENT" and prev.name in ("open", "openat") \
-            and prev.paths and SO_RE.search(os.path.basename(prev.paths[0][0])) \
-            and os.path.dirname(prev.paths[0][0]) == path and call.name in STAT_CALLS:
+    if SP.is_loader_dir_probe(call.name, path, prev,
+                              prev.paths[0][0] if prev is not None and prev.paths else None):
         # glibc's open_path: after failing to open DIR/libX.so it stats DIR
         return "loader:dir-probe", False
     if call.errno == "ENOENT":
@@ -218,19 +130,10 @@ def load_trace(trace_dir, tid, cwd):
     path = os.path.join(trace_dir, "trace.%d" % tid)
     calls, clones = [], []
     try:
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
+        parsed = SP.parse_trace(path, cwd)
     except FileNotFoundError:
         return None, None
-    start = 0
-    for i, line in enumerate(lines):
-        if line.startswith("execve(") and line.rstrip().endswith("= 0"):
-            start = i + 1
-    for i, line in enumerate(lines[start:], start + 1):
-        p = parse_line(line, cwd)
-        if not p:
-            continue
-        name, paths, errno, clone = p
+    for i, line, (name, paths, errno, clone) in parsed:
         if clone:
             clones.append(("clone", clone[0], clone[1]))
         calls.append(Call(tid, i, name, line, paths, errno))
@@ -305,7 +208,7 @@ def get_prefixes(args, env):
     return sorted(set(prefixes), key=len, reverse=True)
 
 
-def strace_run(args, wd, label, shim, prefixes_env, max_bytes=None):
+def strace_run(args, wd, label, shim, prefixes_env, max_bytes=None, profile=None):
     env = dict(prefixes_env)
     facts = wd.sub("facts-" + label)
     traces = wd.sub("traces-" + label)
@@ -321,12 +224,14 @@ def strace_run(args, wd, label, shim, prefixes_env, max_bytes=None):
         # only what rank 0 used, so with one the other ranks forward the
         # paths only they use (their own pyimport_e2e_pre_rN modules: 12
         # calls each), and whether a profile is there would depend on
-        # earlier runs; off makes every run a full walk.
+        # earlier runs; off makes every run a full walk (the budget runs
+        # pass a directory of their own: `profile`).
         # PYIMPORT_CONTENT with .txt: the workload reads one data file of its
         # own (pyimport_e2e_prepkg/data.txt); data files are forwarded by
         # default, and the claim checked is "no call of any kind".
         inner += ["LD_PRELOAD=" + args.shim, "PYIMPORT_STATS=1", "PYIMPORT_RECHECK=0",
-                  "PYIMPORT_PROFILE=off", "PYIMPORT_CONTENT=.py,.pyc,.pth,.txt"]
+                  "PYIMPORT_PROFILE=" + (profile or "off"),
+                  "PYIMPORT_CONTENT=.py,.pyc,.pth,.txt"]
         if max_bytes:
             inner.append("PYIMPORT_MAX_BYTES=" + max_bytes)
     inner += [args.python, L.WORKLOAD]
@@ -348,26 +253,49 @@ def report(label, analysis):
                                                 len(a["import"]), len(a["allowed"])))
 
 
+def snapshot_entries(err):
+    """Entries of rank 0's 'snapshot of N prefixes: M entries' line, or None."""
+    for line in err.splitlines():
+        m = re.match(r"pyimport: snapshot of \d+ prefixes: (\d+) entries", line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
 def check_budget(chk, args, wd, env, prefixes, base, ba):
-    """A small PYIMPORT_MAX_BYTES: the files that do not fit (the large
-    libraries first) are read from the filesystem by every rank, yet the
-    other ranks still make at most BUDGET_SHARE of their plain calls
-    (everything else, the metadata included, is served)."""
+    """A small PYIMPORT_MAX_BYTES, in a program's first job and its second
+    (one fresh profile directory): the files that do not fit (the large
+    libraries first) are read from the filesystem by every rank, everything
+    else (the metadata included) is served, and the other ranks make at most
+    BUDGET_SHARES[BUDGET] of their plain calls."""
     label = "PYIMPORT_MAX_BYTES=%s" % BUDGET
-    shim, traces, facts = strace_run(args, wd, "strace-shim-" + BUDGET, True, env, BUDGET)
-    L.compare_runs(chk, base, shim, NRANKS, "(under strace, %s)" % label, check_stderr=False)
-    chk.ok(any("did not fit in " + label in l for l in shim.rank_err(0).splitlines()),
-           "rank 0 reports the files that did not fit (%s)" % label, shim.rank_err(0))
-    sa = analyse(traces, facts, prefixes)
-    report("with shim, " + label, sa)
-    for r in range(1, NRANKS):
-        plain = len(ba[r]["import"]) + len(ba[r]["allowed"]) if ba[r] else 0
-        got = len(sa[r]["import"]) + len(sa[r]["allowed"]) if sa[r] else None
-        share = got / max(plain, 1) if got is not None else 1.0
-        chk.ok(got is not None and share <= BUDGET_SHARE,
-               "rank %d with %s: %s calls under the prefixes, %.1f%% of its %d without the "
-               "shim (at most %d%%)" % (r, label, got, 100 * share, plain, 100 * BUDGET_SHARE),
-               "\n".join(by_path((sa[r]["import"] + sa[r]["allowed"]) if sa[r] else [])[:60]))
+    shares = BUDGET_SHARES.get(BUDGET)
+    if not chk.ok(shares is not None, "E2E_STRACE_BUDGET=%s has bounds (one of %s)"
+                  % (BUDGET, ", ".join(BUDGET_SHARES))):
+        return
+    profile = wd.sub("profile-" + BUDGET)
+    entries = []
+    for job, bound in zip(("first job", "second job"), shares):
+        what = "%s, %s" % (label, job)
+        shim, traces, facts = strace_run(args, wd, "strace-shim-%s-%s" % (BUDGET, job[:-4]),
+                                         True, env, BUDGET, profile)
+        L.compare_runs(chk, base, shim, NRANKS, "(under strace, %s)" % what, check_stderr=False)
+        chk.ok(any("did not fit in " + label in l for l in shim.rank_err(0).splitlines()),
+               "rank 0 reports the files that did not fit (%s)" % what, shim.rank_err(0))
+        entries.append(snapshot_entries(shim.rank_err(0)))
+        sa = analyse(traces, facts, prefixes)
+        report("with shim, " + what, sa)
+        for r in range(1, NRANKS):
+            plain = len(ba[r]["import"]) + len(ba[r]["allowed"]) if ba[r] else 0
+            got = len(sa[r]["import"]) + len(sa[r]["allowed"]) if sa[r] else None
+            share = got / max(plain, 1) if got is not None else 1.0
+            chk.ok(got is not None and share <= bound,
+                   "rank %d with %s: %s calls under the prefixes, %.1f%% of its %d without the "
+                   "shim (at most %g%%)" % (r, what, got, 100 * share, plain, 100 * bound),
+                   "\n".join(by_path((sa[r]["import"] + sa[r]["allowed"]) if sa[r] else [])[:60]))
+    chk.ok(None not in entries and entries[1] < entries[0],
+           "the second job's snapshot is the profile's, smaller than the first's (%s entries)"
+           % " then ".join(str(e) for e in entries))
 
 
 def main():
