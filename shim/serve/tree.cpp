@@ -244,8 +244,10 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
             // Up into a root (a prefix inside the script's directory).
             for (uint32_t r = 0; r < snapshot_.root_count() && at == kNoEntry; ++r)
                 if (snapshot_.name(r) == outside) at = r;
-            if (at != kNoEntry && (stale_[at].load(std::memory_order_acquire) & kStaleSubtree))
-                return Resolution::forward();
+            if (at != kNoEntry && (stale_[at].load(std::memory_order_acquire) & kStaleSubtree)) {
+                if (!(snapshot_.entry(at).flags & kPartial)) return Resolution::forward();
+                at = kNoEntry;
+            }
             continue;
         }
         if (name.size() > NAME_MAX) return Resolution::failed(ENAMETOOLONG);
@@ -262,6 +264,12 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
             uint32_t root = kNoEntry;
             for (uint32_t r = 0; r < snapshot_.root_count() && root == kNoEntry; ++r)
                 if (is_join(outside, name, snapshot_.name(r))) root = r;
+            // A partial root found changed (after a child process) only makes
+            // its own names uncertain: lookups pass it by path.
+            if (root != kNoEntry &&
+                (stale_[root].load(std::memory_order_acquire) & kStaleSubtree) &&
+                (snapshot_.entry(root).flags & kPartial))
+                root = kNoEntry;
             if (root != kNoEntry) {
                 if (stale_[root].load(std::memory_order_acquire) & kStaleSubtree)
                     return Resolution::forward();

@@ -287,3 +287,19 @@ Test(learned, are_served_by_the_next_job) {
                  "a live directory forwards names it does not hold");
     cr_expect_eq(b.resolve(fx.path("ext/data.csv")).kind, Resolution::Forward);
 }
+
+// After a child process ends, a partial directory found changed answers none
+// of its names, but lookups through it into a prefix still do.
+Test(probes, a_changed_partial_directory_does_not_hide_the_prefix_inside) {
+    Interpreter fx;
+    Built b(fx.options());
+    // The partial roots changed, the prefix did not.
+    b.tree->set_directory_check(
+        [](const Snapshot& s, uint32_t e) { return !(s.entry(e).flags & kPartial); });
+    b.tree->others_may_have_changed();
+    cr_expect_eq(b.resolve(fx.path("lib/python311.zip")).kind, Resolution::Forward);
+    cr_expect_eq(b.resolve(fx.path("bin/pyvenv.cfg")).kind, Resolution::Forward);
+    cr_expect_eq(b.resolve(fx.path("lib/python3.11/os.py")).kind, Resolution::Found);
+    cr_expect_eq(b.resolve(fx.path("lib/python3.11/os.py")).kind, Resolution::Found, "again");
+    cr_expect_eq(b.resolve(fx.path("lib/../lib/python3.11/os.py")).kind, Resolution::Found);
+}
