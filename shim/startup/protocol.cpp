@@ -56,10 +56,6 @@ std::unique_ptr<ProgramProfile> load_profile(const WalkInputs& inputs,
     return profile;
 }
 
-// Directories learned outside the prefixes that become live roots (each is
-// one more root every outside lookup compares with).
-constexpr size_t kMaxLearnedDirectories = 64;
-
 // Rank 0: the image, or false with the reason to tell every rank.
 bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
                  std::vector<char>& image, std::string& error) {
@@ -77,22 +73,7 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     if (out.profile && !out.profile->paths.empty()) options.profile = &out.profile->paths;
     options.probes = inputs.probes;
     if (!inputs.script_directory.empty()) options.live_roots.push_back(inputs.script_directory);
-    // What earlier jobs looked at outside the prefixes (a layout the search
-    // path did not foresee): single paths, and listed directories as live ones.
-    size_t learned = 0;
-    if (out.profile)
-        for (const std::string& path : out.profile->paths) {
-            bool inside = std::any_of(
-                options.prefixes.begin(), options.prefixes.end(), [&](const std::string& p) {
-                    return path == p || (path.starts_with(p) && path[p.size()] == '/');
-                });
-            if (inside || !learnable_outside(path, true)) continue;
-            ++learned;
-            if (import_file_name(path))
-                options.probes.push_back({path, true});
-            else if (options.live_roots.size() < kMaxLearnedDirectories)
-                options.live_roots.push_back(path);
-        }
+    size_t learned = out.profile ? add_learned_paths(out.profile->paths, options) : 0;
     for (size_t i = 0; i < options.prefixes.size(); ++i)
         PYIMPORT_LOG(LogLevel::debug, "prefix %s (%s)", options.prefixes[i].c_str(),
                      config.prefixes.empty() && i < inputs.prefix_reasons.size()
@@ -312,6 +293,35 @@ std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
     if (rank.libraries) rank.libraries->close();
     transport.finish();
     return lines;
+}
+
+size_t add_learned_paths(const PathSet& profile, BuildOptions& options) {
+    auto within = [](const std::string& path, const std::string& dir) {
+        return path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
+    };
+    size_t computed = options.probes.size();
+    size_t learned = 0;
+    for (const std::string& path : profile) {
+        bool inside = std::any_of(options.prefixes.begin(), options.prefixes.end(),
+                                  [&](const std::string& p) { return within(path, p); });
+        if (inside || !learnable_outside(path, true)) continue;
+        ++learned;
+        if (import_file_name(path)) {
+            options.probes.push_back({path, true});
+            continue;
+        }
+        // A directory holding a prefix or one of the interpreter's own probes
+        // (/usr/lib, a venv's bin/) stays partial: as a live root it would
+        // forward the absent names the probes answer.
+        bool holds_known =
+            std::any_of(options.prefixes.begin(), options.prefixes.end(),
+                        [&](const std::string& p) { return within(p, path); }) ||
+            std::any_of(options.probes.begin(), options.probes.begin() + computed,
+                        [&](const BuildOptions::Probe& p) { return within(p.path, path); });
+        if (!holds_known && options.live_roots.size() < kMaxLearnedDirectories)
+            options.live_roots.push_back(path);
+    }
+    return learned;
 }
 
 } // namespace pyimport

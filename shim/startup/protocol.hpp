@@ -48,6 +48,14 @@ struct WalkInputs {
 };
 using FindWalkInputs = std::function<WalkInputs(const Config&)>;
 
+// What earlier jobs looked at outside the prefixes (from the profile: a
+// layout the search path did not foresee), added to `options`: import-related
+// names as single paths, listed directories as live roots (at most
+// kMaxLearnedDirectories; not one that holds a prefix or a probe). Returns
+// how many were learned.
+inline constexpr size_t kMaxLearnedDirectories = 64;
+size_t add_learned_paths(const PathSet& profile, BuildOptions& options);
+
 // What one rank holds after the start-up step.
 struct RankStart {
     bool connected = false; // takes part in the exit collectives

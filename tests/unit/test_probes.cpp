@@ -6,6 +6,7 @@
 #include "fixture.hpp"
 #include "image/profile.hpp"
 #include "serve/core.hpp"
+#include "startup/protocol.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -302,4 +303,25 @@ Test(probes, a_changed_partial_directory_does_not_hide_the_prefix_inside) {
     cr_expect_eq(b.resolve(fx.path("lib/python3.11/os.py")).kind, Resolution::Found);
     cr_expect_eq(b.resolve(fx.path("lib/python3.11/os.py")).kind, Resolution::Found, "again");
     cr_expect_eq(b.resolve(fx.path("lib/../lib/python3.11/os.py")).kind, Resolution::Found);
+}
+
+// Learned paths join the next job's options: names as probes, directories as
+// live roots unless they hold a prefix or one of the interpreter's probes.
+Test(learned, become_probes_and_live_roots) {
+    BuildOptions o;
+    o.prefixes = {"/opt/py/lib/python3.11"};
+    o.probes = {{"/opt/py/lib/python311.zip", true}};
+    PathSet profile = {"/opt/py/lib/python3.11/os.py", // inside a prefix: the walk's
+                       "/opt/ext/mod.py",
+                       "/opt/ext",
+                       "/opt/py/lib",
+                       "/opt/py",
+                       "/proc/self"};
+    cr_expect_eq(add_learned_paths(profile, o), 4u, "os.py and /proc are not learned");
+    bool mod = false;
+    for (const BuildOptions::Probe& p : o.probes)
+        mod = mod || p.path == "/opt/ext/mod.py";
+    cr_expect(mod, "an import-related name is a probe");
+    cr_assert_eq(o.live_roots.size(), 1u, "%zu live roots", o.live_roots.size());
+    cr_expect_eq(o.live_roots[0], "/opt/ext", "/opt/py/lib and /opt/py hold what is known");
 }
