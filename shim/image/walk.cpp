@@ -79,8 +79,9 @@ struct Item {
 
 // The whole listing, in readdir order, before any child is looked at. False
 // if readdir failed partway.
-bool list_directory(DIR* dir, std::vector<Item>& items) {
+bool list_directory(DIR* dir, std::vector<Item>& items, size_t limit = SIZE_MAX) {
     for (;;) {
+        if (items.size() > limit) return false;
         errno = 0;
         struct dirent64* d = REAL(readdir64)(dir);
         if (!d) return errno == 0;
@@ -202,6 +203,7 @@ class Builder {
 
     std::string path_of(uint32_t index) const;
     bool inside_roots(const std::string& path) const;
+    bool inside_prefixes(const std::string& path) const; // the walked ones, not live
     void follow_outside(uint32_t parent, Entry& link);
 };
 
@@ -240,6 +242,17 @@ bool Builder::known_by_name_only(const Directory& d, std::string_view name, uint
     if (type != DT_REG && type != DT_DIR) return false;
     // In a live directory: modules and package directories only; data files
     // and other directories (results/, data/) are the filesystem's.
+    // A directory that is a root itself is reached through its kNoStat entry,
+    // so that one copy of it exists.
+    if (d.live && type == DT_DIR && root_paths_.size() + partial_paths_.size() > 1) {
+        std::string child = path_of(d.index) + "/" + std::string(name);
+        auto holds_root = [&](const std::string& root) {
+            return root == child || (root.starts_with(child) && root[child.size()] == '/');
+        };
+        if (std::any_of(root_paths_.begin(), root_paths_.end(), holds_root) ||
+            std::any_of(partial_paths_.begin(), partial_paths_.end(), holds_root))
+            return true;
+    }
     if (d.live) return type == DT_DIR ? !is_package_name(name) : !wants_stat(name);
     if (options_.profile) return !wanted_.count(d.path + "/" + std::string(name));
     return type == DT_DIR ? excluded(name) : !wants_stat(name);
@@ -408,7 +421,9 @@ bool Builder::add_roots(std::string& error) {
 // its listing already.
 void Builder::add_partial_roots() {
     std::unordered_map<std::string, int> lstat_errors; // each path asked once
-    auto lstat_error = [&](const std::string& path, struct statx& sx) {
+    auto lstat_error = [&](const std::string& path) {
+        if (auto known = lstat_errors.find(path); known != lstat_errors.end()) return known->second;
+        struct statx sx {};
         int err = REAL(statx)(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
                               kStatxMask, &sx) == 0
                       ? 0
@@ -416,9 +431,15 @@ void Builder::add_partial_roots() {
         if (err == 0 && S_ISDIR(sx.stx_mode)) err = -1; // a directory: -1
         return lstat_errors.emplace(path, err).first->second;
     };
+    std::unordered_map<std::string, uint32_t> partial_index;
     auto partial_root = [&](const std::string& dir) -> uint32_t {
-        for (size_t i = 0; i < partial_paths_.size(); ++i)
-            if (partial_paths_[i] == dir) return static_cast<uint32_t>(root_fds_.size() + i);
+        // A root named "/" is never matched by a lookup; nor is a second root
+        // of a walked root's name.
+        if (dir == "/" ||
+            std::find(root_paths_.begin(), root_paths_.end(), dir) != root_paths_.end())
+            return kNoEntry;
+        if (auto known = partial_index.find(dir); known != partial_index.end())
+            return known->second;
         int fd = REAL(openat)(AT_FDCWD, dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         std::string canonical;
         struct statx sx {};
@@ -427,7 +448,7 @@ void Builder::add_partial_roots() {
         if (fd < 0 || !canonical_path(fd, dir, canonical) || canonical != dir ||
             REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &sx) != 0) {
             if (fd >= 0) REAL(close)(fd);
-            return kNoEntry;
+            return partial_index[dir] = kNoEntry;
         }
         Entry e{};
         e.st = to_record(sx);
@@ -439,33 +460,41 @@ void Builder::add_partial_roots() {
         entries_.push_back(e);
         partial_paths_.push_back(dir);
         partial_fds_.push_back(fd);
-        return static_cast<uint32_t>(entries_.size() - 1);
+        return partial_index[dir] = static_cast<uint32_t>(entries_.size() - 1);
     };
+    // Inside a live root, what lies in a package (or a __pycache__) is the
+    // live walk's to answer; a partial root there would hide the package.
+    auto live_package = [&](const std::string& dir) {
+        if (!inside_roots(dir)) return false;
+        for (std::string d = dir;
+             d != "/" && !std::count(root_paths_.begin(), root_paths_.end(), d); d = parent_of(d))
+            if (d.ends_with("/__pycache__") || lstat_error(d + "/__init__.py") == 0) return true;
+        return false;
+    };
+    std::unordered_set<std::string> seen; // root index and name
     for (const BuildOptions::Probe& probe : options_.probes) {
-        if (probe.path.size() < 2 || probe.path[0] != '/' || inside_roots(probe.path)) continue;
-        struct statx sx {};
-        int err = lstat_error(probe.path, sx);
+        // Under a prefix the prefix answers; under a live root (a venv in the
+        // working directory) the probe's partial root is reached through it.
+        if (probe.path.size() < 2 || probe.path[0] != '/' || inside_prefixes(probe.path)) continue;
+        int err = lstat_error(probe.path);
         if (err == -1) { // a directory: a partial root itself
-            partial_root(probe.path);
+            if (!live_package(probe.path)) partial_root(probe.path);
             continue;
         }
         std::string below = probe.path;
         std::string dir = parent_of(below);
         if (err == ENOENT) // the first missing component answers for all below it
-            while (dir != "/" && lstat_error(dir, sx) == ENOENT) {
+            while (dir != "/" && lstat_error(dir) == ENOENT) {
                 below = dir;
                 dir = parent_of(dir);
             }
-        else if (err != 0)
+        else if (err != 0 && err != ENOENT)
             continue; // EACCES, ENOTDIR ...: the filesystem's to answer
-        if (lstat_error(dir, sx) != -1 || inside_roots(dir)) continue;
+        if (lstat_error(dir) != -1 || inside_prefixes(dir) || live_package(dir)) continue;
         uint32_t root = partial_root(dir);
         if (root == kNoEntry) continue;
-        std::string name = below.substr(dir == "/" ? 1 : dir.size() + 1);
-        bool seen = false;
-        for (const PendingProbe& p : pending_probes_)
-            seen = seen || (p.root == root && p.name == name);
-        if (!seen)
+        std::string name = below.substr(dir.size() + 1);
+        if (seen.insert(std::to_string(root) + "/" + name).second)
             pending_probes_.push_back(
                 {root, name, err == ENOENT, probe.content && below == probe.path});
     }
@@ -629,6 +658,21 @@ bool Builder::keeps_live_directory(const Directory& d) {
 // them is a round trip to the metadata server. False only if the whole build
 // must stop (none does now: past the budget files are only not cached).
 bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
+    bool live = (entries_[index].flags & kLive) || live_packages_.count(index);
+    // Below a live root only packages are walked: one stat of __init__.py
+    // tells, where the listing of a data directory would cost its size.
+    if (live && entries_[index].parent != kNoEntry &&
+        std::string_view(strings_.data() + entries_[index].name_off, entries_[index].name_len) !=
+            "__pycache__") {
+        struct statx sx {};
+        if (REAL(statx)(dirfd, "__init__.py", AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE,
+                        &sx) != 0 ||
+            !S_ISREG(sx.stx_mode)) {
+            entries_[index].flags |= kNoStat; // lookups under it go to the filesystem
+            REAL(close)(dirfd);
+            return true;
+        }
+    }
     DIR* dir = ::fdopendir(dirfd);
     if (!dir) {
         REAL(close)(dirfd);
@@ -637,8 +681,8 @@ bool Builder::record_directory(uint32_t index, int dirfd, std::string& error) {
     Directory d{};
     d.index = index;
     d.fd = dirfd;
-    bool complete = list_directory(dir, d.items);
-    d.live = (entries_[index].flags & kLive) || live_packages_.count(index);
+    d.live = live;
+    bool complete = list_directory(dir, d.items, live ? live_entries_left_ : SIZE_MAX);
     if (d.live && !keeps_live_directory(d)) {
         REAL(closedir)(dir);
         return true;
@@ -738,7 +782,9 @@ bool Builder::record_link(const Directory& d, const char* name, Entry& e) {
         return false;
     e.link_off = add_string({target.data(), static_cast<size_t>(n)});
     e.link_len = static_cast<uint32_t>(n);
-    follow_outside(d.index, e);
+    // In a live directory a link out is to data others may write: the
+    // lookup follows it to the filesystem.
+    if (!d.live) follow_outside(d.index, e);
     return true;
 }
 
@@ -785,6 +831,7 @@ void Builder::abandon_listing(Directory& d) {
     if (std::erase_if(cached_, [&](const Cached& c) { return forgotten(c.entry); }) > 0)
         std::make_heap(cached_.begin(), cached_.end());
     std::erase_if(not_cached_, forgotten);
+    std::erase_if(live_packages_, [&](uint32_t i) { return i >= d.first_child; });
     entries_.resize(d.first_child);
     strings_.resize(d.first_string);
     follow_.resize(d.first_follow);
@@ -885,6 +932,12 @@ std::string Builder::path_of(uint32_t index) const {
         out.append(strings_.data() + entries_[*it].name_off, entries_[*it].name_len);
     }
     return out;
+}
+
+bool Builder::inside_prefixes(const std::string& path) const {
+    for (size_t i = 0; i < root_paths_.size(); ++i)
+        if (!root_live_[i] && is_within(path, root_paths_[i])) return true;
+    return false;
 }
 
 bool Builder::inside_roots(const std::string& path) const {

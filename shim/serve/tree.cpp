@@ -307,7 +307,9 @@ Resolution Tree::resolve_path(const Position& base, std::string_view path, bool 
             // Only its name and type are known: a path through a regular
             // file is ENOTDIR, anything else goes to the filesystem, unless
             // a root lies there.
-            if (S_ISREG(e.st.mode) && (!last || slash_after)) return Resolution::failed(ENOTDIR);
+            // (Not in a live directory: another rank may have replaced it.)
+            if (S_ISREG(e.st.mode) && (!last || slash_after) && !(dir.flags & kLive))
+                return Resolution::failed(ENOTDIR);
             if (auto p = passages_.find(found); p != passages_.end()) {
                 at = p->second.root;
                 outside = p->second.path;
@@ -372,6 +374,21 @@ std::pair<std::string_view, std::string_view> Tree::split_last(std::string_view 
     return {dir_part, name};
 }
 
+bool Tree::invalidate_roots_under(std::string_view dir) {
+    bool any = false;
+    if (dir.empty() || dir[0] != '/') return false;
+    for (uint32_t r = 0; r < snapshot_.root_count(); ++r) {
+        std::string_view root = snapshot_.name(r);
+        if (root == dir || dir == "/" ||
+            (root.size() > dir.size() && root.starts_with(dir) && root[dir.size()] == '/')) {
+            mark(r, kStaleSubtree | kStaleSelf);
+            outside_changed();
+            any = true;
+        }
+    }
+    return any;
+}
+
 bool Tree::invalidate(const Position& base, std::string_view path, bool follow_last, int depth) {
     if (depth > kMaxSymlinks) return true;
     auto [dir_part, name] = split_last(path);
@@ -381,9 +398,23 @@ bool Tree::invalidate(const Position& base, std::string_view path, bool follow_l
     bool is_root =
         whole.kind == Resolution::Found && snapshot_.entry(whole.entry).parent == kNoEntry;
     if (is_root) mark(whole.entry, kStaleSubtree | kStaleSelf);
+    if (is_root) invalidate_roots_under(snapshot_.name(whole.entry));
+    // Roots inside what changed (a renamed directory above a prefix, a
+    // partial root, a passage in the script's directory) change with it.
+    if (!path.empty() && path[0] == '/' && path.find("/..") == std::string_view::npos)
+        is_root = invalidate_roots_under(lexically_tidy(path)) || is_root;
     Resolution dir = resolve_path(base, dir_part, true, true);
     if (dir.kind != Resolution::Found) return is_root;
     uint32_t at = dir.entry;
+    // Links elsewhere may point at what changed here: their followed stats
+    // were taken at start-up.
+    if (snapshot_.entry(at).flags & (kPartial | kLive)) outside_changed();
+    if (name != "." && name != ".." && name != "/" && snapshot_.root_count() > 1) {
+        std::string full = snapshot_.path(at);
+        if (full.back() != '/') full += '/';
+        full += name;
+        invalidate_roots_under(full);
+    }
     if (name == "." || name == ".." || name == "/") {
         mark(at, kStaleSubtree | kStaleSelf);
         if (snapshot_.entry(at).parent != kNoEntry) mark(snapshot_.entry(at).parent, kStaleSelf);

@@ -113,6 +113,7 @@ class Tree {
     Resolution resolve_path(const Position& base, std::string_view path, bool follow_last,
                             bool accept_stale_last) const;
     bool invalidate(const Position& base, std::string_view path, bool follow_last, int depth);
+    bool invalidate_roots_under(std::string_view canonical_dir);
     bool is_root_ancestor(std::string_view path) const;
     bool still_current(uint32_t dir) const;
     void mark(uint32_t entry, uint8_t bits) {

@@ -300,16 +300,23 @@ size_t add_learned_paths(const PathSet& profile, BuildOptions& options) {
         return path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
     };
     size_t computed = options.probes.size();
+    size_t script_roots = options.live_roots.size();
     size_t learned = 0;
     for (const std::string& path : profile) {
+        // Inside a prefix the walk's; inside the script's directory its own.
         bool inside = std::any_of(options.prefixes.begin(), options.prefixes.end(),
+                                  [&](const std::string& p) { return within(path, p); }) ||
+                      std::any_of(options.live_roots.begin(),
+                                  options.live_roots.begin() + static_cast<ptrdiff_t>(script_roots),
                                   [&](const std::string& p) { return within(path, p); });
         if (inside || !learnable_outside(path, true)) continue;
-        ++learned;
         if (import_file_name(path)) {
+            if (options.probes.size() - computed >= kMaxLearnedProbes) continue;
+            ++learned;
             options.probes.push_back({path, true});
             continue;
         }
+        ++learned;
         // A directory holding a prefix or one of the interpreter's own probes
         // (/usr/lib, a venv's bin/) stays partial: as a live root it would
         // forward the absent names the probes answer.

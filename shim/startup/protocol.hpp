@@ -54,6 +54,7 @@ using FindWalkInputs = std::function<WalkInputs(const Config&)>;
 // kMaxLearnedDirectories; not one that holds a prefix or a probe). Returns
 // how many were learned.
 inline constexpr size_t kMaxLearnedDirectories = 64;
+inline constexpr size_t kMaxLearnedProbes = 4096; // each costs rank 0 a few requests
 size_t add_learned_paths(const PathSet& profile, BuildOptions& options);
 
 // What one rank holds after the start-up step.

@@ -356,13 +356,17 @@ SearchPlan search_plan(const Interpreter& in) {
     probe(exe_dir + "/pybuilddir.txt", true);
     probe(exe_dir + "/Modules/Setup.local", false);
     probe(exe_dir + "/Modules/Setup", false); // sysconfig's
+    // The zip landmark is looked for up to the top (3.11 and later), the
+    // others up to the prefix.
     std::string stop = base.empty() ? "/" : parent_dir(base);
-    for (std::string dir = exe_dir; !dir.empty(); dir = parent_dir(dir)) {
+    bool landmarks = true;
+    for (std::string dir = exe_dir; dir != "/"; dir = parent_dir(dir)) {
         probe(dir + "/lib/" + zip_name, true);
+        if (dir == stop) landmarks = false;
+        if (!landmarks) continue;
         probe(dir + "/lib", false);
         for (const char* landmark : {"/os.py", "/os.pyc", "/lib-dynload"})
             probe(dir + lib + landmark, false);
-        if (dir == stop || dir == "/") break;
     }
 
     // The script, and sys.path[0]: served as a live directory.

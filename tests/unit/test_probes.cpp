@@ -325,3 +325,47 @@ Test(learned, become_probes_and_live_roots) {
     cr_assert_eq(o.live_roots.size(), 1u, "%zu live roots", o.live_roots.size());
     cr_expect_eq(o.live_roots[0], "/opt/ext", "/opt/py/lib and /opt/py hold what is known");
 }
+
+// A change to a directory that holds roots (a partial root around a prefix)
+// reaches those roots: the process sees its own rename.
+Test(probes, renaming_a_directory_above_a_prefix_reaches_the_prefix) {
+    Interpreter fx;
+    Built b(fx.options());
+    cr_assert_eq(b.resolve(fx.path("lib/python3.11/os.py")).kind, Resolution::Found);
+    b.tree->invalidate(Position{}, fx.path("lib"), false);
+    cr_expect_eq(b.resolve(fx.path("lib/python3.11/os.py")).kind, Resolution::Forward);
+}
+
+// A link in the script's directory to data elsewhere is followed to the
+// filesystem (others may rewrite the data), and a path through a data file
+// there is the filesystem's too (another rank may have replaced it).
+Test(live, links_out_and_paths_through_data_files_are_forwarded) {
+    ScriptDir fx;
+    Fixture other;
+    other.file("big.dat", "12345");
+    fx.link(other.path("big.dat"), "linked.dat");
+    Built b(fx.options());
+    cr_expect_eq(b.resolve(fx.path("linked.dat"), true).kind, Resolution::Forward);
+    cr_expect_eq(b.resolve(fx.path("input.dat/x")).kind, Resolution::Forward);
+}
+
+// A venv inside the working directory: its start-up probes are answered
+// through the live root.
+Test(live, probes_inside_the_live_directory_are_answered) {
+    ScriptDir fx;
+    fx.dir("venv");
+    fx.dir("venv/bin");
+    fx.file("venv/pyvenv.cfg", "home = /usr/bin\n");
+    fx.file("venv/bin/python", "ELF");
+    BuildOptions o = fx.options();
+    o.probes = {{fx.path("venv/pyvenv.cfg"), true},
+                {fx.path("venv/bin/pyvenv.cfg"), true},
+                {fx.path("venv/bin/python"), false}};
+    Built b(o);
+    cr_expect_eq(b.resolve(fx.path("venv/pyvenv.cfg")).kind, Resolution::Found);
+    cr_expect_eq(b.resolve(fx.path("venv/bin/python")).kind, Resolution::Found);
+    Resolution absent = b.resolve(fx.path("venv/bin/pyvenv.cfg"));
+    cr_expect_eq(absent.kind, Resolution::Failed);
+    cr_expect_eq(absent.error, ENOENT);
+    cr_expect_eq(b.resolve(fx.path("helper.py")).kind, Resolution::Found);
+}
