@@ -19,4 +19,10 @@ inline std::vector<std::string_view> split(std::string_view text, char separator
     return parts;
 }
 
+// Whether absolute `path` is `dir` or lies under it ("/" holds everything).
+inline bool path_within(std::string_view path, std::string_view dir) {
+    return dir == "/" || path == dir ||
+           (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
+
 } // namespace pyimport

@@ -5,6 +5,7 @@
 #include "image/walk.hpp"
 
 #include "base/real.hpp"
+#include "base/text.hpp"
 #include "image/library_name.hpp"
 
 #include <algorithm>
@@ -132,6 +133,7 @@ class Builder {
         std::string name;
         bool absent;
         bool content;
+        StatRecord st; // the lstat that found it (present ones)
     };
     void add_partial_roots();
     void record_probe(const PendingProbe& probe);
@@ -246,9 +248,7 @@ bool Builder::known_by_name_only(const Directory& d, std::string_view name, uint
     // so that one copy of it exists.
     if (d.live && type == DT_DIR && root_paths_.size() + partial_paths_.size() > 1) {
         std::string child = path_of(d.index) + "/" + std::string(name);
-        auto holds_root = [&](const std::string& root) {
-            return root == child || (root.starts_with(child) && root[child.size()] == '/');
-        };
+        auto holds_root = [&](const std::string& root) { return path_within(root, child); };
         if (std::any_of(root_paths_.begin(), root_paths_.end(), holds_root) ||
             std::any_of(partial_paths_.begin(), partial_paths_.end(), holds_root))
             return true;
@@ -341,10 +341,6 @@ bool canonical_path(int fd, const std::string& path, std::string& out) {
     return true;
 }
 
-bool is_within(const std::string& path, const std::string& dir) {
-    return dir == "/" || path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
-}
-
 std::string parent_of(const std::string& path) {
     size_t slash = path.find_last_of('/');
     return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
@@ -395,7 +391,7 @@ bool Builder::add_roots(std::string& error) {
         bool nested = false;
         for (size_t i = 0; i < root_paths_.size(); ++i)
             nested =
-                nested || (is_within(root.path, root_paths_[i]) && (root.live || !root_live_[i]));
+                nested || (path_within(root.path, root_paths_[i]) && (root.live || !root_live_[i]));
         if (nested) {
             REAL(close)(root.fd);
             continue;
@@ -420,17 +416,20 @@ bool Builder::add_roots(std::string& error) {
 // directory above it that exists. Probes under a walked root are answered by
 // its listing already.
 void Builder::add_partial_roots() {
-    std::unordered_map<std::string, int> lstat_errors; // each path asked once
-    auto lstat_error = [&](const std::string& path) {
-        if (auto known = lstat_errors.find(path); known != lstat_errors.end()) return known->second;
+    // Each path asked once: the error (-1 for a directory) and the record.
+    std::unordered_map<std::string, std::pair<int, StatRecord>> lstats;
+    auto lstat_of = [&](const std::string& path) -> const std::pair<int, StatRecord>& {
+        if (auto known = lstats.find(path); known != lstats.end()) return known->second;
         struct statx sx {};
         int err = REAL(statx)(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
                               kStatxMask, &sx) == 0
                       ? 0
                       : errno;
-        if (err == 0 && S_ISDIR(sx.stx_mode)) err = -1; // a directory: -1
-        return lstat_errors.emplace(path, err).first->second;
+        if (err == 0 && S_ISDIR(sx.stx_mode)) err = -1;
+        return lstats.emplace(path, std::pair{err, err == ENOENT ? StatRecord{} : to_record(sx)})
+            .first->second;
     };
+    auto lstat_error = [&](const std::string& path) { return lstat_of(path).first; };
     std::unordered_map<std::string, uint32_t> partial_index;
     auto partial_root = [&](const std::string& dir) -> uint32_t {
         // A root named "/" is never matched by a lookup; nor is a second root
@@ -495,8 +494,9 @@ void Builder::add_partial_roots() {
         if (root == kNoEntry) continue;
         std::string name = below.substr(dir.size() + 1);
         if (seen.insert(std::to_string(root) + "/" + name).second)
-            pending_probes_.push_back(
-                {root, name, err == ENOENT, probe.content && below == probe.path});
+            pending_probes_.push_back({root, name, err == ENOENT,
+                                       probe.content && below == probe.path,
+                                       lstat_of(below).second});
     }
 }
 
@@ -510,13 +510,13 @@ void Builder::record_probe(const PendingProbe& probe) {
     int fd = partial_fds_[probe.root - root_fds_.size()];
     const char* name = probe.name.c_str();
     bool noatime = geteuid() == 0;
-    bool stated = !probe.absent && ((probe.content && read_content(fd, name, noatime, e)) ||
-                                    stat_by_name(fd, name, e));
-    if (!stated) {
-        struct statx sx {};
-        if (REAL(statx)(fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &sx) == 0 ||
-            errno != ENOENT)
-            return; // it is there after all (it just appeared): not recorded
+    // The lstat of add_partial_roots() is its stat, unless its bytes are
+    // read (the open's fstat then gives the stat the bytes belong to).
+    e.st = probe.st;
+    if (!probe.absent && probe.content && !S_ISLNK(e.st.mode) &&
+        !read_content(fd, name, noatime, e))
+        return; // gone since: the filesystem's to answer
+    if (probe.absent) {
         e.flags = kAbsent;
         e.error = ENOENT;
         e.st = StatRecord{};
@@ -936,14 +936,13 @@ std::string Builder::path_of(uint32_t index) const {
 
 bool Builder::inside_prefixes(const std::string& path) const {
     for (size_t i = 0; i < root_paths_.size(); ++i)
-        if (!root_live_[i] && is_within(path, root_paths_[i])) return true;
+        if (!root_live_[i] && path_within(path, root_paths_[i])) return true;
     return false;
 }
 
 bool Builder::inside_roots(const std::string& path) const {
     for (const std::string& root : root_paths_)
-        if (root == "/" || path == root || (path.starts_with(root) && path[root.size()] == '/'))
-            return true;
+        if (path_within(path, root)) return true;
     return false;
 }
 

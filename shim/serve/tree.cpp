@@ -1,5 +1,6 @@
 #include "serve/tree.hpp"
 
+#include "base/text.hpp"
 #include "image/profile.hpp"
 
 #include <cerrno>
@@ -379,8 +380,7 @@ bool Tree::invalidate_roots_under(std::string_view dir) {
     if (dir.empty() || dir[0] != '/') return false;
     for (uint32_t r = 0; r < snapshot_.root_count(); ++r) {
         std::string_view root = snapshot_.name(r);
-        if (root == dir || dir == "/" ||
-            (root.size() > dir.size() && root.starts_with(dir) && root[dir.size()] == '/')) {
+        if (path_within(root, dir)) {
             mark(r, kStaleSubtree | kStaleSelf);
             outside_changed();
             any = true;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/log.hpp"
+#include "base/text.hpp"
 #include "image/walk.hpp"
 #include "serve/stats.hpp"
 #include "startup/image_sharing.hpp"
@@ -296,19 +297,16 @@ std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
 }
 
 size_t add_learned_paths(const PathSet& profile, BuildOptions& options) {
-    auto within = [](const std::string& path, const std::string& dir) {
-        return path == dir || (path.starts_with(dir) && path[dir.size()] == '/');
-    };
     size_t computed = options.probes.size();
     size_t script_roots = options.live_roots.size();
     size_t learned = 0;
     for (const std::string& path : profile) {
         // Inside a prefix the walk's; inside the script's directory its own.
         bool inside = std::any_of(options.prefixes.begin(), options.prefixes.end(),
-                                  [&](const std::string& p) { return within(path, p); }) ||
+                                  [&](const std::string& p) { return path_within(path, p); }) ||
                       std::any_of(options.live_roots.begin(),
                                   options.live_roots.begin() + static_cast<ptrdiff_t>(script_roots),
-                                  [&](const std::string& p) { return within(path, p); });
+                                  [&](const std::string& p) { return path_within(path, p); });
         if (inside || !learnable_outside(path, true)) continue;
         if (import_file_name(path)) {
             if (options.probes.size() - computed >= kMaxLearnedProbes) continue;
@@ -322,9 +320,9 @@ size_t add_learned_paths(const PathSet& profile, BuildOptions& options) {
         // forward the absent names the probes answer.
         bool holds_known =
             std::any_of(options.prefixes.begin(), options.prefixes.end(),
-                        [&](const std::string& p) { return within(p, path); }) ||
+                        [&](const std::string& p) { return path_within(p, path); }) ||
             std::any_of(options.probes.begin(), options.probes.begin() + computed,
-                        [&](const BuildOptions::Probe& p) { return within(p.path, path); });
+                        [&](const BuildOptions::Probe& p) { return path_within(p.path, path); });
         if (!holds_known && options.live_roots.size() < kMaxLearnedDirectories)
             options.live_roots.push_back(path);
     }

@@ -42,6 +42,7 @@ import collections
 import glob
 import os
 
+import strace_parse as SP
 from strace_parse import is_loader_dir_probe, parse_trace
 
 # Files the MPI library (initialised by the shim) looks for in the working
@@ -50,14 +51,6 @@ MPI_CONFIG_FILES = {"ucx.conf": "MPI's UCX: ./ucx.conf in the working directory"
 
 NOT_PYTHON_TOP = ("share", "include", "etc", "sbin", "libexec", "games", "src")
 LIB_DIRS = ("lib", "lib64", "local/lib")
-
-
-class Call:
-    __slots__ = ("file", "lineno", "name", "line", "paths", "errno")
-
-    def __init__(self, file, lineno, name, line, paths, errno):
-        self.file, self.lineno, self.name, self.line = file, lineno, name, line
-        self.paths, self.errno = paths, errno
 
 
 def is_under(path, root):
@@ -94,7 +87,7 @@ def load(trace_files, cwd):
     """-> list of (file, [Call]) with env's part of the main thread skipped."""
     out = []
     for tf in trace_files:
-        calls = [Call(os.path.basename(tf), i, name, line, [p for p, _ in paths], errno)
+        calls = [SP.Call(os.path.basename(tf), i, name, line, [p for p, _ in paths], errno)
                  for i, line, (name, paths, errno, _) in
                  parse_trace(tf, cwd, relative_dirfd_ok=False)]
         out.append((tf, calls))

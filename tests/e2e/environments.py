@@ -525,7 +525,7 @@ def strace_checks(chk, c, counts, runs, tag, what, base_n, table, n_of):
         print(L.indent("\n".join(summary), "      "))
 
     def detail(entries):
-        return "\n".join("trace %s:%d  %s" % (call.file, call.lineno, call.line[:300])
+        return "\n".join("trace %s:%d  %s" % (call.source, call.lineno, call.line[:300])
                          for call, p, root in entries[:40])
 
     for i, r in enumerate(range(1, NRANKS_STRACE)):

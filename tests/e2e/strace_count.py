@@ -77,14 +77,6 @@ STRACE_TIMEOUT = int(os.environ.get("E2E_STRACE_TIMEOUT", "280"))
 IMPORT_SUFFIXES = (".py", ".pyc", ".pth")
 
 
-class Call:
-    __slots__ = ("tid", "lineno", "name", "line", "paths", "errno")
-
-    def __init__(self, tid, lineno, name, line, paths, errno):
-        self.tid, self.lineno, self.name, self.line = tid, lineno, name, line
-        self.paths, self.errno = paths, errno
-
-
 def under(path, prefixes):
     for p in prefixes:
         if path == p or path.startswith(p + "/"):
@@ -136,7 +128,7 @@ def load_trace(trace_dir, tid, cwd):
     for i, line, (name, paths, errno, clone) in parsed:
         if clone:
             clones.append(("clone", clone[0], clone[1]))
-        calls.append(Call(tid, i, name, line, paths, errno))
+        calls.append(SP.Call(tid, i, name, line, paths, errno))
     return calls, clones
 
 
@@ -352,7 +344,7 @@ def main():
                 print("    remaining (allowed) calls, by path:")
                 print(L.indent("\n".join(by_path(a["allowed"])) or "(none)", "      "))
                 shown = a["import"][:60]
-                detail = "\n".join("[%s] trace.%d:%d  %s" % (cat, c.tid, c.lineno, c.line[:240])
+                detail = "\n".join("[%s] trace.%d:%d  %s" % (cat, c.source, c.lineno, c.line[:240])
                                    for cat, c, p in shown)
                 if len(a["import"]) > len(shown):
                     detail += "\n... %d more; by path:\n" % (len(a["import"]) - len(shown))

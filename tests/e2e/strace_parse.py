@@ -38,6 +38,16 @@ EXECVE_OK_RE = re.compile(r"\)\s+=\s+0\s*$")
 SO_RE = re.compile(r"\.so(\.\d+)*$")
 
 
+class Call:
+    """One parsed syscall line: `source` says which trace it came from (a
+    thread id or a trace file's name)."""
+    __slots__ = ("source", "lineno", "name", "line", "paths", "errno")
+
+    def __init__(self, source, lineno, name, line, paths, errno):
+        self.source, self.lineno, self.name, self.line = source, lineno, name, line
+        self.paths, self.errno = paths, errno
+
+
 def unescape(s):
     """A quoted strace string's text (C escapes: \\n, \\ooo, \\xhh ...)."""
     out = []

@@ -6,9 +6,11 @@
 #include "image/walk.hpp"
 #include "serve/tree.hpp"
 
+#include <cerrno>
 #include <criterion/criterion.h>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <memory>
 #include <string>
@@ -79,6 +81,34 @@ struct Built {
     }
     pyimport::Resolution resolve(const std::string& path, bool follow = true) const {
         return tree->resolve(pyimport::Position{}, path, follow);
+    }
+    // Resolves `path` from `base` like stat (`follow`) or lstat and compares
+    // the answer with the kernel's on `real_path`: found with the same inode
+    // and mode, or failed with the same errno; never forwarded.
+    void expect_like_kernel(const pyimport::Position& base, const std::string& path, bool follow,
+                            const std::string& real_path) const {
+        pyimport::Resolution r = tree->resolve(base, path, follow);
+        struct stat st {};
+        int rc = follow ? stat(real_path.c_str(), &st) : lstat(real_path.c_str(), &st);
+        int e = errno;
+        cr_assert_neq(r.kind, pyimport::Resolution::Forward, "%s was forwarded", path.c_str());
+        if (rc == 0) {
+            cr_expect_eq(r.kind, pyimport::Resolution::Found, "%s: kernel found it (error %d)",
+                         path.c_str(), r.error);
+            if (r.kind != pyimport::Resolution::Found) return;
+            const pyimport::StatRecord& rec =
+                r.followed ? snapshot.followed(r.entry) : snapshot.entry(r.entry).st;
+            cr_expect_eq(rec.ino, st.st_ino, "%s: other inode", path.c_str());
+            cr_expect_eq(rec.mode, st.st_mode, "%s: other mode", path.c_str());
+        } else {
+            cr_expect_eq(r.kind, pyimport::Resolution::Failed, "%s: kernel said %s", path.c_str(),
+                         strerror(e));
+            cr_expect_eq(r.error, e, "%s: %s vs kernel %s", path.c_str(), strerror(r.error),
+                         strerror(e));
+        }
+    }
+    void expect_like_kernel(const std::string& path, bool follow) const {
+        expect_like_kernel(pyimport::Position{}, path, follow, path);
     }
     // The listing item named `name` in directory `path`, or nullptr.
     const pyimport::ListingItem* listed(const std::string& path, std::string_view name) const {

@@ -47,27 +47,6 @@ struct Interpreter : Fixture {
     }
 };
 
-// Resolves like stat (follow) or lstat and compares with the kernel.
-void expect_like_kernel(const Built& b, const std::string& path, bool follow) {
-    Resolution r = b.tree->resolve(Position{}, path, follow);
-    struct stat st {};
-    int rc = follow ? stat(path.c_str(), &st) : lstat(path.c_str(), &st);
-    int e = errno;
-    cr_assert_neq(r.kind, Resolution::Forward, "%s was forwarded", path.c_str());
-    if (rc == 0) {
-        cr_expect_eq(r.kind, Resolution::Found, "%s: kernel found it", path.c_str());
-        if (r.kind != Resolution::Found) return;
-        const StatRecord& rec =
-            r.followed ? b.snapshot.followed(r.entry) : b.snapshot.entry(r.entry).st;
-        cr_expect_eq(rec.ino, st.st_ino, "%s: other inode", path.c_str());
-        cr_expect_eq(rec.mode, st.st_mode, "%s: other mode", path.c_str());
-    } else {
-        cr_expect_eq(r.kind, Resolution::Failed, "%s: kernel said %s", path.c_str(), strerror(e));
-        cr_expect_eq(r.error, e, "%s: %s vs kernel %s", path.c_str(), strerror(r.error),
-                     strerror(e));
-    }
-}
-
 } // namespace
 
 // /usr/bin/pyvenv.cfg and the like: present or absent, with the kernel's
@@ -79,8 +58,8 @@ Test(probes, are_answered_like_the_kernel) {
                           "bin/python3._pth", "bin/Modules/Setup.local", "bin/Modules", "lib",
                           "lib/python311.zip", "bin/lib/python3.11/os.py", "bin/lib",
                           "lib/python3.11/os.py", "bin/python3.11/x", "bin/pyvenv.cfg/x"}) {
-        expect_like_kernel(b, fx.path(p), true);
-        expect_like_kernel(b, fx.path(p), false);
+        b.expect_like_kernel(fx.path(p), true);
+        b.expect_like_kernel(fx.path(p), false);
     }
     Resolution cfg = b.resolve(fx.path("pyvenv.cfg"));
     cr_assert_eq(cfg.kind, Resolution::Found);
@@ -110,9 +89,9 @@ Test(probes, other_names_in_a_partial_directory_are_forwarded) {
 Test(probes, prefixes_inside_a_partial_directory_still_answer) {
     Interpreter fx;
     Built b(fx.options());
-    expect_like_kernel(b, fx.path("lib/python3.11/os.py"), true);
-    expect_like_kernel(b, fx.path("lib/python3.11/absent.py"), true);
-    expect_like_kernel(b, fx.path("lib/../lib/python3.11/os.py"), true);
+    b.expect_like_kernel(fx.path("lib/python3.11/os.py"), true);
+    b.expect_like_kernel(fx.path("lib/python3.11/absent.py"), true);
+    b.expect_like_kernel(fx.path("lib/../lib/python3.11/os.py"), true);
     Position at;
     cr_assert(b.tree->locate(fx.path("lib/python3.11"), at));
     cr_assert_neq(at.entry, kNoEntry);

@@ -28,22 +28,7 @@ struct Loaded {
 // Resolves like stat/lstat and checks the answer against the kernel's.
 void expect_like_kernel(Loaded& l, const Position& base, const std::string& path, bool follow,
                         const char* real_path) {
-    Resolution r = l.tree->resolve(base, path, follow);
-    struct stat st {};
-    int rc = follow ? stat(real_path, &st) : lstat(real_path, &st);
-    int e = errno;
-    cr_assert_neq(r.kind, Resolution::Forward, "%s was forwarded", path.c_str());
-    if (rc == 0) {
-        cr_expect_eq(r.kind, Resolution::Found, "%s: kernel found it (error %d)", path.c_str(),
-                     r.error);
-        if (r.kind == Resolution::Found)
-            cr_expect_eq(l.snapshot.entry(r.entry).st.ino, st.st_ino, "%s: other inode",
-                         path.c_str());
-    } else {
-        cr_expect_eq(r.kind, Resolution::Failed, "%s: kernel said %s", path.c_str(), strerror(e));
-        cr_expect_eq(r.error, e, "%s: %s vs kernel %s", path.c_str(), strerror(r.error),
-                     strerror(e));
-    }
+    l.built.expect_like_kernel(base, path, follow, real_path);
 }
 } // namespace
 
