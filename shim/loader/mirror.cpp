@@ -3,6 +3,7 @@
 #include "base/real.hpp"
 #include "base/text.hpp"
 #include "loader/elf.hpp"
+#include "loader/reaper.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -171,6 +172,8 @@ bool NodeMirror::create(const std::string& base, const Snapshot& snapshot, std::
     struct statvfs vfs {};
     if (fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_NOEXEC))
         return fail(base + " is mounted noexec: libraries cannot be mapped from it");
+    // Before any file is written: a job killed from here on leaves nothing.
+    reaper_pid_ = start_reaper(user_path, made, name, fd);
     if (REAL(mkdirat)(fd, "files", 0700) != 0 || REAL(mkdirat)(fd, "root", 0700) != 0 ||
         (files_fd = REAL(openat)(fd, "files", kDirFlags)) < 0)
         return fail(user_path + ": " + std::strerror(errno));

@@ -8,6 +8,10 @@
 //       job-<pid>-<random>/           one per job and node; flock'ed shared by its ranks
 //           files/<entry>             the bytes, written once by the node's first rank
 //           root/<path>               directories, symlinks and hard links to files/
+//
+// The node's last rank removes the job's directory in leave(); if every rank
+// was killed, a reaper process started by create() removes it once the
+// kernel has dropped their locks (loader/reaper.hpp).
 #pragma once
 
 #include "serve/tree.hpp"
@@ -15,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <sys/types.h>
 #include <unordered_map>
 
 namespace pyimport {
@@ -29,7 +34,9 @@ class NodeMirror {
     // The node's first rank, at start: makes <base>/pyimport-<uid>, removes
     // what jobs no process holds any more left there (killed ones), makes
     // this job's directory, writes every library the snapshot holds, and
-    // holds it as join() does. On failure nothing of this job is left.
+    // holds it as join() does. On failure nothing of this job is left. Also
+    // starts the job's reaper, which removes the directory once no process
+    // holds it any more, should every rank be killed.
     bool create(const std::string& base, const Snapshot& snapshot, std::string& error);
 
     // Every rank of the node (its first too): opens the job's directory,
@@ -44,6 +51,8 @@ class NodeMirror {
     const std::string& job_dir() const { return job_dir_; } // what the node's other ranks join
     // The mirror of "/": the loader is given root() + path.
     const std::string& root() const { return root_; }
+    // The reaper create() started, -1 if none (exposed for the tests).
+    pid_t reaper_pid() const { return reaper_pid_; }
 
     // Makes root() + `path` lead where `path` leads in the snapshot,
     // component by component: directories, symlinks (same targets; absolute
@@ -69,6 +78,7 @@ class NodeMirror {
     uint32_t copy_of(const Snapshot& snapshot, uint32_t entry) const;
 
     int job_fd_ = -1;
+    pid_t reaper_pid_ = -1;
     std::string job_dir_;
     std::string root_; // job_dir_ + "/root"
     mutable std::mutex copies_mutex_;
