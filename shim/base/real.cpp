@@ -22,12 +22,12 @@ void* find_real_dlsym() {
 void* find_next(const char* name) {
     if (std::strcmp(name, "dlsym") == 0) return find_real_dlsym();
     // RTLD_NEXT: the definition after this library's, normally libc's.
-    void* symbol = ::dlsym(RTLD_NEXT, name);
+    void* symbol = REAL(dlsym)(RTLD_NEXT, name);
     if (symbol) return symbol;
     // Not after us: perhaps earlier in the global scope (a library loaded
     // before this one defines it) - but in a preloaded library that search
     // finds our own wrapper first, which would then call itself forever.
-    symbol = ::dlsym(RTLD_DEFAULT, name);
+    symbol = REAL(dlsym)(RTLD_DEFAULT, name);
     Dl_info self{}, found{};
     // (dladdr through the table: found after this library, so no recursion.)
     if (!symbol || !REAL(dladdr)(reinterpret_cast<void*>(&find_next), &self) ||
@@ -62,7 +62,8 @@ void* find_loaded(const char* name) {
         void* found;
     } search{name, nullptr, nullptr};
     Dl_info self{};
-    if (REAL(dladdr)(reinterpret_cast<void*>(&find_loaded), &self)) search.self_base = self.dli_fbase;
+    if (REAL(dladdr)(reinterpret_cast<void*>(&find_loaded), &self))
+        search.self_base = self.dli_fbase;
     dl_iterate_phdr(
         [](struct dl_phdr_info* info, size_t, void* data) -> int {
             auto* s = static_cast<Search*>(data);
@@ -101,7 +102,7 @@ int mpi_missing() {
         }                                                                                          \
         void* fn = slot_##name.load(std::memory_order_acquire);                                    \
         if (!fn) {                                                                                 \
-            fn = find_mpi(#name);                                                                    \
+            fn = find_mpi(#name);                                                                  \
             if (!fn) return reinterpret_cast<name##_fn>(reinterpret_cast<void*>(&mpi_missing));    \
             slot_##name.store(fn, std::memory_order_release);                                      \
         }                                                                                          \

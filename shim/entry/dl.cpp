@@ -87,8 +87,8 @@ pyimport_dlopen_prepare(const char** file, int mode) {
 extern "C" __attribute__((visibility("hidden"), used)) void*
 pyimport_dlsym_prepare(void* handle, const char* name, void** answer) {
     // Pseudo-handles (RTLD_DEFAULT, RTLD_NEXT) find the entry points anyway.
-    if (handle != RTLD_DEFAULT && handle != RTLD_NEXT && name && std::strncmp(name, "MPI_", 4) == 0 &&
-        !t_inside_shim) {
+    if (handle != RTLD_DEFAULT && handle != RTLD_NEXT && name &&
+        std::strncmp(name, "MPI_", 4) == 0 && !t_inside_shim) {
         void* entry = mpi_entry_point(name);
         if (entry && world_model_defines(handle, name)) {
             *answer = entry;

@@ -38,11 +38,18 @@ PYIMPORT_EXPORT int MPI_Finalize(void) {
     return REAL_MPI(MPI_Finalize, world_model_library())();
 }
 
+// Hidden aliases of the entry points: the shim's own references to them
+// (a plain &MPI_Init would bind to whichever definition comes first).
+#define PYIMPORT_MPI_ALIAS(symbol, ret, params)                                                    \
+    extern "C" __attribute__((visibility("hidden"), alias(#symbol))) ret entry_##symbol params;
+PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_ALIAS)
+#undef PYIMPORT_MPI_ALIAS
+
 namespace pyimport {
 
 void* mpi_entry_point(const char* name) {
 #define PYIMPORT_MPI_ENTRY(symbol, ret, params)                                                    \
-    if (std::strcmp(name, #symbol) == 0) return reinterpret_cast<void*>(&::symbol);
+    if (std::strcmp(name, #symbol) == 0) return reinterpret_cast<void*>(&entry_##symbol);
     PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_ENTRY)
 #undef PYIMPORT_MPI_ENTRY
     return nullptr;

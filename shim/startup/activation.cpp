@@ -117,7 +117,7 @@ std::string executable_path() {
 }
 
 bool is_python() {
-    void* entry = dlsym(RTLD_DEFAULT, "Py_BytesMain");
+    void* entry = REAL(dlsym)(RTLD_DEFAULT, "Py_BytesMain");
     if (!entry) return false;
     std::string exe = executable_path();
     if (exe.empty()) return false;
@@ -133,7 +133,7 @@ namespace {
 
 std::string python_version() {
     using GetVersion = const char* (*)();
-    auto fn = reinterpret_cast<GetVersion>(dlsym(RTLD_DEFAULT, "Py_GetVersion"));
+    auto fn = reinterpret_cast<GetVersion>(REAL(dlsym)(RTLD_DEFAULT, "Py_GetVersion"));
     if (!fn) return {};
     const char* v = fn(); // "3.11.2 (main, ...": safe before the interpreter starts
     int major = 0, minor = 0;

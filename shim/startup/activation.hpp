@@ -21,8 +21,8 @@ enum class Launcher {
 };
 struct Launch {
     Launcher launcher = Launcher::other;
-    int rank = -1;  // this rank's number, as the launcher counts (-1: not said)
-    int ranks = -1; // how many ranks it started (-1: not said)
+    int rank = -1;     // this rank's number, as the launcher counts (-1: not said)
+    int ranks = -1;    // how many ranks it started (-1: not said)
     bool pmix = false; // the ranks' process manager interface is PMIx
 };
 
@@ -30,8 +30,7 @@ struct Launch {
 // later exec) of a process in which the shim already activated, nor a
 // process of a Slurm batch script outside srun (which sees SLURM_PROCID=0),
 // nor a subprocess that lost Hydra's PMI socket (`fd_open` tells).
-bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch,
-                      std::string& why_not);
+bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch, std::string& why_not);
 
 // The MPI libraries to try, in order: PYIMPORT_MPI_LIBRARY if set; Open
 // MPI's under its mpirun; under a PMIx launcher (srun --mpi=pmix) Open MPI's

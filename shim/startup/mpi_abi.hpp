@@ -12,6 +12,8 @@
 // Open MPI 3.0); tests/unit checks them against the installed headers.
 #pragma once
 
+#include "base/real.hpp"
+
 #include <cstddef>
 #include <dlfcn.h>
 #include <string>
@@ -90,11 +92,16 @@ struct OpenMpi {
             void** slot;
             const char* symbol;
         } const handles[] = {
-            {&comm_world, "ompi_mpi_comm_world"},   {&comm_null, "ompi_mpi_comm_null"},
-            {&group_null, "ompi_mpi_group_null"},   {&info_null, "ompi_mpi_info_null"},
-            {&errors_return, "ompi_mpi_errors_return"}, {&byte, "ompi_mpi_byte"},
-            {&character, "ompi_mpi_char"},          {&integer, "ompi_mpi_int"},
-            {&uint64, "ompi_mpi_uint64_t"},         {&sum, "ompi_mpi_op_sum"},
+            {&comm_world, "ompi_mpi_comm_world"},
+            {&comm_null, "ompi_mpi_comm_null"},
+            {&group_null, "ompi_mpi_group_null"},
+            {&info_null, "ompi_mpi_info_null"},
+            {&errors_return, "ompi_mpi_errors_return"},
+            {&byte, "ompi_mpi_byte"},
+            {&character, "ompi_mpi_char"},
+            {&integer, "ompi_mpi_int"},
+            {&uint64, "ompi_mpi_uint64_t"},
+            {&sum, "ompi_mpi_op_sum"},
             {&min, "ompi_mpi_op_min"},
         };
         for (const Named& named : handles) {
@@ -102,8 +109,8 @@ struct OpenMpi {
             // (copy relocations) which the library itself then uses: the
             // global scope's definition first, the library's own otherwise
             // (loaded RTLD_LOCAL, as mpi4py's is).
-            *named.slot = dlsym(RTLD_DEFAULT, named.symbol);
-            if (!*named.slot) *named.slot = dlsym(library, named.symbol);
+            *named.slot = REAL(dlsym)(RTLD_DEFAULT, named.symbol);
+            if (!*named.slot) *named.slot = REAL(dlsym)(library, named.symbol);
             if (!*named.slot) return error = std::string("no ") + named.symbol, false;
         }
         return true;

@@ -67,7 +67,7 @@ template <class Abi> struct MpiFunctions {
 constexpr uint64_t kChunk = uint64_t{1} << 30; // MPI counts are int: at most 1 GiB at a time
 
 template <class T> bool resolve(void* library, const char* name, T& slot) {
-    slot = reinterpret_cast<T>(dlsym(library, name));
+    slot = reinterpret_cast<T>(REAL(dlsym)(library, name));
     return slot != nullptr;
 }
 
@@ -224,7 +224,8 @@ template <class Abi> class MpiTransport final : public Transport {
         int made = f.Comm_create_from_group(group, "org.pyimport.snapshot", abi_.info_null,
                                             abi_.errors_return, &comm_);
         f.Group_free(&group);
-        if (made != mpi_abi::kSuccess) return error = "cannot create the shim's communicator", false;
+        if (made != mpi_abi::kSuccess)
+            return error = "cannot create the shim's communicator", false;
         return rank_and_size(error);
     }
 
@@ -314,8 +315,9 @@ std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::s
     }
     // Open MPI exports its predefined objects; the MPICH ABI has none.
     std::unique_ptr<Transport> transport =
-        dlsym(handle, "ompi_mpi_comm_world") ? make<mpi_abi::OpenMpi>(handle, library, false, error)
-                                             : make<mpi_abi::Mpich>(handle, library, true, error);
+        REAL(dlsym)(handle, "ompi_mpi_comm_world")
+            ? make<mpi_abi::OpenMpi>(handle, library, false, error)
+            : make<mpi_abi::Mpich>(handle, library, true, error);
     // The library stays loaded either way: it cannot be unloaded safely.
     return transport;
 }

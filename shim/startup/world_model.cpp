@@ -101,8 +101,8 @@ bool world_model_finalize(int* result) {
     WorldModel& model = world();
     {
         std::lock_guard lock(model.mutex);
-        if (!owned(model) || model.state != State::initialised ||
-            !model.application_initialised || model.application_finalized)
+        if (!owned(model) || model.state != State::initialised || !model.application_initialised ||
+            model.application_finalized)
             return false;
         model.application_finalized = true;
     }
