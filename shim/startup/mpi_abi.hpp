@@ -9,13 +9,14 @@
 //              dlsym once it is loaded.
 //
 // The values are the families' published ABIs (stable since MPICH 3.1 and
-// Open MPI 3.0); tests/unit checks them against the installed headers.
+// Open MPI 3.0); unit_mpi_abi checks them against the installed headers.
 #pragma once
 
 #include "base/real.hpp"
 
 #include <cstddef>
 #include <dlfcn.h>
+#include <span>
 #include <string>
 
 namespace pyimport::mpi_abi {
@@ -87,31 +88,39 @@ struct OpenMpi {
     Op min = nullptr;
     Status* status_ignore = nullptr;
 
-    bool resolve(void* library, std::string& error) {
-        struct Named {
-            void** slot;
-            const char* symbol;
-        } const handles[] = {
-            {&comm_world, "ompi_mpi_comm_world"},
-            {&comm_null, "ompi_mpi_comm_null"},
-            {&group_null, "ompi_mpi_group_null"},
-            {&info_null, "ompi_mpi_info_null"},
-            {&errors_return, "ompi_mpi_errors_return"},
-            {&byte, "ompi_mpi_byte"},
-            {&character, "ompi_mpi_char"},
-            {&integer, "ompi_mpi_int"},
-            {&uint64, "ompi_mpi_uint64_t"},
-            {&sum, "ompi_mpi_op_sum"},
-            {&min, "ompi_mpi_op_min"},
+    // Each handle and the object it is the address of, in the order of the
+    // fields above (unit_mpi_abi compares them with Open MPI's mpi.h).
+    struct HandleSymbol {
+        void* OpenMpi::*field;
+        const char* symbol;
+    };
+    static std::span<const HandleSymbol> handle_symbols() {
+        static constexpr HandleSymbol symbols[] = {
+            {&OpenMpi::comm_world, "ompi_mpi_comm_world"},
+            {&OpenMpi::comm_null, "ompi_mpi_comm_null"},
+            {&OpenMpi::group_null, "ompi_mpi_group_null"},
+            {&OpenMpi::info_null, "ompi_mpi_info_null"},
+            {&OpenMpi::errors_return, "ompi_mpi_errors_return"},
+            {&OpenMpi::byte, "ompi_mpi_byte"},
+            {&OpenMpi::character, "ompi_mpi_char"},
+            {&OpenMpi::integer, "ompi_mpi_int"},
+            {&OpenMpi::uint64, "ompi_mpi_uint64_t"},
+            {&OpenMpi::sum, "ompi_mpi_op_sum"},
+            {&OpenMpi::min, "ompi_mpi_op_min"},
         };
-        for (const Named& named : handles) {
+        return symbols;
+    }
+
+    bool resolve(void* library, std::string& error) {
+        for (const HandleSymbol& named : handle_symbols()) {
             // A program linked with the library has copies of these objects
             // (copy relocations) which the library itself then uses: the
             // global scope's definition first, the library's own otherwise
             // (loaded RTLD_LOCAL, as mpi4py's is).
-            *named.slot = REAL(dlsym)(RTLD_DEFAULT, named.symbol);
-            if (!*named.slot) *named.slot = REAL(dlsym)(library, named.symbol);
-            if (!*named.slot) return error = std::string("no ") + named.symbol, false;
+            void*& slot = this->*named.field;
+            slot = REAL(dlsym)(RTLD_DEFAULT, named.symbol);
+            if (!slot) slot = REAL(dlsym)(library, named.symbol);
+            if (!slot) return error = std::string("no ") + named.symbol, false;
         }
         return true;
     }
