@@ -55,6 +55,10 @@ namespace pyimport {
       "under srun, which lets a job go on when a rank dies: seconds a rank waits at exit for "     \
       "the others (the PYIMPORT_STATS summary, the end of MPI), then leaves without them; under "  \
       "Hydra and mpirun, which end such a job themselves, the exit waits as MPI_Finalize does")    \
+    X(mpi_sessions, "PYIMPORT_MPI_SESSIONS", Bool, "1",                                            \
+      "1: an MPI library with MPI-4 sessions (MPICH 4) is used through a session of the "          \
+      "shim's own; 0, and MPIs without them: the shim initialises MPI itself and answers the "     \
+      "application's MPI_Init and MPI_Finalize (Open MPI always)")                                 \
     X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, "",                                               \
       "MPI library the active shim loads (a soname or path, of the MPICH ABI or Open MPI); "       \
       "empty: Open MPI's libmpi.so.40 under its mpirun and, if installed, under a PMIx launcher "  \
@@ -79,6 +83,7 @@ struct Config {
     bool recheck;
     bool any_program;
     int exit_timeout;
+    bool mpi_sessions;
     std::string mpi_library;
 };
 

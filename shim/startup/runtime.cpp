@@ -82,7 +82,8 @@ std::unique_ptr<Transport> open_transport(const Config& config, const Launch& la
     std::string tried;
     for (const std::string& library : mpi_library_candidates(config, launch)) {
         std::string why;
-        if (auto transport = open_mpi_transport(library, why)) return transport;
+        if (auto transport = open_mpi_transport(library, config.mpi_sessions, why))
+            return transport;
         tried += (tried.empty() ? "" : "; ") + why;
     }
     error = tried + " (PYIMPORT_MPI_LIBRARY names the MPI library)";

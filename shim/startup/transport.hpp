@@ -57,7 +57,9 @@ bool node_broadcast_text(Transport& transport, std::string& text, std::string& e
 // thread while the constructor holds the loader) and picks its family's ABI
 // (Open MPI by its exported objects, else the MPICH ABI); connect() then
 // opens an MPI session with its own communicator over all ranks, or without
-// sessions initialises MPI and duplicates MPI_COMM_WORLD.
-std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error);
+// sessions (or `use_sessions` false) initialises MPI and duplicates
+// MPI_COMM_WORLD.
+std::unique_ptr<Transport> open_mpi_transport(const std::string& library, bool use_sessions,
+                                              std::string& error);
 
 } // namespace pyimport

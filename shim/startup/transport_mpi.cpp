@@ -306,7 +306,8 @@ std::unique_ptr<Transport> make(void* library, const std::string& name, bool ses
 
 } // namespace
 
-std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error) {
+std::unique_ptr<Transport> open_mpi_transport(const std::string& library, bool use_sessions,
+                                              std::string& error) {
     void* handle = REAL(dlopen)(library.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
         const char* why = REAL(dlerror)();
@@ -317,7 +318,7 @@ std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::s
     std::unique_ptr<Transport> transport =
         REAL(dlsym)(handle, "ompi_mpi_comm_world")
             ? make<mpi_abi::OpenMpi>(handle, library, false, error)
-            : make<mpi_abi::Mpich>(handle, library, true, error);
+            : make<mpi_abi::Mpich>(handle, library, use_sessions, error);
     // The library stays loaded either way: it cannot be unloaded safely.
     return transport;
 }

@@ -68,6 +68,7 @@ Test(config, defaults) {
     cr_expect(!c.stats);
     cr_expect(c.mpi_library.empty());
     cr_expect_eq(c.exit_timeout, 5);
+    cr_expect(c.mpi_sessions);
 }
 
 Test(config, values) {
@@ -109,12 +110,12 @@ Test(config, public_header_names_every_variable) {
     PYIMPORT_OPTIONS(PYIMPORT_NAME)
 #undef PYIMPORT_NAME
     std::vector<std::string> header = {
-        PYIMPORT_ENV_DISABLE,    PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
-        PYIMPORT_ENV_CONTENT,    PYIMPORT_ENV_STAT,        PYIMPORT_ENV_EXCLUDE,
-        PYIMPORT_ENV_PROFILE,    PYIMPORT_ENV_LIBRARIES,   PYIMPORT_ENV_NODE_DIR,
-        PYIMPORT_ENV_LOG,        PYIMPORT_ENV_STATS,       PYIMPORT_ENV_TIMEOUT,
-        PYIMPORT_ENV_RECHECK,    PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_EXIT_TIMEOUT,
-        PYIMPORT_ENV_MPI_LIBRARY};
+        PYIMPORT_ENV_DISABLE,      PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
+        PYIMPORT_ENV_CONTENT,      PYIMPORT_ENV_STAT,        PYIMPORT_ENV_EXCLUDE,
+        PYIMPORT_ENV_PROFILE,      PYIMPORT_ENV_LIBRARIES,   PYIMPORT_ENV_NODE_DIR,
+        PYIMPORT_ENV_LOG,          PYIMPORT_ENV_STATS,       PYIMPORT_ENV_TIMEOUT,
+        PYIMPORT_ENV_RECHECK,      PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_EXIT_TIMEOUT,
+        PYIMPORT_ENV_MPI_SESSIONS, PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }
 
