@@ -9,7 +9,7 @@
 #            numpy and scipy and prints one line per rank with its import time.
 #
 # Environment: PYTHON (default /usr/bin/python3, Debian's interpreter with
-# numpy/scipy), MPIEXEC (default mpiexec), RANKS (default "1 4").
+# numpy/scipy), MPIEXEC (default mpiexec.mpich), RANKS (default "1 4").
 #
 # For each rank count it runs the program twice with `mpiexec -n N`:
 #   1. plain (every rank reads the module files itself), and
@@ -29,7 +29,8 @@ lib=${1:-$root/build/shim/libpyimport.so}
 shift || true
 if [ $# -gt 0 ]; then prog=("$@"); else prog=("$here/app.py"); fi
 python=${PYTHON:-/usr/bin/python3}
-mpiexec=${MPIEXEC:-mpiexec}
+# MPICH's by name: the default mpiexec may be Open MPI's (which wants more options as root).
+mpiexec=${MPIEXEC:-$(command -v mpiexec.mpich || echo mpiexec)}
 ranks=${RANKS:-1 4}
 
 if [ ! -f "$lib" ]; then

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Configure, build and run every test, in three stages:
+# Configure, build and run every test, in four stages:
 #
-#   main  the normal build and every CTest test (unit, probe, end to end MPI);
+#   main  the normal build and every CTest test (unit, probe, end to end MPI,
+#         the emulated clusters: Slurm, Hydra over nodes, Open MPI), on this
+#         machine as install-deps.sh leaves it: Open MPI is the default MPI
+#         alternative (python3-mpi4py makes it so), MPICH installed beside it;
+#   mpich-only  a build from scratch and the MPICH tests again as on a machine
+#         with MPICH alone (scripts/without-openmpi.sh hides Open MPI);
 #   asan  the unit tests again, built with -fsanitize=address,undefined
 #         (PYIMPORT_SANITIZE=ON): any sanitizer report, a leak included, fails;
 #   fuzz  each libFuzzer target of tests/fuzz (a clang build, PYIMPORT_FUZZ=ON)
@@ -13,7 +18,8 @@
 # BUILD_DIR (default: build) selects the main build directory; the others go
 # next to it: ASAN_BUILD_DIR (default: $BUILD_DIR-asan), FUZZ_BUILD_DIR
 # (default: $BUILD_DIR-fuzz). STAGES (default: "main asan fuzz") selects the
-# stages, FUZZ_SECONDS (default: 50) each fuzz target's time. A failing input
+# stages, FUZZ_SECONDS (default: 30) each fuzz target's time; MPICH_BUILD_DIR
+# (default: $BUILD_DIR-mpich) the mpich-only stage's build. A failing input
 # is kept in $FUZZ_BUILD_DIR/artifacts/. Exits non-zero if configuring,
 # building or any test fails.
 set -euo pipefail
@@ -24,8 +30,9 @@ bash scripts/install-deps.sh
 build=${BUILD_DIR:-build}
 asan=${ASAN_BUILD_DIR:-$build-asan}
 fuzz=${FUZZ_BUILD_DIR:-$build-fuzz}
-stages=${STAGES:-main asan fuzz}
-fuzz_seconds=${FUZZ_SECONDS:-50}
+mpich_build=${MPICH_BUILD_DIR:-$build-mpich}
+stages=${STAGES:-main mpich-only asan fuzz}
+fuzz_seconds=${FUZZ_SECONDS:-30}
 
 times=()
 stage_started=0
@@ -42,6 +49,25 @@ if wants main; then
     cmake --build "$build" -j2
     ctest --test-dir "$build" --output-on-failure "$@"
     end main
+fi
+
+if wants mpich-only; then
+    begin mpich-only
+    # The library, and the tests of what depends on which MPI is there: the
+    # launcher and library choice, the start-up and exit, MPI jobs through
+    # MPICH's launcher (the rest is the same build as the main stage's).
+    bash scripts/without-openmpi.sh bash -c '
+        set -euo pipefail
+        if [ -s "$(readlink -f /usr/lib/x86_64-linux-gnu/libmpi.so.40)" ]; then
+            echo "test.sh: Open MPI is still visible" >&2; exit 1
+        fi
+        cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+        cmake --build "$1" -j2 --target pyimport pyimport-symbols pyimport-options probe \
+              unit_activation unit_startup unit_mpi_abi unit_config
+        ctest --test-dir "$1" --output-on-failure \
+              -R "^(unit_(activation|startup|mpi_abi|config)|probe_differential|symbols_.*|e2e_(workload|inert|exit_code|mpi_ctypes|libraries))$"
+    ' mpich-only "$mpich_build"
+    end mpich-only
 fi
 
 if wants asan; then

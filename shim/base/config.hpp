@@ -51,8 +51,18 @@ namespace pyimport {
       "seen; 0: never")                                                                            \
     X(any_program, "PYIMPORT_ANY_PROGRAM", Bool, "0",                                              \
       "1 activates in any MPI-launched program, not only Python interpreters")                     \
-    X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, PYIMPORT_DEFAULT_MPI_LIBRARY,                     \
-      "MPI library the active shim loads")
+    X(exit_timeout, "PYIMPORT_EXIT_TIMEOUT", Seconds, "5",                                         \
+      "under srun, which lets a job go on when a rank dies: seconds a rank waits at exit for "     \
+      "the others (the PYIMPORT_STATS summary, the end of MPI), then leaves without them; under "  \
+      "Hydra and mpirun, which end such a job themselves, the exit waits as MPI_Finalize does")    \
+    X(mpi_sessions, "PYIMPORT_MPI_SESSIONS", Bool, "1",                                            \
+      "1: an MPI library with MPI-4 sessions (MPICH 4) is used through a session of the "          \
+      "shim's own; 0, and MPIs without them: the shim initialises MPI itself and answers the "     \
+      "application's MPI_Init and MPI_Finalize (Open MPI always)")                                 \
+    X(mpi_library, "PYIMPORT_MPI_LIBRARY", Text, "",                                               \
+      "MPI library the active shim loads (a soname or path, of the MPICH ABI or Open MPI); "       \
+      "empty: Open MPI's libmpi.so.40 under its mpirun and, if installed, under a PMIx launcher "  \
+      "(srun --mpi=pmix), else libmpi.so.12 or libmpich.so.12")
 
 // The settings. A default-constructed Config holds the table's defaults
 // (parsed from the table's text, so they cannot disagree with it).
@@ -72,6 +82,8 @@ struct Config {
     int timeout;
     bool recheck;
     bool any_program;
+    int exit_timeout;
+    bool mpi_sessions;
     std::string mpi_library;
 };
 

@@ -86,8 +86,10 @@ struct timespec;
     X(dup3, int, (int, int, int))                                                                  \
     X(fcntl, int, (int, int, ...))                                                                 \
     X(fcntl64, int, (int, int, ...))                                                               \
-    /* dynamic loading (wrap_dl.cpp; dlopen is an assembly trampoline) */                          \
+    /* dynamic loading (entry/dl.cpp; dlopen and dlsym are assembly trampolines; the real dlsym */ \
+    /* is found with dlvsym, as dlsym itself is interposed) */                                     \
     X(dlopen, void*, (const char*, int))                                                           \
+    X(dlsym, void*, (void*, const char*))                                                          \
     X(dlerror, char*, (void))                                                                      \
     X(dladdr, int, (const void*, Dl_info*))                                                        \
     X(dladdr1, int, (const void*, Dl_info*, void**, int))                                          \
@@ -136,6 +138,19 @@ struct timespec;
     X(system, int, (const char*))                                                                  \
     X(pclose, int, (FILE*))
 
+// The application's MPI life cycle (entry/mpi.cpp), answered by the shim only
+// when it initialised MPI itself (startup/world_model.hpp). Their real
+// functions are the MPI library's: the one the shim initialised, else the
+// next definition (RTLD_NEXT), else the first one among the loaded objects
+// (an MPI library that mpi4py or ctypes loaded with RTLD_LOCAL).
+// X(name, return type, (parameter list))
+#define PYIMPORT_MPI_FUNCTIONS(X)                                                                  \
+    X(MPI_Init, int, (int*, char***))                                                              \
+    X(MPI_Init_thread, int, (int*, char***, int, int*))                                            \
+    X(MPI_Initialized, int, (int*))                                                                \
+    X(MPI_Finalized, int, (int*))                                                                  \
+    X(MPI_Finalize, int, (void))
+
 namespace pyimport::real {
 
 #define PYIMPORT_DECLARE_REAL(name, ret, params)                                                   \
@@ -143,6 +158,14 @@ namespace pyimport::real {
     name##_fn name();
 PYIMPORT_REAL_FUNCTIONS(PYIMPORT_DECLARE_REAL)
 #undef PYIMPORT_DECLARE_REAL
+
+// The application's MPI functions: found when called (the MPI library may be
+// loaded late), from `library` if given (the one the shim initialised).
+#define PYIMPORT_DECLARE_REAL_MPI(name, ret, params)                                               \
+    using name##_fn = ret(*) params;                                                               \
+    name##_fn name(void* library);
+PYIMPORT_MPI_FUNCTIONS(PYIMPORT_DECLARE_REAL_MPI)
+#undef PYIMPORT_DECLARE_REAL_MPI
 
 // Resolves the whole table; called once from the constructor.
 void resolve_all();
@@ -184,3 +207,5 @@ bool substitute(const char* name, void* fn);
 
 // Calls the real function: REAL(open)(path, flags).
 #define REAL(name) (::pyimport::real::name())
+// Calls the application's MPI function: REAL_MPI(MPI_Init, library)(&argc, &argv).
+#define REAL_MPI(name, library) (::pyimport::real::name(library))

@@ -1,4 +1,4 @@
-// dlopen, dlerror, dladdr, dladdr1, dlinfo.
+// dlopen, dlsym, dlerror, dladdr, dladdr1, dlinfo.
 //
 // dlopen is caller-relative: glibc takes the caller from its return address
 // (a bare name is searched with the caller's RUNPATH, and the caller's
@@ -7,11 +7,17 @@
 // pyimport_dlopen_prepare which path to load, then jumps (not calls) to the
 // real dlopen, which sees the original return address.
 //
+// dlsym is caller-relative too (RTLD_NEXT): an assembly trampoline as well.
+// It answers one thing itself: a handle's MPI life-cycle function (ctypes'
+// CDLL("libmpi.so.40").MPI_Init) in a process where the shim initialised MPI
+// is the shim's entry point, as a direct call would be (entry/mpi.cpp).
+//
 // The loader names a library loaded from the node-local mirror by its mirror
 // path; dlerror, dladdr, dladdr1 and dlinfo(RTLD_DI_ORIGIN) give the path on
 // the filesystem instead, as without the shim.
 #include "entry/wrap.hpp"
 #include "loader/libraries.hpp"
+#include "startup/world_model.hpp"
 
 #include <climits>
 #include <cstring>
@@ -76,6 +82,104 @@ pyimport_dlopen_prepare(const char** file, int mode) {
     }
     return reinterpret_cast<void*>(REAL(dlopen));
 }
+
+// The real dlsym's address to jump to, or nullptr with the answer in *answer.
+extern "C" __attribute__((visibility("hidden"), used)) void*
+pyimport_dlsym_prepare(void* handle, const char* name, void** answer) {
+    // Pseudo-handles (RTLD_DEFAULT, RTLD_NEXT) find the entry points anyway.
+    if (handle != RTLD_DEFAULT && handle != RTLD_NEXT && name &&
+        std::strncmp(name, "MPI_", 4) == 0 && !t_inside_shim) {
+        void* entry = mpi_entry_point(name);
+        if (entry && world_model_defines(handle, name)) {
+            *answer = entry;
+            return nullptr;
+        }
+    }
+    return reinterpret_cast<void*>(REAL(dlsym));
+}
+
+#if defined(__x86_64__)
+asm(R"(
+    .pushsection .text
+    .globl dlsym
+    .type dlsym, @function
+    .p2align 4
+dlsym:
+    .cfi_startproc
+    endbr64
+    pushq %rdi
+    .cfi_adjust_cfa_offset 8
+    pushq %rsi
+    .cfi_adjust_cfa_offset 8
+    subq $24, %rsp
+    .cfi_adjust_cfa_offset 24
+    movq %rsp, %rdx
+    call pyimport_dlsym_prepare
+    testq %rax, %rax
+    jz 1f
+    addq $24, %rsp
+    .cfi_remember_state
+    .cfi_adjust_cfa_offset -24
+    popq %rsi
+    .cfi_adjust_cfa_offset -8
+    popq %rdi
+    .cfi_adjust_cfa_offset -8
+    jmp *%rax
+1:
+    .cfi_restore_state
+    movq (%rsp), %rax
+    addq $24, %rsp
+    .cfi_adjust_cfa_offset -24
+    popq %rsi
+    .cfi_adjust_cfa_offset -8
+    popq %rdi
+    .cfi_adjust_cfa_offset -8
+    ret
+    .cfi_endproc
+    .size dlsym, .-dlsym
+    .popsection
+)");
+#elif defined(__aarch64__)
+asm(R"(
+    .pushsection .text
+    .globl dlsym
+    .type dlsym, %function
+    .p2align 2
+dlsym:
+    .cfi_startproc
+    hint #34
+    stp x29, x30, [sp, #-48]!
+    .cfi_def_cfa_offset 48
+    .cfi_offset 29, -48
+    .cfi_offset 30, -40
+    mov x29, sp
+    str x0, [sp, #16]
+    str x1, [sp, #24]
+    add x2, sp, #32
+    bl pyimport_dlsym_prepare
+    cbz x0, 1f
+    mov x16, x0
+    ldr x0, [sp, #16]
+    ldr x1, [sp, #24]
+    .cfi_remember_state
+    ldp x29, x30, [sp], #48
+    .cfi_def_cfa_offset 0
+    .cfi_restore 29
+    .cfi_restore 30
+    br x16
+1:
+    .cfi_restore_state
+    ldr x0, [sp, #32]
+    ldp x29, x30, [sp], #48
+    .cfi_def_cfa_offset 0
+    .cfi_restore 29
+    .cfi_restore 30
+    ret
+    .cfi_endproc
+    .size dlsym, .-dlsym
+    .popsection
+)");
+#endif
 
 #if defined(__x86_64__)
 asm(R"(

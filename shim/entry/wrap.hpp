@@ -39,4 +39,8 @@ inline void note_change(int dirfd, const char* path, bool follow_last) {
     if (guard) guard->changed(dirfd, path, follow_last);
 }
 
+// The shim's entry point for an MPI life-cycle function (entry/mpi.cpp), or
+// nullptr for any other name.
+void* mpi_entry_point(const char* name);
+
 } // namespace pyimport

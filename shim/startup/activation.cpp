@@ -16,33 +16,82 @@
 
 namespace pyimport {
 
-bool launched_as_rank(std::string& why_not) {
-    if (getenv(kActiveMarker)) {
+namespace {
+
+// A whole non-negative decimal number, or -1.
+int number(const char* text) {
+    if (!text || !*text) return -1;
+    char* end = nullptr;
+    long value = strtol(text, &end, 10);
+    return *end == '\0' && value >= 0 && value <= INT_MAX ? static_cast<int>(value) : -1;
+}
+
+} // namespace
+
+bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch,
+                      std::string& why_not) {
+    if (lookup(kActiveMarker)) {
         why_not = "a descendant of an active process";
         return false;
     }
-    static const char* const rank_variables[] = {"PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK",
-                                                 "SLURM_PROCID"};
-    bool rank = false;
-    for (const char* name : rank_variables)
-        rank = rank || getenv(name);
-    if (!rank) {
+    launch = Launch{};
+    launch.pmix = lookup("PMIX_RANK") != nullptr;
+    if (const char* rank = lookup("OMPI_COMM_WORLD_RANK")) {
+        launch.launcher = Launcher::open_mpi;
+        launch.rank = number(rank);
+        launch.ranks = number(lookup("OMPI_COMM_WORLD_SIZE"));
+    } else if (lookup("PMI_RANK") && lookup("MPI_LOCALRANKID")) {
+        launch.launcher = Launcher::hydra;
+        launch.rank = number(lookup("PMI_RANK"));
+        launch.ranks = number(lookup("PMI_SIZE"));
+    } else if (lookup("SLURM_PROCID")) {
+        // A batch script has SLURM_PROCID=0 too, but no step of its own.
+        if (!lookup("SLURM_STEP_ID") && !lookup("SLURM_STEPID")) {
+            why_not = "a process of a Slurm batch script, not a task of srun";
+            return false;
+        }
+        launch.launcher = Launcher::slurm;
+        launch.rank = number(lookup("SLURM_PROCID"));
+        const char* tasks = lookup("SLURM_STEP_NUM_TASKS");
+        launch.ranks = number(tasks ? tasks : lookup("SLURM_NTASKS"));
+        if (const char* type = lookup("SLURM_MPI_TYPE"))
+            launch.pmix = launch.pmix || std::strncmp(type, "pmix", 4) == 0;
+    } else if (const char* rank = lookup("PMI_RANK")) {
+        launch.rank = number(rank);
+        launch.ranks = number(lookup("PMI_SIZE"));
+    } else if (const char* rank = lookup("PMIX_RANK")) {
+        launch.rank = number(rank);
+    } else {
         why_not = "not started by an MPI launcher";
         return false;
     }
-    // Hydra hands each rank a PMI socket; a subprocess whose descriptors were
-    // closed (Python's subprocess does that) inherits the number only, and
-    // MPI would abort it.
-    if (const char* pmi_fd = getenv("PMI_FD")) {
-        char* end = nullptr;
-        long fd = strtol(pmi_fd, &end, 10);
-        if (*pmi_fd == '\0' || *end != '\0' || fd < 0 || fd > INT_MAX ||
-            REAL(fcntl)(static_cast<int>(fd), F_GETFD) < 0) {
+    // Hydra and srun's PMI-2 hand each rank a PMI socket; a subprocess whose
+    // descriptors were closed (Python's subprocess does that) inherits the
+    // number only, and MPI would abort it.
+    if (const char* pmi_fd = lookup("PMI_FD")) {
+        int fd = number(pmi_fd);
+        if (fd < 0 || !fd_open(fd)) {
             why_not = "PMI_FD is not open (a subprocess of a rank)";
             return false;
         }
     }
     return true;
+}
+
+std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch) {
+    if (!config.mpi_library.empty()) return {config.mpi_library};
+    const std::vector<std::string> mpich_abi = {"libmpi.so.12", "libmpich.so.12"};
+    if (launch.launcher == Launcher::open_mpi) return {"libmpi.so.40"};
+    if (launch.pmix && !(launch.launcher == Launcher::hydra)) {
+        std::vector<std::string> candidates = {"libmpi.so.40"};
+        candidates.insert(candidates.end(), mpich_abi.begin(), mpich_abi.end());
+        return candidates;
+    }
+    return mpich_abi;
+}
+
+bool launcher_keeps_going(const Launch& launch) {
+    return launch.launcher == Launcher::slurm;
 }
 
 Activation decide_activation(EnvLookup lookup, bool (*is_python)(), Config& config,
@@ -68,7 +117,7 @@ std::string executable_path() {
 }
 
 bool is_python() {
-    void* entry = dlsym(RTLD_DEFAULT, "Py_BytesMain");
+    void* entry = REAL(dlsym)(RTLD_DEFAULT, "Py_BytesMain");
     if (!entry) return false;
     std::string exe = executable_path();
     if (exe.empty()) return false;
@@ -84,7 +133,7 @@ namespace {
 
 std::string python_version() {
     using GetVersion = const char* (*)();
-    auto fn = reinterpret_cast<GetVersion>(dlsym(RTLD_DEFAULT, "Py_GetVersion"));
+    auto fn = reinterpret_cast<GetVersion>(REAL(dlsym)(RTLD_DEFAULT, "Py_GetVersion"));
     if (!fn) return {};
     const char* v = fn(); // "3.11.2 (main, ...": safe before the interpreter starts
     int major = 0, minor = 0;

@@ -12,9 +12,36 @@ namespace pyimport {
 
 inline constexpr const char* kActiveMarker = PYIMPORT_ENV_ACTIVE_PID;
 
+// Who started this process as a rank, from the variables it sets.
+enum class Launcher {
+    hydra,    // MPICH's mpiexec (also inside a Slurm allocation)
+    open_mpi, // Open MPI's mpirun / prterun
+    slurm,    // srun (--mpi=pmi2, pmix or none)
+    other,    // PMI_RANK or PMIX_RANK from another launcher
+};
+struct Launch {
+    Launcher launcher = Launcher::other;
+    int rank = -1;     // this rank's number, as the launcher counts (-1: not said)
+    int ranks = -1;    // how many ranks it started (-1: not said)
+    bool pmix = false; // the ranks' process manager interface is PMIx
+};
+
 // A rank started by an MPI launcher that is not a descendant (child, or a
-// later exec) of a process in which the shim already activated.
-bool launched_as_rank(std::string& why_not);
+// later exec) of a process in which the shim already activated, nor a
+// process of a Slurm batch script outside srun (which sees SLURM_PROCID=0),
+// nor a subprocess that lost Hydra's PMI socket (`fd_open` tells).
+bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch, std::string& why_not);
+
+// The MPI libraries to try, in order: PYIMPORT_MPI_LIBRARY if set; Open
+// MPI's under its mpirun; under a PMIx launcher (srun --mpi=pmix) Open MPI's
+// first, as Debian's MPICH has no PMIx client; else the MPICH ABI's.
+std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch);
+
+// Whether the launcher lets a job go on when one of its ranks dies (srun
+// without -K): then no rank may wait for the others at exit without bound.
+// Hydra and mpirun end such a job themselves, and end it too when a rank
+// leaves without ending MPI: there the exit waits as MPI_Finalize does.
+bool launcher_keeps_going(const Launch& launch);
 enum class Activation {
     Inert,         // stays a pass-through, silently
     Active,        // takes part in the start-up step

@@ -191,7 +191,14 @@ void run_in_thread(StartupRun* run) {
     std::string error;
     RankStart result;
     result.connected = run->transport->connect(error);
-    if (result.connected) {
+    if (result.connected && run->launcher_ranks > 1 && run->transport->size() == 1) {
+        if (run->launcher_rank <= 0)
+            log_error("the launcher started %d ranks but the MPI library sees a world of 1 (it "
+                      "does not speak the launcher's process manager interface: e.g. MPICH "
+                      "under srun --mpi=pmix; use --mpi=pmi2, or an MPI built for it, or "
+                      "PYIMPORT_MPI_LIBRARY); running uncached",
+                      run->launcher_ranks);
+    } else if (result.connected) {
         set_log_rank(run->transport->rank());
         try {
             start_rank(*run->transport, run->config, run->inputs, result);

@@ -83,6 +83,11 @@ struct StartupRun {
     Config config;
     FindWalkInputs inputs;
     std::unique_ptr<Transport> transport;
+    // What the launcher says: how many ranks it started (-1: not said) and
+    // this one's number. Started as N but connected as a world of 1, the
+    // ranks cannot find each other: each stays uncached (no N walks).
+    int launcher_ranks = -1;
+    int launcher_rank = -1;
     // Called in the start-up thread once its collective calls are done
     // (connected or not, waited for or not), before the waiter is woken:
     // the transport must then take part in the exit.

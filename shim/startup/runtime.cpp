@@ -13,7 +13,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <fcntl.h>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <unistd.h>
 
 namespace pyimport {
@@ -30,6 +35,7 @@ std::atomic<Transport*> g_transport{nullptr};
 std::atomic<bool> g_gather_stats{false}; // the same on every rank
 std::atomic<int> g_ranks{0};
 std::atomic<bool> g_shut_down{false};
+int g_exit_timeout = 0; // seconds; 0: the exit waits as MPI_Finalize does
 double g_start_seconds = 0;
 NotCached g_not_cached;                    // rank 0's, for the summary
 const ProgramProfile* g_profile = nullptr; // rank 0's
@@ -66,9 +72,28 @@ WalkInputs interpreter_inputs(const Config& config) {
     return inputs;
 }
 
+bool descriptor_open(int fd) {
+    return REAL(fcntl)(fd, F_GETFD) >= 0;
+}
+
+// The first of the candidate MPI libraries that loads.
+std::unique_ptr<Transport> open_transport(const Config& config, const Launch& launch,
+                                          std::string& error) {
+    std::string tried;
+    for (const std::string& library : mpi_library_candidates(config, launch)) {
+        std::string why;
+        if (auto transport = open_mpi_transport(library, config.mpi_sessions, why))
+            return transport;
+        tried += (tried.empty() ? "" : "; ") + why;
+    }
+    error = tried + " (PYIMPORT_MPI_LIBRARY names the MPI library)";
+    return nullptr;
+}
+
 void activate() {
     std::string why_not;
-    if (!launched_as_rank(why_not)) return;
+    Launch launch;
+    if (!launched_as_rank(getenv_raw, descriptor_open, launch, why_not)) return;
     Config config;
     std::string error;
     switch (decide_activation(getenv_raw, is_python, config, error)) {
@@ -88,17 +113,20 @@ void activate() {
     setenv(kActiveMarker, pid, 1);
 
     auto start = std::chrono::steady_clock::now();
-    std::unique_ptr<Transport> transport = open_mpi_transport(config.mpi_library, error);
+    std::unique_ptr<Transport> transport = open_transport(config, launch, error);
     if (!transport) {
         log_error("%s; running uncached", error.c_str());
         return;
     }
     g_active_pid = getpid();
+    if (launcher_keeps_going(launch)) g_exit_timeout = config.exit_timeout;
 
     auto* run = new StartupRun;
     run->config = config;
     run->inputs = interpreter_inputs;
     run->transport = std::move(transport);
+    run->launcher_ranks = launch.ranks;
+    run->launcher_rank = launch.rank;
     run->completed = publish_transport;
     if (!run_start_up(*run, config.timeout)) return;
 
@@ -147,10 +175,34 @@ bool shutdown_pending() {
            !g_shut_down.load(std::memory_order_acquire);
 }
 
-void shutdown_at_exit() {
+namespace {
+
+// The exit step in a thread of its own, which the exiting thread waits for
+// only so long: a rank that died never arrives, and the thread then stays
+// behind, blocked in MPI, until the process ends.
+struct BoundedExit {
+    std::mutex mutex;
+    std::condition_variable done_changed;
+    bool done = false;
+    std::vector<std::string> lines;
+};
+
+std::vector<std::string> run_exit_step(Transport& transport, const RankExit& rank) {
+    try {
+        return exit_rank(transport, rank);
+    } catch (...) {
+        log_error("unexpected failure at exit");
+        return {};
+    }
+}
+
+} // namespace
+
+void shutdown_at_exit(ExitPath path) {
     Transport* transport = g_transport.load(std::memory_order_acquire);
     if (!transport || getpid() != g_active_pid) return;
     if (g_shut_down.exchange(true)) return;
+    int saved_inside = t_inside_shim;
     t_inside_shim = 1;
     RankExit rank;
     rank.gather_stats = g_gather_stats.load(std::memory_order_relaxed);
@@ -160,14 +212,37 @@ void shutdown_at_exit() {
     rank.ranks = g_ranks.load(std::memory_order_relaxed);
     rank.start_seconds = g_start_seconds;
     rank.not_cached = g_not_cached;
+    std::vector<std::string> lines;
     // Called from _exit and exec too: nothing may leave through them.
     try {
-        for (const std::string& line : exit_rank(*transport, rank))
+        if (path == ExitPath::application_finalize || g_exit_timeout <= 0) {
+            lines = run_exit_step(*transport, rank);
+        } else {
+            auto bounded = std::make_shared<BoundedExit>();
+            std::thread([bounded, transport, rank] {
+                t_inside_shim = 1;
+                std::vector<std::string> out = run_exit_step(*transport, rank);
+                std::lock_guard lock(bounded->mutex);
+                bounded->lines = std::move(out);
+                bounded->done = true;
+                bounded->done_changed.notify_all();
+            }).detach();
+            std::unique_lock lock(bounded->mutex);
+            if (bounded->done_changed.wait_for(lock, std::chrono::seconds(g_exit_timeout),
+                                               [&] { return bounded->done; }))
+                lines = std::move(bounded->lines);
+            else
+                PYIMPORT_LOG(LogLevel::info,
+                             "the other ranks did not reach the exit within "
+                             "PYIMPORT_EXIT_TIMEOUT=%d s (a rank was lost?); leaving without them",
+                             g_exit_timeout);
+        }
+        for (const std::string& line : lines)
             log_line("%s", line.c_str());
     } catch (...) {
         log_error("unexpected failure at exit");
     }
-    t_inside_shim = 0;
+    t_inside_shim = saved_inside;
 }
 
 } // namespace pyimport

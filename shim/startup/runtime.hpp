@@ -58,9 +58,14 @@ class Guard {
     Core* core_ = nullptr;
 };
 
+// Where the process ends the shim's MPI use from.
+enum class ExitPath {
+    process_exit,         // exit, _exit, exec: bounded where the launcher lets a job go on
+    application_finalize, // the application's MPI_Finalize (world model): never bounded
+};
 // Ends the shim's MPI use and prints the summary; called at exit, _exit and
-// exec (once).
-void shutdown_at_exit();
+// exec, or from the application's MPI_Finalize (once).
+void shutdown_at_exit(ExitPath path = ExitPath::process_exit);
 // Whether shutdown_at_exit() has something to end in this process.
 bool shutdown_pending();
 

@@ -1,5 +1,6 @@
-// The one small interface behind which each MPI family lives (MPI-4 sessions
-// in transport_mpi.cpp; a fake of N ranks as threads in tests/unit). Only the
+// The one small interface behind which each MPI family lives (the MPICH ABI
+// and Open MPI, with sessions or the world model, in transport_mpi.cpp; a
+// fake of N ranks as threads in tests/unit). Only the
 // start-up step and the exit use it: the serving layers never see MPI.
 // Every call is collective over the ranks it names and returns false with a
 // one-line reason when the MPI library reports a failure.
@@ -44,16 +45,21 @@ class Transport {
     // on rank 0.
     virtual bool gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
                                 std::vector<std::string>& texts) = 0;
-    // Ends the shim's use of MPI; the application's own MPI use is unaffected.
-    virtual void finish() = 0;
+    // Ends the shim's use of MPI: its session, or (world model) MPI itself,
+    // once the application is done with it. Returns the MPI result (0: success).
+    virtual int finish() = 0;
 };
 
 // The node leader's `text` to the node's other ranks (a length, then the bytes).
 bool node_broadcast_text(Transport& transport, std::string& text, std::string& error);
 
 // Loads the MPI library (in the calling thread: dlopen must not run in a
-// thread while the constructor holds the loader); connect() then opens an
-// MPI session with its own communicator over all ranks.
-std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error);
+// thread while the constructor holds the loader) and picks its family's ABI
+// (Open MPI by its exported objects, else the MPICH ABI); connect() then
+// opens an MPI session with its own communicator over all ranks, or without
+// sessions (or `use_sessions` false) initialises MPI and duplicates
+// MPI_COMM_WORLD.
+std::unique_ptr<Transport> open_mpi_transport(const std::string& library, bool use_sessions,
+                                              std::string& error);
 
 } // namespace pyimport

@@ -1,91 +1,132 @@
-// The MPI family of the transport, with MPI-4 sessions: the shim's session
-// and communicator are separate from the world model, so the application can
-// still call MPI_Init (directly, through mpi4py, or through ctypes) and
-// MPI_Finalize as usual, before or after us, and MPI_Initialized tells it the
-// truth. MPICH 4.0 cannot initialise again once every session is finalised,
-// so the session stays open until the process exits (finish()).
-#include "startup/transport.hpp"
-
+// The MPI families of the transport (one template over the ABIs of
+// mpi_abi.hpp), in one of two ways of starting MPI:
+//
+//   sessions (MPI-4: MPICH >= 4.0): the shim's session and communicator are
+//     separate from the world model, so the application still calls MPI_Init
+//     and MPI_Finalize as usual, before or after us, and MPI_Initialized
+//     tells it the truth unaided. MPICH 4.0 cannot initialise again once
+//     every session is finalised, so the session stays open until the
+//     process exits (finish()).
+//   the world model (MPI-3 libraries, Open MPI 4.1): the shim calls
+//     MPI_Init_thread itself and works on a duplicate of MPI_COMM_WORLD; the
+//     application's own MPI_Init, MPI_Initialized, MPI_Finalized and
+//     MPI_Finalize are then answered as if it had not (world_model.hpp).
+//
+// Open MPI always takes the world model: its sessions (5.0) are untested here.
 #include "base/real.hpp"
+#include "startup/mpi_abi.hpp"
+#include "startup/transport.hpp"
+#include "startup/world_model.hpp"
 
 #include <algorithm>
-#include <mpi.h>
 #include <time.h>
 
 namespace pyimport {
 namespace {
 
-// Every MPI function the shim calls, resolved from the library it loads.
-#define PYIMPORT_MPI_FUNCTIONS(X)                                                                  \
-    X(MPI_Session_init)                                                                            \
-    X(MPI_Group_from_session_pset)                                                                 \
-    X(MPI_Comm_create_from_group)                                                                  \
-    X(MPI_Group_free)                                                                              \
-    X(MPI_Comm_rank)                                                                               \
-    X(MPI_Comm_size)                                                                               \
-    X(MPI_Bcast)                                                                                   \
-    X(MPI_Ibcast)                                                                                  \
-    X(MPI_Test)                                                                                    \
-    X(MPI_Reduce)                                                                                  \
-    X(MPI_Gather)                                                                                  \
-    X(MPI_Gatherv)                                                                                 \
-    X(MPI_Comm_free)                                                                               \
-    X(MPI_Comm_split_type)                                                                         \
-    X(MPI_Comm_split)                                                                              \
-    X(MPI_Allreduce)                                                                               \
-    X(MPI_Session_finalize)
+// Every MPI function the shim calls, typed by the family's ABI.
+template <class Abi> struct MpiFunctions {
+    using Comm = typename Abi::Comm;
+    using Group = typename Abi::Group;
+    using Info = typename Abi::Info;
+    using Datatype = typename Abi::Datatype;
+    using Op = typename Abi::Op;
+    using Request = typename Abi::Request;
+    using Session = typename Abi::Session;
+    using Errhandler = typename Abi::Errhandler;
+    using Status = typename Abi::Status;
 
-struct MpiFunctions {
-#define PYIMPORT_MPI_MEMBER(name) decltype(&name) name##_ = nullptr;
-    PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_MEMBER)
-#undef PYIMPORT_MPI_MEMBER
+    // Sessions only (null without them).
+    int (*Session_init)(Info, Errhandler, Session*) = nullptr;
+    int (*Group_from_session_pset)(Session, const char*, Group*) = nullptr;
+    int (*Comm_create_from_group)(Group, const char*, Info, Errhandler, Comm*) = nullptr;
+    int (*Group_free)(Group*) = nullptr;
+    int (*Session_finalize)(Session*) = nullptr;
+    // The world model.
+    int (*Initialized)(int*) = nullptr;
+    int (*Init_thread)(int*, char***, int, int*) = nullptr;
+    int (*Comm_dup)(Comm, Comm*) = nullptr;
+    int (*Comm_set_errhandler)(Comm, Errhandler) = nullptr;
+    int (*Finalize)() = nullptr;
+    // Both.
+    int (*Comm_rank)(Comm, int*) = nullptr;
+    int (*Comm_size)(Comm, int*) = nullptr;
+    int (*Bcast)(void*, int, Datatype, int, Comm) = nullptr;
+    int (*Ibcast)(void*, int, Datatype, int, Comm, Request*) = nullptr;
+    int (*Test)(Request*, int*, Status*) = nullptr;
+    int (*Reduce)(const void*, void*, int, Datatype, Op, int, Comm) = nullptr;
+    int (*Gather)(const void*, int, Datatype, void*, int, Datatype, int, Comm) = nullptr;
+    int (*Gatherv)(const void*, int, Datatype, void*, const int*, const int*, Datatype, int,
+                   Comm) = nullptr;
+    int (*Comm_free)(Comm*) = nullptr;
+    int (*Comm_split_type)(Comm, int, int, Info, Comm*) = nullptr;
+    int (*Comm_split)(Comm, int, int, Comm*) = nullptr;
+    int (*Allreduce)(const void*, void*, int, Datatype, Op, Comm) = nullptr;
 };
 
 constexpr uint64_t kChunk = uint64_t{1} << 30; // MPI counts are int: at most 1 GiB at a time
 
-class MpiTransport final : public Transport {
+template <class T> bool resolve(void* library, const char* name, T& slot) {
+    slot = reinterpret_cast<T>(REAL(dlsym)(library, name));
+    return slot != nullptr;
+}
+
+template <class Abi> class MpiTransport final : public Transport {
+    using Comm = typename Abi::Comm;
+
   public:
-    bool load(const std::string& library, std::string& error) {
-        handle_ = REAL(dlopen)(library.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (!handle_) {
-            const char* why = REAL(dlerror)();
-            error = std::string("cannot load the MPI library: ") + (why ? why : library.c_str());
+    bool load(void* library, const std::string& name, bool use_sessions, std::string& error) {
+        library_ = library;
+        if (!abi_.resolve(library, error)) {
+            error = name + " is not an " + Abi::kFamily + " library (" + error + ")";
             return false;
         }
-#define PYIMPORT_MPI_RESOLVE(name)                                                                 \
-    mpi_.name##_ = reinterpret_cast<decltype(&name)>(dlsym(handle_, #name));                       \
-    if (!mpi_.name##_) {                                                                           \
-        error = library + " has no " #name " (MPI 4 sessions are needed)";                         \
-        return false;                                                                              \
-    }
-        PYIMPORT_MPI_FUNCTIONS(PYIMPORT_MPI_RESOLVE)
-#undef PYIMPORT_MPI_RESOLVE
+        // Open MPI's null handles are known only now.
+        session_ = abi_.session_null;
+        comm_ = node_ = leaders_ = abi_.comm_null;
+        auto& f = mpi_;
+        const char* missing = nullptr;
+        auto need = [&](const char* symbol, auto& slot) {
+            if (!missing && !resolve(library, symbol, slot)) missing = symbol;
+        };
+        need("MPI_Comm_rank", f.Comm_rank);
+        need("MPI_Comm_size", f.Comm_size);
+        need("MPI_Bcast", f.Bcast);
+        need("MPI_Ibcast", f.Ibcast);
+        need("MPI_Test", f.Test);
+        need("MPI_Reduce", f.Reduce);
+        need("MPI_Gather", f.Gather);
+        need("MPI_Gatherv", f.Gatherv);
+        need("MPI_Comm_free", f.Comm_free);
+        need("MPI_Comm_split_type", f.Comm_split_type);
+        need("MPI_Comm_split", f.Comm_split);
+        need("MPI_Allreduce", f.Allreduce);
+        sessions_ = use_sessions && resolve(library, "MPI_Session_init", f.Session_init);
+        if (sessions_) {
+            need("MPI_Group_from_session_pset", f.Group_from_session_pset);
+            need("MPI_Comm_create_from_group", f.Comm_create_from_group);
+            need("MPI_Group_free", f.Group_free);
+            need("MPI_Session_finalize", f.Session_finalize);
+        } else {
+            need("MPI_Initialized", f.Initialized);
+            need("MPI_Init_thread", f.Init_thread);
+            need("MPI_Comm_dup", f.Comm_dup);
+            need("MPI_Comm_set_errhandler", f.Comm_set_errhandler);
+            need("MPI_Finalize", f.Finalize);
+        }
+        if (missing) {
+            error = name + " has no " + missing + " (an MPI-3 library is needed)";
+            return false;
+        }
         return true;
     }
 
     bool connect(std::string& error) override {
-        if (mpi_.MPI_Session_init_(MPI_INFO_NULL, MPI_ERRORS_RETURN, &session_) != MPI_SUCCESS)
-            return error = "MPI_Session_init failed", false;
-        open_ = true;
-        MPI_Group group = MPI_GROUP_NULL;
-        if (mpi_.MPI_Group_from_session_pset_(session_, "mpi://WORLD", &group) != MPI_SUCCESS)
-            return error = "cannot find the MPI process set mpi://WORLD", false;
-        int made = mpi_.MPI_Comm_create_from_group_(group, "org.pyimport.snapshot", MPI_INFO_NULL,
-                                                    MPI_ERRORS_RETURN, &comm_);
-        mpi_.MPI_Group_free_(&group);
-        if (made != MPI_SUCCESS) return error = "cannot create the shim's communicator", false;
-        if (mpi_.MPI_Comm_rank_(comm_, &rank_) != MPI_SUCCESS ||
-            mpi_.MPI_Comm_size_(comm_, &size_) != MPI_SUCCESS)
-            return error = "MPI_Comm_rank or MPI_Comm_size failed", false;
-        return true;
+        return sessions_ ? open_session(error) : initialise_world(error);
     }
 
-    int rank() const override {
-        return rank_;
-    }
-    int size() const override {
-        return size_;
-    }
+    int rank() const override { return rank_; }
+    int size() const override { return size_; }
 
     bool broadcast(std::vector<char>& bytes, std::string& error) override {
         uint64_t length = bytes.size();
@@ -95,35 +136,33 @@ class MpiTransport final : public Transport {
     }
 
     bool split_by_node(std::string& error) override {
-        if (mpi_.MPI_Comm_split_type_(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_) !=
-            MPI_SUCCESS)
+        if (mpi_.Comm_split_type(comm_, Abi::kCommTypeShared, rank_, abi_.info_null, &node_) !=
+            mpi_abi::kSuccess)
             return error = "MPI_Comm_split_type failed", false;
-        if (mpi_.MPI_Comm_rank_(node_, &node_rank_) != MPI_SUCCESS)
+        if (mpi_.Comm_rank(node_, &node_rank_) != mpi_abi::kSuccess)
             return error = "MPI_Comm_rank failed", false;
-        if (mpi_.MPI_Comm_split_(comm_, node_rank_ == 0 ? 0 : MPI_UNDEFINED, rank_, &leaders_) !=
-            MPI_SUCCESS)
+        if (mpi_.Comm_split(comm_, node_rank_ == 0 ? 0 : mpi_abi::kUndefined, rank_, &leaders_) !=
+            mpi_abi::kSuccess)
             return error = "MPI_Comm_split failed", false;
         return true;
     }
 
-    int node_rank() const override {
-        return node_rank_;
-    }
+    int node_rank() const override { return node_rank_; }
 
     bool leaders_broadcast(char* data, uint64_t length, std::string& error) override {
-        if (leaders_ == MPI_COMM_NULL) return error = "not a node leader", false;
+        if (leaders_ == abi_.comm_null) return error = "not a node leader", false;
         return broadcast_chunked(data, length, leaders_, error);
     }
 
     bool node_broadcast(void* data, uint64_t length, std::string& error) override {
-        if (node_ == MPI_COMM_NULL) return error = "no node communicator", false;
+        if (node_ == abi_.comm_null) return error = "no node communicator", false;
         return broadcast_chunked(static_cast<char*>(data), length, node_, error);
     }
 
     bool node_all(bool mine, bool& all, std::string& error) override {
         int in = mine ? 1 : 0, out = 0;
-        if (node_ == MPI_COMM_NULL ||
-            mpi_.MPI_Allreduce_(&in, &out, 1, MPI_INT, MPI_MIN, node_) != MPI_SUCCESS)
+        if (node_ == abi_.comm_null ||
+            mpi_.Allreduce(&in, &out, 1, abi_.integer, abi_.min, node_) != mpi_abi::kSuccess)
             return error = "MPI_Allreduce failed", false;
         all = out != 0;
         return true;
@@ -138,14 +177,14 @@ class MpiTransport final : public Transport {
                         std::vector<std::string>& texts) override {
         texts.clear();
         std::vector<uint64_t> sums(values.size());
-        if (mpi_.MPI_Reduce_(values.data(), sums.data(), static_cast<int>(values.size()),
-                             MPI_UINT64_T, MPI_SUM, 0, comm_) != MPI_SUCCESS)
+        if (mpi_.Reduce(values.data(), sums.data(), static_cast<int>(values.size()), abi_.uint64,
+                        abi_.sum, 0, comm_) != mpi_abi::kSuccess)
             return false;
         if (rank_ == 0) values = sums;
         int length = static_cast<int>(text.size());
         std::vector<int> lengths(rank_ == 0 ? size_ : 0);
-        if (mpi_.MPI_Gather_(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm_) !=
-            MPI_SUCCESS)
+        if (mpi_.Gather(&length, 1, abi_.integer, lengths.data(), 1, abi_.integer, 0, comm_) !=
+            mpi_abi::kSuccess)
             return false;
         std::vector<int> offsets(lengths.size());
         int total = 0;
@@ -154,35 +193,79 @@ class MpiTransport final : public Transport {
             total += lengths[i];
         }
         std::vector<char> all(rank_ == 0 ? total + 1 : 1);
-        if (mpi_.MPI_Gatherv_(text.data(), length, MPI_CHAR, all.data(), lengths.data(),
-                              offsets.data(), MPI_CHAR, 0, comm_) != MPI_SUCCESS)
+        if (mpi_.Gatherv(text.data(), length, abi_.character, all.data(), lengths.data(),
+                         offsets.data(), abi_.character, 0, comm_) != mpi_abi::kSuccess)
             return false;
         for (size_t i = 0; i < lengths.size(); ++i)
             texts.emplace_back(all.data() + offsets[i], static_cast<size_t>(lengths[i]));
         return true;
     }
 
-    void finish() override {
-        if (!open_) return;
+    int finish() override {
+        if (!open_) return mpi_abi::kSuccess;
         open_ = false;
-        for (MPI_Comm* comm : {&leaders_, &node_, &comm_})
-            if (*comm != MPI_COMM_NULL) mpi_.MPI_Comm_free_(comm);
-        mpi_.MPI_Session_finalize_(&session_);
+        for (Comm* comm : {&leaders_, &node_, &comm_})
+            if (*comm != abi_.comm_null) mpi_.Comm_free(comm);
+        if (sessions_) return mpi_.Session_finalize(&session_);
+        int result = mpi_.Finalize();
+        world_model_ended(result);
+        return result;
     }
 
   private:
+    bool open_session(std::string& error) {
+        auto& f = mpi_;
+        if (f.Session_init(abi_.info_null, abi_.errors_return, &session_) != mpi_abi::kSuccess)
+            return error = "MPI_Session_init failed", false;
+        open_ = true;
+        typename Abi::Group group = abi_.group_null;
+        if (f.Group_from_session_pset(session_, "mpi://WORLD", &group) != mpi_abi::kSuccess)
+            return error = "cannot find the MPI process set mpi://WORLD", false;
+        int made = f.Comm_create_from_group(group, "org.pyimport.snapshot", abi_.info_null,
+                                            abi_.errors_return, &comm_);
+        f.Group_free(&group);
+        if (made != mpi_abi::kSuccess)
+            return error = "cannot create the shim's communicator", false;
+        return rank_and_size(error);
+    }
+
+    bool initialise_world(std::string& error) {
+        auto& f = mpi_;
+        int initialised = 0;
+        if (f.Initialized(&initialised) != mpi_abi::kSuccess || initialised)
+            return error = "MPI is already initialised in this process", false;
+        int provided = 0;
+        world_model_initialising(library_);
+        // The most the application may ask for: mpi4py asks for MPI_THREAD_MULTIPLE.
+        int result = f.Init_thread(nullptr, nullptr, mpi_abi::kThreadMultiple, &provided);
+        world_model_initialised(result == mpi_abi::kSuccess, provided);
+        if (result != mpi_abi::kSuccess) return error = "MPI_Init_thread failed", false;
+        open_ = true;
+        if (f.Comm_dup(abi_.comm_world, &comm_) != mpi_abi::kSuccess)
+            return error = "MPI_Comm_dup failed", false;
+        f.Comm_set_errhandler(comm_, abi_.errors_return);
+        return rank_and_size(error);
+    }
+
+    bool rank_and_size(std::string& error) {
+        if (mpi_.Comm_rank(comm_, &rank_) != mpi_abi::kSuccess ||
+            mpi_.Comm_size(comm_, &size_) != mpi_abi::kSuccess)
+            return error = "MPI_Comm_rank or MPI_Comm_size failed", false;
+        return true;
+    }
+
     // Like MPI_Bcast of one length, but a waiting rank sleeps between polls.
     bool broadcast_length_idly(uint64_t& length) {
         // Alone there is nothing to wait for (and MPICH 4.0.2 with UCX
         // crashes in MPI_Test on a one-rank session communicator).
         if (size_ == 1) return true;
-        MPI_Request request;
-        if (mpi_.MPI_Ibcast_(&length, 1, MPI_UINT64_T, 0, comm_, &request) != MPI_SUCCESS)
+        typename Abi::Request request;
+        if (mpi_.Ibcast(&length, 1, abi_.uint64, 0, comm_, &request) != mpi_abi::kSuccess)
             return false;
         long pause_ns = 100000; // 0.1 ms, doubling up to 10 ms
         for (;;) {
             int done = 0;
-            if (mpi_.MPI_Test_(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+            if (mpi_.Test(&request, &done, abi_.status_ignore) != mpi_abi::kSuccess) return false;
             if (done) return true;
             struct timespec pause = {0, pause_ns};
             nanosleep(&pause, nullptr);
@@ -190,32 +273,53 @@ class MpiTransport final : public Transport {
         }
     }
 
-    bool broadcast_chunked(char* data, uint64_t length, MPI_Comm comm, std::string& error) {
+    bool broadcast_chunked(char* data, uint64_t length, Comm comm, std::string& error) {
         for (uint64_t done = 0; done < length; done += kChunk) {
             int count = static_cast<int>(std::min(kChunk, length - done));
-            if (mpi_.MPI_Bcast_(data + done, count, MPI_BYTE, 0, comm) != MPI_SUCCESS)
+            if (mpi_.Bcast(data + done, count, abi_.byte, 0, comm) != mpi_abi::kSuccess)
                 return error = "MPI_Bcast failed", false;
         }
         return true;
     }
 
-    void* handle_ = nullptr;
-    MpiFunctions mpi_;
-    MPI_Session session_ = MPI_SESSION_NULL;
-    MPI_Comm comm_ = MPI_COMM_NULL;
-    MPI_Comm node_ = MPI_COMM_NULL;    // the ranks of this node
-    MPI_Comm leaders_ = MPI_COMM_NULL; // node leaders (MPI_COMM_NULL on the others)
+    void* library_ = nullptr;
+    Abi abi_;
+    MpiFunctions<Abi> mpi_;
+    bool sessions_ = false;
+    typename Abi::Session session_{};
+    Comm comm_{};
+    Comm node_{};    // the ranks of this node
+    Comm leaders_{}; // node leaders (comm_null on the others)
     int node_rank_ = 0;
     int rank_ = 0;
     int size_ = 1;
     bool open_ = false;
 };
 
+template <class Abi>
+std::unique_ptr<Transport> make(void* library, const std::string& name, bool sessions,
+                                std::string& error) {
+    auto transport = std::make_unique<MpiTransport<Abi>>();
+    if (!transport->load(library, name, sessions, error)) return nullptr;
+    return transport;
+}
+
 } // namespace
 
-std::unique_ptr<Transport> open_mpi_transport(const std::string& library, std::string& error) {
-    auto transport = std::make_unique<MpiTransport>();
-    if (!transport->load(library, error)) return nullptr;
+std::unique_ptr<Transport> open_mpi_transport(const std::string& library, bool use_sessions,
+                                              std::string& error) {
+    void* handle = REAL(dlopen)(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        const char* why = REAL(dlerror)();
+        error = std::string("cannot load the MPI library: ") + (why ? why : library.c_str());
+        return nullptr;
+    }
+    // Open MPI exports its predefined objects; the MPICH ABI has none.
+    std::unique_ptr<Transport> transport =
+        REAL(dlsym)(handle, "ompi_mpi_comm_world")
+            ? make<mpi_abi::OpenMpi>(handle, library, false, error)
+            : make<mpi_abi::Mpich>(handle, library, use_sessions, error);
+    // The library stays loaded either way: it cannot be unloaded safely.
     return transport;
 }
 

@@ -32,7 +32,9 @@ Subcommands (default: all):
             is limited to 90 s).
   ctypes    mpi_ctypes.py (the MPI calls mpi4py makes, via ctypes) normal,
             --early-exit and --exit-after-finalize: identical with and without
-            the shim.
+            the shim, with its MPI-4 session and with PYIMPORT_MPI_SESSIONS=0
+            (the shim initialises MPI itself and answers the application's
+            MPI_Init, MPI_Initialized, MPI_Finalize and MPI_Finalized).
   profile   PYIMPORT_PROFILE with workload.py (one PYTHONPATH directory for
             every run): the first job writes one private profile (0700
             directory, 0600 file, header, absolute paths, numpy's among
@@ -324,9 +326,18 @@ def test_ctypes(chk, args, wd):
         elif mode == ["--early-exit"]:
             chk.ok(all("still alive" in base.rank_out(r) for r in (0, 2, 3)),
                    "baseline %s: ranks 0, 2, 3 outlive rank 1" % label, base.describe())
-        shim = L.mpirun(label + "-shim", args, wd, NRANKS, [args.python, L.MPI_CTYPES] + mode,
-                        L.with_shim(env, args.shim))
-        L.compare_runs(chk, base, shim, NRANKS, "(%s)" % label)
+        for sessions in ("1", "0"):
+            shim = L.mpirun(label + "-shim-sessions" + sessions, args, wd, NRANKS,
+                            [args.python, L.MPI_CTYPES] + mode,
+                            L.with_shim(env, args.shim, PYIMPORT_MPI_SESSIONS=sessions,
+                                        PYIMPORT_STATS="1"))
+            L.compare_runs(chk, base, shim, NRANKS,
+                           "(%s, PYIMPORT_MPI_SESSIONS=%s)" % (label, sessions),
+                           check_stderr=False)
+            # Served, through either way of starting MPI: one summary from rank 0.
+            chk.ok("calls served" in shim.rank_err(0),
+                   "%s, PYIMPORT_MPI_SESSIONS=%s: rank 0 printed the summary" % (label, sessions),
+                   shim.describe())
 
 
 def test_mpmd(chk, args, wd):

@@ -192,9 +192,10 @@ class FakeTransport final : public Transport {
         return result("gather_at_exit", error);
     }
 
-    void finish() override {
+    int finish() override {
         std::lock_guard lock(job_.world_.mutex);
         ++job_.finished_;
+        return 0;
     }
 
   private:

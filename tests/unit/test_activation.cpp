@@ -70,3 +70,105 @@ Test(activation, the_interpreter_check_is_made_only_when_needed) {
     decide({{"PYIMPORT_DISABLE", "1"}}, not_python, error);
     cr_expect_eq(g_asked, 0);
 }
+
+namespace {
+bool all_open(int) {
+    return true;
+}
+bool none_open(int) {
+    return false;
+}
+bool launched(std::map<std::string, std::string> env, Launch& launch, std::string& why_not,
+              bool (*fd_open)(int) = all_open) {
+    g_env = std::move(env);
+    why_not.clear();
+    return launched_as_rank(fake_env, fd_open, launch, why_not);
+}
+} // namespace
+
+// Each launcher is told by the variables it sets (measured: Hydra 4.0,
+// Open MPI 4.1's mpirun, Slurm 22.05's srun and batch scripts).
+Test(activation, each_launcher_is_recognised_with_its_rank_and_size) {
+    Launch launch;
+    std::string why;
+    cr_assert(launched({{"PMI_RANK", "2"},
+                        {"PMI_SIZE", "4"},
+                        {"PMI_FD", "6"},
+                        {"MPI_LOCALRANKID", "0"},
+                        {"MPI_LOCALNRANKS", "2"}},
+                       launch, why));
+    cr_expect(launch.launcher == Launcher::hydra && launch.rank == 2 && launch.ranks == 4);
+    cr_expect(!launch.pmix);
+    cr_assert(launched({{"OMPI_COMM_WORLD_RANK", "1"},
+                        {"OMPI_COMM_WORLD_SIZE", "3"},
+                        {"PMIX_RANK", "1"},
+                        {"SLURM_PROCID", "0"},
+                        {"SLURM_STEP_ID", "0"}},
+                       launch, why));
+    cr_expect(launch.launcher == Launcher::open_mpi && launch.rank == 1 && launch.ranks == 3);
+    cr_assert(launched({{"SLURM_PROCID", "3"},
+                        {"SLURM_STEP_ID", "0"},
+                        {"SLURM_NTASKS", "8"},
+                        {"SLURM_STEP_NUM_TASKS", "4"},
+                        {"PMI_RANK", "3"},
+                        {"PMI_FD", "11"},
+                        {"SLURM_MPI_TYPE", "pmi2"}},
+                       launch, why));
+    cr_expect(launch.launcher == Launcher::slurm && launch.rank == 3 && launch.ranks == 4);
+    cr_expect(!launch.pmix);
+    cr_assert(launched({{"SLURM_PROCID", "0"},
+                        {"SLURM_STEPID", "1"},
+                        {"SLURM_NTASKS", "2"},
+                        {"SLURM_MPI_TYPE", "pmix"},
+                        {"PMIX_RANK", "0"}},
+                       launch, why));
+    cr_expect(launch.launcher == Launcher::slurm && launch.ranks == 2 && launch.pmix);
+    cr_assert(launched({{"PMIX_RANK", "5"}}, launch, why));
+    cr_expect(launch.launcher == Launcher::other && launch.rank == 5 && launch.ranks == -1);
+    cr_expect(launch.pmix);
+}
+
+Test(activation, processes_that_are_not_ranks_stay_inert) {
+    Launch launch;
+    std::string why;
+    cr_expect(!launched({}, launch, why));
+    cr_expect_str_eq(why.c_str(), "not started by an MPI launcher");
+    // A batch script's python: SLURM_PROCID=0 but no step of its own.
+    cr_expect(!launched({{"SLURM_PROCID", "0"}, {"SLURM_JOB_ID", "7"}, {"SLURM_NTASKS", "4"}},
+                        launch, why));
+    cr_expect(why.find("batch script") != std::string::npos, "%s", why.c_str());
+    cr_expect(!launched({{"PMI_RANK", "0"}, {kActiveMarker, "123"}}, launch, why));
+    cr_expect(why.find("descendant") != std::string::npos);
+    // A subprocess of a rank: PMI_FD is inherited as a number only.
+    cr_expect(!launched({{"PMI_RANK", "0"}, {"PMI_FD", "6"}, {"MPI_LOCALRANKID", "0"}}, launch, why,
+                        none_open));
+    cr_expect(why.find("PMI_FD") != std::string::npos);
+    cr_expect(!launched({{"PMI_RANK", "0"}, {"PMI_FD", "x6"}}, launch, why));
+}
+
+Test(activation, the_mpi_library_follows_the_launcher_unless_named) {
+    Config config;
+    Launch launch;
+    using List = std::vector<std::string>;
+    launch.launcher = Launcher::open_mpi;
+    cr_expect(mpi_library_candidates(config, launch) == List{"libmpi.so.40"});
+    launch.launcher = Launcher::hydra;
+    cr_expect(mpi_library_candidates(config, launch) == (List{"libmpi.so.12", "libmpich.so.12"}));
+    launch.launcher = Launcher::slurm;
+    cr_expect(mpi_library_candidates(config, launch) == (List{"libmpi.so.12", "libmpich.so.12"}));
+    launch.pmix = true; // Open MPI speaks PMIx; Debian's MPICH does not
+    cr_expect(mpi_library_candidates(config, launch) ==
+              (List{"libmpi.so.40", "libmpi.so.12", "libmpich.so.12"}));
+    config.mpi_library = "/opt/cray/libmpi_cray.so.12";
+    cr_expect(mpi_library_candidates(config, launch) == List{"/opt/cray/libmpi_cray.so.12"});
+}
+
+Test(activation, only_srun_lets_a_job_go_on_without_a_rank) {
+    Launch launch;
+    for (Launcher l : {Launcher::hydra, Launcher::open_mpi, Launcher::other}) {
+        launch.launcher = l;
+        cr_expect(!launcher_keeps_going(launch));
+    }
+    launch.launcher = Launcher::slurm;
+    cr_expect(launcher_keeps_going(launch));
+}

@@ -66,7 +66,9 @@ Test(config, defaults) {
     cr_expect_eq(c.content_suffixes.size(), 3u);
     cr_expect_eq(c.log, 0);
     cr_expect(!c.stats);
-    cr_expect(!c.mpi_library.empty());
+    cr_expect(c.mpi_library.empty());
+    cr_expect_eq(c.exit_timeout, 5);
+    cr_expect(c.mpi_sessions);
 }
 
 Test(config, values) {
@@ -108,11 +110,12 @@ Test(config, public_header_names_every_variable) {
     PYIMPORT_OPTIONS(PYIMPORT_NAME)
 #undef PYIMPORT_NAME
     std::vector<std::string> header = {
-        PYIMPORT_ENV_DISABLE, PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
-        PYIMPORT_ENV_CONTENT, PYIMPORT_ENV_STAT,        PYIMPORT_ENV_EXCLUDE,
-        PYIMPORT_ENV_PROFILE, PYIMPORT_ENV_LIBRARIES,   PYIMPORT_ENV_NODE_DIR,
-        PYIMPORT_ENV_LOG,     PYIMPORT_ENV_STATS,       PYIMPORT_ENV_TIMEOUT,
-        PYIMPORT_ENV_RECHECK, PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_MPI_LIBRARY};
+        PYIMPORT_ENV_DISABLE,      PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
+        PYIMPORT_ENV_CONTENT,      PYIMPORT_ENV_STAT,        PYIMPORT_ENV_EXCLUDE,
+        PYIMPORT_ENV_PROFILE,      PYIMPORT_ENV_LIBRARIES,   PYIMPORT_ENV_NODE_DIR,
+        PYIMPORT_ENV_LOG,          PYIMPORT_ENV_STATS,       PYIMPORT_ENV_TIMEOUT,
+        PYIMPORT_ENV_RECHECK,      PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_EXIT_TIMEOUT,
+        PYIMPORT_ENV_MPI_SESSIONS, PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }
 
@@ -126,7 +129,7 @@ Test(config, a_default_config_holds_the_tables_defaults) {
     cr_expect(fresh.libraries && fresh.recheck && !fresh.disable && !fresh.any_program);
     cr_expect_eq(fresh.node_dir, "/dev/shm");
     cr_expect_eq(fresh.profile, "auto");
-    cr_expect_eq(fresh.mpi_library, PYIMPORT_DEFAULT_MPI_LIBRARY);
+    cr_expect(fresh.mpi_library.empty());
     cr_expect(fresh.content_suffixes == (std::vector<std::string>{".py", ".pyc", ".pth"}));
     g_env.clear();
     Config parsed;

@@ -271,6 +271,42 @@ Test(startup, run_start_up_returns_the_ranks_result_when_all_join) {
     }
 }
 
+// MPICH under srun --mpi=pmix: the launcher started 4, MPI sees a world of
+// 1. Each rank stays uncached (no walk of its own), connected for the exit.
+Test(startup, ranks_that_cannot_find_each_other_do_not_walk_alone) {
+    Fixture fx;
+    FakeJob job({0});
+    static StartupRun run;
+    run.config = fixture_config(fx);
+    static int walks = 0;
+    run.inputs = [](const Config&) {
+        ++walks;
+        return WalkInputs{};
+    };
+    run.transport = job.transport(0);
+    run.launcher_ranks = 4;
+    run.launcher_rank = 0;
+    cr_assert(run_start_up(run, 60));
+    std::lock_guard lock(run.mutex);
+    cr_expect(run.result.connected);
+    cr_expect(!run.result.shared && !run.result.attached);
+    cr_expect_eq(walks, 0);
+}
+
+// The same launcher saying 1 rank, or not saying: a one-rank job walks.
+Test(startup, a_one_rank_job_walks) {
+    Fixture fx;
+    FakeJob job({0});
+    static StartupRun run;
+    run.config = fixture_config(fx);
+    run.inputs = no_inputs;
+    run.transport = job.transport(0);
+    run.launcher_ranks = 1;
+    cr_assert(run_start_up(run, 60));
+    std::lock_guard lock(run.mutex);
+    cr_expect(run.result.shared && run.result.attached);
+}
+
 Test(startup, exit_sums_every_ranks_counts_on_rank_0_and_ends_every_session) {
     Fixture fx;
     Config config = fixture_config(fx);
