@@ -11,6 +11,15 @@ packages=(
     strace util-linux procps
     fuse3 libfuse3-dev bc gnuplot-nox
     clang-14 libclang-rt-14-dev clang-format # the fuzz targets (libFuzzer, -fsanitize=fuzzer)
+    # the cluster tests (tests/cluster/, e2e_hydra_nodes, e2e_slurm, e2e_openmpi): a Slurm
+    # cluster on this host (libpmix-dev: slurmd's PMIx plugin loads libpmix.so), Open MPI
+    # and mpi4py built against it, nsenter/unshare/getent for the emulated nodes.
+    # Installing python3-mpi4py makes Open MPI the default mpiexec/mpicc through
+    # update-alternatives; nothing here changes them back (the tests call every
+    # launcher and compiler by its own name).
+    slurm-wlm slurmctld slurmd munge slurm-client libpmix-dev
+    openmpi-bin libopenmpi-dev python3-mpi4py
+    libc-bin mount
 )
 
 missing=()
