@@ -20,14 +20,33 @@
 #include "startup/world_model.hpp"
 
 #include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <pthread.h>
 
 using namespace pyimport;
 
 namespace {
 
-thread_local char t_dlopen_path[PATH_MAX + 512] __attribute__((tls_model("initial-exec")));
-thread_local char t_dlerror[4096] __attribute__((tls_model("initial-exec")));
+// Each thread's path given to the loader and its dlerror text, on the heap:
+// as initial-exec TLS they would not fit the static TLS glibc keeps for
+// preloaded libraries once LD_AUDIT is set (about 1.5 KiB: every process
+// would fail to start). Freed when the thread ends.
+struct ThreadBuffers {
+    char dlopen_path[PATH_MAX + 512];
+    char dlerror[4096];
+};
+thread_local ThreadBuffers* t_buffers __attribute__((tls_model("initial-exec"))) = nullptr;
+pthread_key_t g_buffers_key;
+pthread_once_t g_buffers_once = PTHREAD_ONCE_INIT;
+
+ThreadBuffers* thread_buffers() {
+    if (t_buffers) return t_buffers;
+    pthread_once(&g_buffers_once, [] { pthread_key_create(&g_buffers_key, std::free); });
+    t_buffers = static_cast<ThreadBuffers*>(std::malloc(sizeof(ThreadBuffers)));
+    if (t_buffers) pthread_setspecific(g_buffers_key, t_buffers);
+    return t_buffers;
+}
 
 // The root of the mirror this process (or its parent, in a fork child) loads
 // from, or nullptr: names the loader gives that start with it are given
@@ -48,9 +67,10 @@ const char* unmirrored(const char* name) {
 
 // Makes the real dlopen be given `local`; false if it is too long to.
 bool give(const std::string& local, const char** file) {
-    if (local.size() >= sizeof t_dlopen_path) return false;
-    std::memcpy(t_dlopen_path, local.c_str(), local.size() + 1);
-    *file = t_dlopen_path;
+    ThreadBuffers* buffers = thread_buffers();
+    if (!buffers || local.size() >= sizeof buffers->dlopen_path) return false;
+    std::memcpy(buffers->dlopen_path, local.c_str(), local.size() + 1);
+    *file = buffers->dlopen_path;
     return true;
 }
 
@@ -250,15 +270,18 @@ PYIMPORT_EXPORT char* dlerror(void) {
     if (!message || !root || !std::strstr(message, root->c_str())) return message;
     // Every occurrence of the mirror's root goes; what follows it is the path.
     size_t out = 0;
-    for (const char* at = message; *at && out + 1 < sizeof t_dlerror;) {
+    ThreadBuffers* buffers = thread_buffers();
+    if (!buffers) return message;
+    char* text = buffers->dlerror;
+    for (const char* at = message; *at && out + 1 < sizeof buffers->dlerror;) {
         if (std::strncmp(at, root->c_str(), root->size()) == 0 && at[root->size()] == '/') {
             at += root->size();
             continue;
         }
-        t_dlerror[out++] = *at++;
+        text[out++] = *at++;
     }
-    t_dlerror[out] = '\0';
-    return t_dlerror;
+    text[out] = '\0';
+    return text;
 }
 
 PYIMPORT_EXPORT int dladdr(const void* address, Dl_info* info) {
