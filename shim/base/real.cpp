@@ -1,9 +1,12 @@
 #include "base/real.hpp"
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <dlfcn.h>
 #include <link.h>
+#include <string>
+#include <vector>
 
 namespace pyimport::real {
 
@@ -54,62 +57,69 @@ PYIMPORT_REAL_FUNCTIONS(PYIMPORT_DEFINE_REAL)
 
 namespace {
 
-// The first loaded object but this library that defines `name`.
-void* find_loaded(const char* name) {
-    struct Search {
-        const char* name;
-        void* self_base;
-        void* found;
-    } search{name, nullptr, nullptr};
+void* self_base() {
     Dl_info self{};
-    if (REAL(dladdr)(reinterpret_cast<void*>(&find_loaded), &self))
-        search.self_base = self.dli_fbase;
+    return REAL(dladdr)(reinterpret_cast<void*>(&self_base), &self) ? self.dli_fbase : nullptr;
+}
+
+bool is_own(void* symbol) {
+    Dl_info where{};
+    return symbol && REAL(dladdr)(symbol, &where) && where.dli_fbase == self_base();
+}
+
+// `name` as the object `file` and its dependencies define it.
+void* defined_by(const char* file, const char* name) {
+    void* handle = REAL(dlopen)(file, RTLD_LAZY | RTLD_NOLOAD);
+    if (!handle) return nullptr;
+    void* symbol = REAL(dlsym)(handle, name);
+    dlclose(handle);
+    return is_own(symbol) ? nullptr : symbol;
+}
+
+// The first loaded object but this library that defines `name`. The names
+// are copied first: dlopen inside dl_iterate_phdr's callback would take the
+// loader's locks in the order opposite to a concurrent dlopen's.
+// A search that found nothing is not made again until an object is loaded
+// or unloaded (a program looking for MPI with none in the process, often).
+std::atomic<unsigned long long> g_nothing_found_at{~0ull};
+
+void* find_loaded(const char* name) {
+    struct Objects {
+        std::vector<std::string> files;
+        unsigned long long changes = 0;
+    } objects;
     dl_iterate_phdr(
-        [](struct dl_phdr_info* info, size_t, void* data) -> int {
-            auto* s = static_cast<Search*>(data);
-            if (!info->dlpi_name || !info->dlpi_name[0]) return 0;
-            void* handle = REAL(dlopen)(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
-            if (!handle) return 0;
-            void* symbol = REAL(dlsym)(handle, s->name);
-            Dl_info where{};
-            if (symbol && REAL(dladdr)(symbol, &where) && where.dli_fbase != s->self_base)
-                s->found = symbol;
-            dlclose(handle);
-            return s->found ? 1 : 0;
+        [](struct dl_phdr_info* info, size_t size, void* data) -> int {
+            auto* o = static_cast<Objects*>(data);
+            if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+                o->changes = info->dlpi_adds + info->dlpi_subs;
+            if (info->dlpi_name && info->dlpi_name[0]) o->files.emplace_back(info->dlpi_name);
+            return 0;
         },
-        &search);
-    return search.found;
-}
-
-void* find_mpi(const char* name) {
-    if (void* symbol = find_next(name)) return symbol;
-    return find_loaded(name);
-}
-
-int mpi_missing() {
-    return 1; // an MPI error class; only a program that links no MPI gets here
+        &objects);
+    if (objects.changes && g_nothing_found_at.load(std::memory_order_relaxed) == objects.changes)
+        return nullptr;
+    for (const std::string& file : objects.files)
+        if (void* symbol = defined_by(file.c_str(), name)) return symbol;
+    g_nothing_found_at.store(objects.changes, std::memory_order_relaxed);
+    return nullptr;
 }
 
 } // namespace
 
-#define PYIMPORT_DEFINE_REAL_MPI(name, ret, params)                                                \
-    namespace {                                                                                    \
-    std::atomic<void*> slot_##name{nullptr};                                                       \
-    }                                                                                              \
-    name##_fn name(void* library) {                                                                \
-        if (library) {                                                                             \
-            if (void* fn = REAL(dlsym)(library, #name)) return reinterpret_cast<name##_fn>(fn);    \
-        }                                                                                          \
-        void* fn = slot_##name.load(std::memory_order_acquire);                                    \
-        if (!fn) {                                                                                 \
-            fn = find_mpi(#name);                                                                  \
-            if (!fn) return reinterpret_cast<name##_fn>(reinterpret_cast<void*>(&mpi_missing));    \
-            slot_##name.store(fn, std::memory_order_release);                                      \
-        }                                                                                          \
-        return reinterpret_cast<name##_fn>(fn);                                                    \
-    }
-PYIMPORT_MPI_FUNCTIONS(PYIMPORT_DEFINE_REAL_MPI)
-#undef PYIMPORT_DEFINE_REAL_MPI
+void* mpi_definition(const char* name, const void* caller) {
+    Dl_info where{};
+    struct link_map* object = nullptr;
+    // A shared object (mpi4py's MPI.so, a library linked with MPI) reaches
+    // its own dependencies' definition, even loaded RTLD_LOCAL; the main
+    // program (l_name "") the global scope's.
+    if (caller &&
+        REAL(dladdr1)(caller, &where, reinterpret_cast<void**>(&object), RTLD_DL_LINKMAP) &&
+        object && object->l_name && object->l_name[0] && where.dli_fbase != self_base())
+        if (void* symbol = defined_by(object->l_name, name)) return symbol;
+    if (void* symbol = find_next(name)) return symbol;
+    return find_loaded(name);
+}
 
 void resolve_all() {
 #define PYIMPORT_RESOLVE(name, ret, params) (void)name();

@@ -139,17 +139,24 @@ struct timespec;
     X(pclose, int, (FILE*))
 
 // The application's MPI life cycle (entry/mpi.cpp), answered by the shim only
-// when it initialised MPI itself (startup/world_model.hpp). Their real
-// functions are the MPI library's: the one the shim initialised, else the
-// next definition (RTLD_NEXT), else the first one among the loaded objects
-// (an MPI library that mpi4py or ctypes loaded with RTLD_LOCAL).
+// when it initialised MPI itself and the caller's MPI library is that one
+// (startup/world_model.hpp); the profiling interface's names too (PMPI_*:
+// tools such as Darshan, and Open MPI's Fortran bindings, call them). Their
+// real functions are the ones the caller would have reached: its own MPI
+// library (its dependencies' definition), else the next definition
+// (RTLD_NEXT), else the first one among the loaded objects.
 // X(name, return type, (parameter list))
 #define PYIMPORT_MPI_FUNCTIONS(X)                                                                  \
     X(MPI_Init, int, (int*, char***))                                                              \
     X(MPI_Init_thread, int, (int*, char***, int, int*))                                            \
     X(MPI_Initialized, int, (int*))                                                                \
     X(MPI_Finalized, int, (int*))                                                                  \
-    X(MPI_Finalize, int, (void))
+    X(MPI_Finalize, int, (void))                                                                   \
+    X(PMPI_Init, int, (int*, char***))                                                             \
+    X(PMPI_Init_thread, int, (int*, char***, int, int*))                                           \
+    X(PMPI_Initialized, int, (int*))                                                               \
+    X(PMPI_Finalized, int, (int*))                                                                 \
+    X(PMPI_Finalize, int, (void))
 
 namespace pyimport::real {
 
@@ -159,13 +166,10 @@ namespace pyimport::real {
 PYIMPORT_REAL_FUNCTIONS(PYIMPORT_DECLARE_REAL)
 #undef PYIMPORT_DECLARE_REAL
 
-// The application's MPI functions: found when called (the MPI library may be
-// loaded late), from `library` if given (the one the shim initialised).
-#define PYIMPORT_DECLARE_REAL_MPI(name, ret, params)                                               \
-    using name##_fn = ret(*) params;                                                               \
-    name##_fn name(void* library);
-PYIMPORT_MPI_FUNCTIONS(PYIMPORT_DECLARE_REAL_MPI)
-#undef PYIMPORT_DECLARE_REAL_MPI
+// The definition of the MPI function `name` that code at `caller` would
+// reach without this library (see PYIMPORT_MPI_FUNCTIONS), never this
+// library's own; nullptr if no MPI library defines it.
+void* mpi_definition(const char* name, const void* caller);
 
 // Resolves the whole table; called once from the constructor.
 void resolve_all();
@@ -207,5 +211,3 @@ bool substitute(const char* name, void* fn);
 
 // Calls the real function: REAL(open)(path, flags).
 #define REAL(name) (::pyimport::real::name())
-// Calls the application's MPI function: REAL_MPI(MPI_Init, library)(&argc, &argv).
-#define REAL_MPI(name, library) (::pyimport::real::name(library))

@@ -108,7 +108,8 @@ extern "C" __attribute__((visibility("hidden"), used)) void*
 pyimport_dlsym_prepare(void* handle, const char* name, void** answer) {
     // Pseudo-handles (RTLD_DEFAULT, RTLD_NEXT) find the entry points anyway.
     if (handle != RTLD_DEFAULT && handle != RTLD_NEXT && name &&
-        std::strncmp(name, "MPI_", 4) == 0 && !t_inside_shim) {
+        (std::strncmp(name, "MPI_", 4) == 0 || std::strncmp(name, "PMPI_", 5) == 0) &&
+        !t_inside_shim) {
         void* entry = mpi_entry_point(name);
         if (entry && world_model_defines(handle, name)) {
             *answer = entry;

@@ -36,6 +36,9 @@ bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch,
     }
     launch = Launch{};
     launch.pmix = lookup("PMIX_RANK") != nullptr;
+    for (const char* name : {"I_MPI_ROOT", "CRAY_MPICH_DIR", "CRAY_MPICH_BASEDIR", "MPICH_DIR",
+                             "MPICH_HOME", "MVAPICH2_HOME", "MV2_COMM_WORLD_RANK"})
+        launch.mpich_environment = launch.mpich_environment || lookup(name) != nullptr;
     if (const char* rank = lookup("OMPI_COMM_WORLD_RANK")) {
         launch.launcher = Launcher::open_mpi;
         launch.rank = number(rank);
@@ -82,7 +85,7 @@ std::vector<std::string> mpi_library_candidates(const Config& config, const Laun
     if (!config.mpi_library.empty()) return {config.mpi_library};
     const std::vector<std::string> mpich_abi = {"libmpi.so.12", "libmpich.so.12"};
     if (launch.launcher == Launcher::open_mpi) return {"libmpi.so.40"};
-    if (launch.pmix && !(launch.launcher == Launcher::hydra)) {
+    if (launch.pmix && launch.launcher != Launcher::hydra && !launch.mpich_environment) {
         std::vector<std::string> candidates = {"libmpi.so.40"};
         candidates.insert(candidates.end(), mpich_abi.begin(), mpich_abi.end());
         return candidates;

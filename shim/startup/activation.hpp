@@ -24,6 +24,9 @@ struct Launch {
     int rank = -1;     // this rank's number, as the launcher counts (-1: not said)
     int ranks = -1;    // how many ranks it started (-1: not said)
     bool pmix = false; // the ranks' process manager interface is PMIx
+    // The environment of an MPICH-ABI library (Intel MPI's, Cray MPICH's,
+    // MVAPICH's, an MPICH module's variables): under PMIx that one first.
+    bool mpich_environment = false;
 };
 
 // A rank started by an MPI launcher that is not a descendant (child, or a
@@ -34,7 +37,8 @@ bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch, st
 
 // The MPI libraries to try, in order: PYIMPORT_MPI_LIBRARY if set; Open
 // MPI's under its mpirun; under a PMIx launcher (srun --mpi=pmix) Open MPI's
-// first, as Debian's MPICH has no PMIx client; else the MPICH ABI's.
+// first, as Debian's MPICH has no PMIx client, unless the environment is an
+// MPICH-ABI library's; else the MPICH ABI's.
 std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch);
 
 // Whether the launcher lets a job go on when one of its ranks dies (srun

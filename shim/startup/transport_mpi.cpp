@@ -44,6 +44,7 @@ template <class Abi> struct MpiFunctions {
     int (*Session_finalize)(Session*) = nullptr;
     // The world model.
     int (*Initialized)(int*) = nullptr;
+    int (*Finalized)(int*) = nullptr;
     int (*Init_thread)(int*, char***, int, int*) = nullptr;
     int (*Comm_dup)(Comm, Comm*) = nullptr;
     int (*Comm_set_errhandler)(Comm, Errhandler) = nullptr;
@@ -109,6 +110,7 @@ template <class Abi> class MpiTransport final : public Transport {
             need("MPI_Session_finalize", f.Session_finalize);
         } else {
             need("MPI_Initialized", f.Initialized);
+            need("MPI_Finalized", f.Finalized);
             need("MPI_Init_thread", f.Init_thread);
             need("MPI_Comm_dup", f.Comm_dup);
             need("MPI_Comm_set_errhandler", f.Comm_set_errhandler);
@@ -176,6 +178,7 @@ template <class Abi> class MpiTransport final : public Transport {
     bool gather_at_exit(std::vector<uint64_t>& values, const std::string& text,
                         std::vector<std::string>& texts) override {
         texts.clear();
+        if (ended_elsewhere()) return false;
         std::vector<uint64_t> sums(values.size());
         if (mpi_.Reduce(values.data(), sums.data(), static_cast<int>(values.size()), abi_.uint64,
                         abi_.sum, 0, comm_) != mpi_abi::kSuccess)
@@ -204,6 +207,10 @@ template <class Abi> class MpiTransport final : public Transport {
     int finish() override {
         if (!open_) return mpi_abi::kSuccess;
         open_ = false;
+        if (ended_elsewhere()) {
+            world_model_ended(mpi_abi::kSuccess);
+            return mpi_abi::kSuccess;
+        }
         for (Comm* comm : {&leaders_, &node_, &comm_})
             if (*comm != abi_.comm_null) mpi_.Comm_free(comm);
         if (sessions_) return mpi_.Session_finalize(&session_);
@@ -213,6 +220,13 @@ template <class Abi> class MpiTransport final : public Transport {
     }
 
   private:
+    // World model: MPI was finalised past the shim (a PMPI_Finalize it did
+    // not see): nothing may be called on it any more.
+    bool ended_elsewhere() const {
+        int done = 0;
+        return !sessions_ && mpi_.Finalized && mpi_.Finalized(&done) == mpi_abi::kSuccess && done;
+    }
+
     bool open_session(std::string& error) {
         auto& f = mpi_;
         if (f.Session_init(abi_.info_null, abi_.errors_return, &session_) != mpi_abi::kSuccess)

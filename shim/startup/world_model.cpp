@@ -3,6 +3,7 @@
 #include "base/real.hpp"
 #include "startup/runtime.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -32,9 +33,22 @@ WorldModel& world() {
     return *model;
 }
 
+// The process that initialised MPI, read before any lock: a fork child
+// (which may inherit the mutex locked) never takes it.
+std::atomic<pid_t> g_owner{0};
+
+bool in_owner() {
+    return g_owner.load(std::memory_order_acquire) == getpid();
+}
+
 // Locked, and only in the process that initialised MPI.
 bool owned(WorldModel& model) {
     return model.state != State::none && model.owner == getpid();
+}
+
+// A call the caller meant for the library the shim initialised.
+bool meant_for(const WorldModel& model, const void* definition, const char* name) {
+    return definition && model.library && REAL(dlsym)(model.library, name) == definition;
 }
 
 } // namespace
@@ -45,6 +59,7 @@ void world_model_initialising(void* library) {
     model.state = State::initialising;
     model.owner = getpid();
     model.library = library;
+    g_owner.store(model.owner, std::memory_order_release);
 }
 
 void world_model_initialised(bool ok, int provided) {
@@ -64,10 +79,11 @@ void world_model_ended(int result) {
     model.end_result = result;
 }
 
-bool world_model_init(int* provided, int* result) {
+bool world_model_init(const void* definition, const char* name, int* provided, int* result) {
+    if (!in_owner()) return false;
     WorldModel& model = world();
     std::unique_lock lock(model.mutex);
-    if (!owned(model)) return false;
+    if (!owned(model) || !meant_for(model, definition, name)) return false;
     // The shim's MPI_Init_thread is collective as the application's would
     // be: waiting for it is what the application's own call would do.
     model.changed.wait(lock, [&] { return model.state != State::initialising; });
@@ -81,28 +97,35 @@ bool world_model_init(int* provided, int* result) {
     return true;
 }
 
-bool world_model_initialized(int* flag) {
+bool world_model_initialized(const void* definition, const char* name, int* flag) {
+    if (!in_owner()) return false;
     WorldModel& model = world();
     std::lock_guard lock(model.mutex);
-    if (!owned(model) || model.state == State::failed || !flag) return false;
+    if (!owned(model) || model.state == State::failed || !flag ||
+        !meant_for(model, definition, name))
+        return false;
     *flag = model.application_initialised ? 1 : 0;
     return true;
 }
 
-bool world_model_finalized(int* flag) {
+bool world_model_finalized(const void* definition, const char* name, int* flag) {
+    if (!in_owner()) return false;
     WorldModel& model = world();
     std::lock_guard lock(model.mutex);
-    if (!owned(model) || model.state == State::failed || !flag) return false;
+    if (!owned(model) || model.state == State::failed || !flag ||
+        !meant_for(model, definition, name))
+        return false;
     *flag = model.application_finalized ? 1 : 0;
     return true;
 }
 
-bool world_model_finalize(int* result) {
+bool world_model_finalize(const void* definition, const char* name, int* result) {
+    if (!in_owner()) return false;
     WorldModel& model = world();
     {
         std::lock_guard lock(model.mutex);
         if (!owned(model) || model.state != State::initialised || !model.application_initialised ||
-            model.application_finalized)
+            model.application_finalized || !meant_for(model, definition, name))
             return false;
         model.application_finalized = true;
     }
@@ -120,6 +143,7 @@ bool world_model_finalize(int* result) {
 }
 
 void* world_model_library() {
+    if (!in_owner()) return nullptr;
     WorldModel& model = world();
     std::lock_guard lock(model.mutex);
     return owned(model) ? model.library : nullptr;

@@ -19,12 +19,14 @@ void world_model_initialising(void* library);
 void world_model_initialised(bool ok, int provided);
 void world_model_ended(int result); // MPI_Finalize returned `result`
 
-// The answers to the application's calls (entry/mpi.cpp); false: not the
-// shim's to answer, the real function is called.
-bool world_model_init(int* provided, int* result);
-bool world_model_initialized(int* flag);
-bool world_model_finalized(int* flag);
-bool world_model_finalize(int* result);
+// The answers to the application's calls (entry/mpi.cpp): `definition` is
+// what the caller would have reached for `name` (real::mpi_definition), and
+// only a call meant for the library the shim initialised is answered. False:
+// not the shim's to answer, `definition` is called.
+bool world_model_init(const void* definition, const char* name, int* provided, int* result);
+bool world_model_initialized(const void* definition, const char* name, int* flag);
+bool world_model_finalized(const void* definition, const char* name, int* flag);
+bool world_model_finalize(const void* definition, const char* name, int* result);
 
 // The MPI library the shim initialised (nullptr: none, or not this process).
 void* world_model_library();

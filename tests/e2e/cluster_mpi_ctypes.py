@@ -34,6 +34,9 @@ def out(rank, text):
 def main():
     family = sys.argv[1] if len(sys.argv) > 1 else "mpich"
     exit_rank = int(sys.argv[2]) if len(sys.argv) > 2 else -1
+    # "pmpi": start and end MPI through the profiling names (as tools such as
+    # Darshan, and Open MPI's Fortran bindings, do).
+    prefix = "PMPI_" if len(sys.argv) > 3 and sys.argv[3] == "pmpi" else "MPI_"
     launcher_rank = (os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK")
                      or os.environ.get("PMIX_RANK") or "?")
     c_int_p = ctypes.POINTER(ctypes.c_int)
@@ -64,6 +67,12 @@ def main():
     for f in ("MPI_Initialized", "MPI_Finalized", "MPI_Init", "MPI_Comm_rank",
               "MPI_Comm_size", "MPI_Allreduce", "MPI_Finalize"):
         getattr(lib, f).restype = ctypes.c_int
+    init = getattr(lib, prefix + "Init")
+    init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    init.restype = ctypes.c_int
+    finalize = getattr(lib, prefix + "Finalize")
+    finalize.argtypes = []
+    finalize.restype = ctypes.c_int
 
     def check(name, rc):
         if rc != MPI_SUCCESS:
@@ -73,7 +82,7 @@ def main():
     flag = ctypes.c_int(-1)
     check("MPI_Initialized", lib.MPI_Initialized(ctypes.byref(flag)))
     before = flag.value
-    check("MPI_Init", lib.MPI_Init(None, None))
+    check(prefix + "Init", init(None, None))
     check("MPI_Initialized", lib.MPI_Initialized(ctypes.byref(flag)))
     rank, size = ctypes.c_int(-1), ctypes.c_int(-1)
     check("MPI_Comm_rank", lib.MPI_Comm_rank(comm_world, ctypes.byref(rank)))
@@ -86,7 +95,7 @@ def main():
                                              mpi_int, mpi_sum, comm_world))
     out(r, "allreduce sum of ranks %d (expected %d)"
         % (recv.value, size.value * (size.value - 1) // 2))
-    check("MPI_Finalize", lib.MPI_Finalize())
+    check(prefix + "Finalize", finalize())
     fin = ctypes.c_int(-1)
     check("MPI_Finalized", lib.MPI_Finalized(ctypes.byref(fin)))
     out(r, "finalized after MPI_Finalize %d" % fin.value)

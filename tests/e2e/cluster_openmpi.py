@@ -177,6 +177,12 @@ def test_ctypes(chk, args, wd):
                               [args.python, CTYPES, family, str(exit_rank)], env,
                               shim_vars(args, **LOGGED), rc,
                               lambda r: "[rank %d] finalized after MPI_Finalize 1" % r, what)
+        # Through PMPI_Init and PMPI_Finalize (a profiling tool's calls).
+        what = "ctypes PMPI_Init, %s" % family
+        check_family_pair(chk, family, "ctypes-%s-pmpi" % family, wd,
+                          [args.python, CTYPES, family, "-1", "pmpi"], env,
+                          shim_vars(args, **LOGGED), 0,
+                          lambda r: "[rank %d] finalized after MPI_Finalize 1" % r, what)
 
 
 def main():

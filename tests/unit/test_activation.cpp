@@ -125,7 +125,9 @@ Test(activation, each_launcher_is_recognised_with_its_rank_and_size) {
     cr_expect(launch.launcher == Launcher::slurm && launch.ranks == 2 && launch.pmix);
     cr_assert(launched({{"PMIX_RANK", "5"}}, launch, why));
     cr_expect(launch.launcher == Launcher::other && launch.rank == 5 && launch.ranks == -1);
-    cr_expect(launch.pmix);
+    cr_expect(launch.pmix && !launch.mpich_environment);
+    cr_assert(launched({{"PMIX_RANK", "5"}, {"I_MPI_ROOT", "/opt/intel/mpi"}}, launch, why));
+    cr_expect(launch.mpich_environment);
 }
 
 Test(activation, processes_that_are_not_ranks_stay_inert) {
@@ -159,6 +161,10 @@ Test(activation, the_mpi_library_follows_the_launcher_unless_named) {
     launch.pmix = true; // Open MPI speaks PMIx; Debian's MPICH does not
     cr_expect(mpi_library_candidates(config, launch) ==
               (List{"libmpi.so.40", "libmpi.so.12", "libmpich.so.12"}));
+    // An Intel MPI, Cray MPICH or MVAPICH environment under PMIx: its ABI
+    // first (Open MPI loaded next to it would take over its symbols).
+    launch.mpich_environment = true;
+    cr_expect(mpi_library_candidates(config, launch) == (List{"libmpi.so.12", "libmpich.so.12"}));
     config.mpi_library = "/opt/cray/libmpi_cray.so.12";
     cr_expect(mpi_library_candidates(config, launch) == List{"/opt/cray/libmpi_cray.so.12"});
 }
