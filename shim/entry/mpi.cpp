@@ -34,19 +34,12 @@ int init_thread(const char* name, const void* caller, int* argc, char*** argv, i
     return real ? real(argc, argv, required, provided) : kNoMpi;
 }
 
-// Without any MPI library (a program that only looks for one, through a weak
-// symbol or dlsym(RTLD_DEFAULT)): not initialised, not finalised.
-int initialized(const char* name, const void* caller, int* flag) {
+// MPI_Initialized and MPI_Finalized. Without any MPI library (a program that
+// only looks for one, through a weak symbol or dlsym(RTLD_DEFAULT)): neither.
+using WorldModelQuery = bool (*)(const void*, const char*, int*);
+int query(const char* name, const void* caller, int* flag, WorldModelQuery world_model_answer) {
     auto real = definition<int (*)(int*)>(name, caller);
-    if (world_model_initialized(reinterpret_cast<void*>(real), name, flag)) return 0;
-    if (real) return real(flag);
-    if (flag) *flag = 0;
-    return 0;
-}
-
-int finalized(const char* name, const void* caller, int* flag) {
-    auto real = definition<int (*)(int*)>(name, caller);
-    if (world_model_finalized(reinterpret_cast<void*>(real), name, flag)) return 0;
+    if (world_model_answer(reinterpret_cast<void*>(real), name, flag)) return 0;
     if (real) return real(flag);
     if (flag) *flag = 0;
     return 0;
@@ -72,10 +65,12 @@ int finalize(const char* name, const void* caller) {
                            required, provided);                                                    \
     }                                                                                              \
     PYIMPORT_EXPORT int prefix##_Initialized(int* flag) {                                          \
-        return initialized(#prefix "_Initialized", __builtin_return_address(0), flag);             \
+        return query(#prefix "_Initialized", __builtin_return_address(0), flag,                    \
+                     world_model_initialized);                                                     \
     }                                                                                              \
     PYIMPORT_EXPORT int prefix##_Finalized(int* flag) {                                            \
-        return finalized(#prefix "_Finalized", __builtin_return_address(0), flag);                 \
+        return query(#prefix "_Finalized", __builtin_return_address(0), flag,                      \
+                     world_model_finalized);                                                       \
     }                                                                                              \
     PYIMPORT_EXPORT int prefix##_Finalize(void) {                                                  \
         return finalize(#prefix "_Finalize", __builtin_return_address(0));                         \
