@@ -18,7 +18,11 @@ shift
 
 hidden_dirs=(/usr/lib/x86_64-linux-gnu/openmpi /usr/lib/python3/dist-packages/mpi4py
              /usr/include/x86_64-linux-gnu/openmpi /etc/openmpi)
-empty=$(mktemp)
+# Scratch space in this namespace only (nothing left in the host's /tmp).
+scratch=/mnt
+mount -t tmpfs -o size=32m,mode=700 tmpfs "$scratch"
+empty=$scratch/empty
+: > "$empty"
 packages=$(dpkg-query -W -f='${Package} ${Status}\n' 'libopenmpi*' 'openmpi-*' \
                'python3-mpi4py*' 2>/dev/null | awk '/install ok installed/ {print $1}')
 for package in $packages; do
@@ -38,8 +42,8 @@ done
 
 # The alternatives, in private copies, set to MPICH.
 for dir in /etc/alternatives /var/lib/dpkg/alternatives; do
-    copy=$(mktemp -d)
-    mount -t tmpfs -o size=16m tmpfs "$copy"
+    copy=$scratch/$(basename "$dir")-$(basename "$(dirname "$dir")")
+    mkdir "$copy"
     cp -a "$dir"/. "$copy"/
     mount --bind "$copy" "$dir"
 done
