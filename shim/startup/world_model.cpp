@@ -97,26 +97,28 @@ bool world_model_init(const void* definition, const char* name, int* provided, i
     return true;
 }
 
-bool world_model_initialized(const void* definition, const char* name, int* flag) {
+namespace {
+
+// MPI_Initialized and MPI_Finalized: `said` is what the application was told.
+bool answer_query(const void* definition, const char* name, int* flag, bool WorldModel::*said) {
     if (!in_owner()) return false;
     WorldModel& model = world();
     std::lock_guard lock(model.mutex);
     if (!owned(model) || model.state == State::failed || !flag ||
         !meant_for(model, definition, name))
         return false;
-    *flag = model.application_initialised ? 1 : 0;
+    *flag = model.*said ? 1 : 0;
     return true;
 }
 
+} // namespace
+
+bool world_model_initialized(const void* definition, const char* name, int* flag) {
+    return answer_query(definition, name, flag, &WorldModel::application_initialised);
+}
+
 bool world_model_finalized(const void* definition, const char* name, int* flag) {
-    if (!in_owner()) return false;
-    WorldModel& model = world();
-    std::lock_guard lock(model.mutex);
-    if (!owned(model) || model.state == State::failed || !flag ||
-        !meant_for(model, definition, name))
-        return false;
-    *flag = model.application_finalized ? 1 : 0;
-    return true;
+    return answer_query(definition, name, flag, &WorldModel::application_finalized);
 }
 
 bool world_model_finalize(const void* definition, const char* name, int* result) {
@@ -150,10 +152,10 @@ void* world_model_library() {
 }
 
 bool world_model_defines(void* handle, const char* name) {
-    void* library = world_model_library();
-    if (!library) return false;
-    void* mine = REAL(dlsym)(library, name);
-    return mine && REAL(dlsym)(handle, name) == mine;
+    if (!in_owner()) return false;
+    WorldModel& model = world();
+    std::lock_guard lock(model.mutex);
+    return owned(model) && meant_for(model, REAL(dlsym)(handle, name), name);
 }
 
 } // namespace pyimport

@@ -102,12 +102,7 @@ def test_workload(chk, args, wd):
 def test_strace(chk, args, wd):
     print("\n== workload.py under strace on every rank, over n1:1,n2:2,n3:1")
     chk.ok(bool(C.have("strace")), "strace is installed")
-    env = L.base_env()
-    wdir = wd.sub("strace-pythonpath")
-    L.populate_prefix(wdir, NRANKS, args.python)
-    env["PYTHONPATH"] = wdir
-    env["WORKLOAD_WRITABLE_PREFIX"] = wdir
-    env["WORKLOAD_NO_WRITE"] = "1"
+    env, _ = L.read_only_workload_env(wd, "strace-pythonpath", NRANKS, args.python)
     prefixes = SC.get_prefixes(args, env)
     runs = {}
     for label, shim_env in (("noshim", None),

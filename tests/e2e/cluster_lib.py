@@ -305,14 +305,7 @@ def compare(chk, base, other, nranks, what, logged=False, merged_launcher=False)
     (once the pyimport lines are gone if `logged`); the launcher's own
     output identical after normalize_launcher (as sorted lines when the
     launcher also echoes the ranks' output, as mpiexec.openmpi does)."""
-    shown = [False]
-
-    def ok(cond, msg, detail=""):
-        if not cond and not shown[0]:
-            shown[0] = True
-            detail = (detail + "\n" if detail else "") + base.describe() + "\n" + other.describe()
-        return chk.ok(cond, msg, detail)
-
+    ok = L.first_failure_describes(chk, base, other)
     sfx = " " + what
     ok(not other.timed_out, "%s finished in time%s" % (other.label, sfx))
     ok(base.rc == other.rc, "exit code equal%s (%s vs %s)" % (sfx, base.rc, other.rc))

@@ -157,6 +157,18 @@ def populate_prefix(d, nranks, python):
                    stdout=subprocess.DEVNULL)
 
 
+def read_only_workload_env(wd, name, nranks, python):
+    """base_env() for workload.py reading a populated PYTHONPATH directory
+    `wd.sub(name)` without writing to it (the strace counts)."""
+    env = base_env()
+    wdir = wd.sub(name)
+    populate_prefix(wdir, nranks, python)
+    env["PYTHONPATH"] = wdir
+    env["WORKLOAD_WRITABLE_PREFIX"] = wdir
+    env["WORKLOAD_NO_WRITE"] = "1"
+    return env, wdir
+
+
 def with_shim(env, shim, **extra):
     e = dict(env)
     e["LD_PRELOAD"] = shim
@@ -314,10 +326,9 @@ def normalize_hydra(text):
     return text
 
 
-def compare_runs(chk, base, other, nranks, what="", check_stderr=True):
-    """Per-rank stdout (and optionally stderr) and the exit code must match.
-    The full description of both runs is printed with the first failure only."""
-    sfx = (" " + what) if what else ""
+def first_failure_describes(chk, base, other):
+    """chk.ok that adds the full description of both runs to the first
+    failure only."""
     shown = [False]
 
     def ok(cond, msg, detail=""):
@@ -325,6 +336,14 @@ def compare_runs(chk, base, other, nranks, what="", check_stderr=True):
             shown[0] = True
             detail = (detail + "\n" if detail else "") + base.describe() + "\n" + other.describe()
         return chk.ok(cond, msg, detail)
+    return ok
+
+
+def compare_runs(chk, base, other, nranks, what="", check_stderr=True):
+    """Per-rank stdout (and optionally stderr) and the exit code must match.
+    The full description of both runs is printed with the first failure only."""
+    sfx = (" " + what) if what else ""
+    ok = first_failure_describes(chk, base, other)
 
     ok(not other.timed_out, "%s finished in time%s" % (other.label, sfx))
     ok(base.rc == other.rc, "exit code equal%s (%s vs %s)" % (sfx, base.rc, other.rc))

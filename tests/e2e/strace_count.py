@@ -299,12 +299,7 @@ def main():
         chk.finish()
     wd = L.Workdir(args.keep, "pyimport-strace-")
     try:
-        env = L.base_env()
-        wdir = wd.sub("pythonpath")
-        L.populate_prefix(wdir, NRANKS, args.python)
-        env["PYTHONPATH"] = wdir
-        env["WORKLOAD_WRITABLE_PREFIX"] = wdir
-        env["WORKLOAD_NO_WRITE"] = "1"
+        env, wdir = L.read_only_workload_env(wd, "pythonpath", NRANKS, args.python)
         prefixes = get_prefixes(args, env)
         print("  cached prefixes:\n" + L.indent("\n".join(prefixes)))
         chk.ok(wdir in prefixes and any(p.endswith("lib-dynload") for p in prefixes),
