@@ -5,6 +5,7 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <link.h>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -57,9 +58,13 @@ PYIMPORT_REAL_FUNCTIONS(PYIMPORT_DEFINE_REAL)
 
 namespace {
 
+// This library's load address (fixed: it is never unloaded).
 void* self_base() {
-    Dl_info self{};
-    return REAL(dladdr)(reinterpret_cast<void*>(&self_base), &self) ? self.dli_fbase : nullptr;
+    static void* const base = [] {
+        Dl_info self{};
+        return REAL(dladdr)(reinterpret_cast<void*>(&self_base), &self) ? self.dli_fbase : nullptr;
+    }();
+    return base;
 }
 
 bool is_own(void* symbol) {
@@ -107,6 +112,41 @@ void* find_loaded(const char* name) {
 
 } // namespace
 
+namespace {
+
+// What a loaded shared object's dependencies define for a name, once per
+// object and name: they are fixed while it stays loaded, and asking the
+// loader again costs a dlopen, a dlsym and a dlclose (7 us a call).
+struct DependencyDefinition {
+    const struct link_map* object = nullptr;
+    ElfW(Addr) base = 0;
+    std::string path;
+    const char* name = nullptr; // one of the entry points' own literals
+    void* symbol = nullptr;
+};
+std::mutex g_dependency_mutex;
+std::vector<DependencyDefinition> g_dependency_definitions; // never freed (used until exit)
+
+void* dependency_definition(const struct link_map* object, const char* name) {
+    {
+        std::lock_guard lock(g_dependency_mutex);
+        for (const DependencyDefinition& known : g_dependency_definitions)
+            if (known.object == object && known.name == name && known.base == object->l_addr &&
+                known.path == object->l_name)
+                return known.symbol;
+    }
+    void* symbol = defined_by(object->l_name, name);
+    if (symbol) {
+        std::lock_guard lock(g_dependency_mutex);
+        if (g_dependency_definitions.size() < 64)
+            g_dependency_definitions.push_back(
+                {object, object->l_addr, object->l_name, name, symbol});
+    }
+    return symbol;
+}
+
+} // namespace
+
 void* mpi_definition(const char* name, const void* caller) {
     Dl_info where{};
     struct link_map* object = nullptr;
@@ -116,7 +156,7 @@ void* mpi_definition(const char* name, const void* caller) {
     if (caller &&
         REAL(dladdr1)(caller, &where, reinterpret_cast<void**>(&object), RTLD_DL_LINKMAP) &&
         object && object->l_name && object->l_name[0] && where.dli_fbase != self_base())
-        if (void* symbol = defined_by(object->l_name, name)) return symbol;
+        if (void* symbol = dependency_definition(object, name)) return symbol;
     if (void* symbol = find_next(name)) return symbol;
     return find_loaded(name);
 }
