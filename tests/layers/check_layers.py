@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Include dependencies between the layers of shim/ point one way:
 
-    entry -> startup -> loader -> serve -> image -> base
+    entry -> startup -> loader -> serve -> image -> base -> audit
 
 A file in a layer may include its own layer's headers and those of the layers
 to its right; tools/ may include anything. Every include of the library's own
@@ -18,7 +18,7 @@ import pathlib
 import re
 import sys
 
-LAYERS = ["entry", "startup", "loader", "serve", "image", "base"]
+LAYERS = ["entry", "startup", "loader", "serve", "image", "base", "audit"]
 ANYTHING = {"tools"}
 SOURCES = {".cpp", ".hpp", ".h", ".c", ".cc"}
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]*)"')
