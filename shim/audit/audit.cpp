@@ -168,6 +168,18 @@ void go_alone(const char* why, const char* what = "") {
     set_reason(why, what);
 }
 
+// The program's path (/proc/self/exe), read once; "" if unreadable.
+char executable[PATH_MAX];
+
+const char* program_path() {
+    if (!executable[0]) {
+        long n =
+            sys::sc(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", executable, sizeof executable - 1);
+        executable[n > 0 ? n : 0] = 0;
+    }
+    return executable;
+}
+
 // The process is an interpreter of a rank that libpyimport.so will serve.
 bool is_candidate() {
     if (env(PYIMPORT_ENV_ACTIVE_PID) || truthy(env(PYIMPORT_ENV_DISABLE))) return false;
@@ -189,10 +201,8 @@ bool is_candidate() {
         if (sys::sc(SYS_fcntl, fd, F_GETFD) < 0) return false; // a subprocess that lost it
     }
     if (truthy(env(PYIMPORT_ENV_ANY_PROGRAM))) return true;
-    char exe[PATH_MAX];
-    long n = sys::sc(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return false;
-    exe[n] = 0;
+    const char* exe = program_path();
+    if (!exe[0]) return false;
     const char* base = exe;
     for (const char* p = exe; *p; ++p)
         if (*p == '/') base = p + 1;
@@ -238,10 +248,8 @@ char* job_key() {
     key.add("uid=").add_number(static_cast<uint64_t>(sys::sc(SYS_getuid)));
     key.add("\nparent=").add_number(static_cast<uint64_t>(ppid)).add(" started ");
     if (!start_time(ppid, key)) return nullptr;
-    char exe[PATH_MAX];
-    long n = sys::sc(SYS_readlinkat, AT_FDCWD, "/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return nullptr;
-    exe[n] = 0;
+    const char* exe = program_path();
+    if (!exe[0]) return nullptr;
     struct statx stx {};
     if (sys::sc(SYS_statx, AT_FDCWD, "/proc/self/exe", 0, STATX_INO | STATX_MTIME, &stx) != 0)
         return nullptr;

@@ -16,6 +16,7 @@
 // path; dlerror, dladdr, dladdr1 and dlinfo(RTLD_DI_ORIGIN) give the path on
 // the filesystem instead, as without the shim.
 #include "entry/wrap.hpp"
+#include "loader/audit_link.hpp"
 #include "loader/libraries.hpp"
 #include "startup/world_model.hpp"
 
@@ -58,6 +59,9 @@ const std::string* mirror_root() {
 
 // The filesystem path for a name the loader knows, or `name` itself.
 const char* unmirrored(const char* name) {
+    // The audit library's copies, loaded before main.
+    static AuditInterface* audit = find_audit_interface();
+    if (const char* original = audit_original(audit, name)) return original;
     const std::string* root = mirror_root();
     if (!root || !name) return name;
     size_t length = root->size();
@@ -267,19 +271,28 @@ dlopen:
 
 PYIMPORT_EXPORT char* dlerror(void) {
     char* message = REAL(dlerror)();
-    const std::string* root = mirror_root();
-    if (!message || !root || !std::strstr(message, root->c_str())) return message;
-    // Every occurrence of the mirror's root goes; what follows it is the path.
+    static AuditInterface* audit = find_audit_interface();
+    const std::string* mirror = mirror_root();
+    std::string_view roots[2] = {mirror ? std::string_view(*mirror) : std::string_view(),
+                                 audit ? std::string_view(audit->root) : std::string_view()};
+    auto in_message = [&](std::string_view root) {
+        return !root.empty() && std::strstr(message, std::string(root).c_str());
+    };
+    if (!message || !(in_message(roots[0]) || in_message(roots[1]))) return message;
+    // Every occurrence of a root goes; what follows it is the path.
     size_t out = 0;
     ThreadBuffers* buffers = thread_buffers();
     if (!buffers) return message;
     char* text = buffers->dlerror;
     for (const char* at = message; *at && out + 1 < sizeof buffers->dlerror;) {
-        if (std::strncmp(at, root->c_str(), root->size()) == 0 && at[root->size()] == '/') {
-            at += root->size();
-            continue;
-        }
-        text[out++] = *at++;
+        bool skipped = false;
+        for (std::string_view root : roots)
+            if (!skipped && !root.empty() && std::strncmp(at, root.data(), root.size()) == 0 &&
+                at[root.size()] == '/') {
+                at += root.size();
+                skipped = true;
+            }
+        if (!skipped) text[out++] = *at++;
     }
     text[out] = '\0';
     return text;

@@ -136,6 +136,9 @@ class Builder {
         StatRecord st; // the lstat that found it (present ones)
     };
     void add_partial_roots();
+    void add_library_roots();
+    void drop_content(uint32_t index);
+    bool is_system_directory(const std::string& path) const;
     void record_probe(const PendingProbe& probe);
     bool record_directory(uint32_t index, int dirfd, std::string& error);
     Outcome record_child(Directory& d, const Item& item);
@@ -179,6 +182,10 @@ class Builder {
     std::vector<bool> root_live_;
     std::vector<int> partial_fds_; // O_PATH, after the walked roots
     std::vector<std::string> partial_paths_;
+    // Library roots, added after the walk (their entries go before the
+    // partial roots' in the image: a lookup takes the first root of a path).
+    std::vector<uint32_t> library_roots_;
+    std::unordered_set<uint32_t> library_root_set_;
     std::vector<PendingProbe> pending_probes_;
     std::vector<StatRecord> follow_;
     uint32_t statx_unrequested_ = 0;
@@ -242,6 +249,9 @@ bool Builder::excluded(std::string_view name) const {
 // looks at them). Symlinks and entries of unknown type are always stat'ed.
 bool Builder::known_by_name_only(const Directory& d, std::string_view name, uint8_t type) const {
     if (type != DT_REG && type != DT_DIR) return false;
+    // A library root: its libraries (with their bytes), names of the rest.
+    if (library_root_set_.count(d.index))
+        return type == DT_DIR || !(options_.libraries && is_library_name(name));
     // In a live directory: modules and package directories only; data files
     // and other directories (results/, data/) are the filesystem's.
     // A directory that is a root itself is reached through its kNoStat entry,
@@ -959,7 +969,116 @@ void Builder::follow_outside(uint32_t parent, Entry& link) {
     follow_.push_back(to_record(sx));
 }
 
+// The loader's own directories: libraries there are the system's, found by
+// every rank from local disks (and listing them would cost thousands of
+// entries).
+bool Builder::is_system_directory(const std::string& path) const {
+    for (const char* dir :
+         {"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/lib32", "/usr/lib32", "/usr/local/lib"})
+        if (path == dir) return true;
+    for (const char* dir : {"/lib/", "/usr/lib/"}) {
+        std::string_view rest = std::string_view(path).substr(std::strlen(dir));
+        if (path.starts_with(dir) && rest.find('/') == std::string_view::npos &&
+            rest.find("-linux-") != std::string_view::npos)
+            return true; // multiarch: /usr/lib/x86_64-linux-gnu
+    }
+    return false;
+}
+
+// Forgets an entry's bytes (the budget's accounting too); they leave data_
+// when it is compacted.
+void Builder::drop_content(uint32_t index) {
+    Entry& e = entries_[index];
+    cached_bytes_ -= e.content_len;
+    e.flags &= static_cast<uint8_t>(~kHasContent);
+    e.content_off = e.content_len = 0;
+    if (std::erase_if(cached_, [&](const Cached& c) { return c.entry == index; }) > 0)
+        std::make_heap(cached_.begin(), cached_.end());
+}
+
+void Builder::add_library_roots() {
+    if (!options_.libraries || (!options_.search_dirs && options_.library_path.empty())) return;
+    std::vector<std::string> wanted = options_.library_path;
+    std::unordered_set<std::string> seen;
+    size_t asked = 0; // entries whose search directories are taken
+    for (;;) {
+        if (options_.search_dirs) {
+            for (; asked < entries_.size(); ++asked) {
+                const Entry& e = entries_[asked];
+                if (!(e.flags & kHasContent) || !S_ISREG(e.st.mode) ||
+                    !is_library_name({strings_.data() + e.name_off, e.name_len}))
+                    continue;
+                std::string path = path_of(static_cast<uint32_t>(asked));
+                options_.search_dirs(path, data_.data() + e.content_off,
+                                     static_cast<size_t>(e.content_len), wanted);
+            }
+        }
+        bool added = false;
+        for (const std::string& want : wanted) {
+            if (library_roots_.size() >= options_.max_library_roots) break;
+            if (want.empty() || want[0] != '/' || !seen.insert(want).second) continue;
+            int fd = open_quietly(AT_FDCWD, want.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            std::string path;
+            struct statx st {};
+            if (fd < 0) continue;
+            if (!canonical_path(fd, want, path) || inside_roots(path) ||
+                is_system_directory(path) ||
+                REAL(statx)(fd, "", AT_EMPTY_PATH, kStatxMask, &st) != 0) {
+                REAL(close)(fd);
+                continue;
+            }
+            Entry e{};
+            e.st = to_record(st);
+            e.parent = kNoEntry;
+            e.name_off = add_string(path);
+            e.name_len = static_cast<uint32_t>(path.size());
+            e.flags = kIsRoot;
+            e.follow = kNoEntry;
+            uint32_t index = static_cast<uint32_t>(entries_.size());
+            entries_.push_back(e);
+            library_roots_.push_back(index);
+            library_root_set_.insert(index);
+            root_paths_.push_back(path);
+            root_live_.push_back(false);
+            std::string ignored;
+            record_directory(index, fd, ignored); // closes fd
+            added = true;
+        }
+        wanted.clear();
+        if (!added) break;
+    }
+}
+
 void Builder::encode(std::vector<char>& image) {
+    // Library roots join the roots, before the partial ones: every entry's
+    // index changes, keeping the order of the rest (a parent stays before
+    // its children).
+    if (!library_roots_.empty()) {
+        uint32_t walked = static_cast<uint32_t>(root_fds_.size());
+        uint32_t partial = static_cast<uint32_t>(partial_fds_.size());
+        uint32_t added = static_cast<uint32_t>(library_roots_.size());
+        std::vector<uint32_t> remap(entries_.size());
+        uint32_t next = walked + added + partial;
+        for (uint32_t i = 0; i < entries_.size(); ++i) {
+            if (i < walked)
+                remap[i] = i;
+            else if (i < walked + partial)
+                remap[i] = i + added;
+            else if (!library_root_set_.count(i))
+                remap[i] = next++;
+        }
+        for (uint32_t j = 0; j < added; ++j)
+            remap[library_roots_[j]] = walked + j;
+        std::vector<Entry> moved(entries_.size());
+        for (uint32_t i = 0; i < entries_.size(); ++i) {
+            Entry e = entries_[i];
+            if (e.parent != kNoEntry) e.parent = remap[e.parent];
+            moved[remap[i]] = e;
+        }
+        entries_.swap(moved);
+        for (ListingItem& item : listing_)
+            if (item.entry != kNoEntry) item.entry = remap[item.entry];
+    }
     if (data_.size() > cached_bytes_) compact_data(); // no evicted bytes in the image
     auto align8 = [](uint64_t v) { return (v + 7) & ~uint64_t{7}; };
     Header h{};
@@ -968,7 +1087,8 @@ void Builder::encode(std::vector<char>& image) {
     h.header_size = sizeof(Header);
     h.sizeof_entry = sizeof(Entry);
     h.entry_count = static_cast<uint32_t>(entries_.size());
-    h.root_count = static_cast<uint32_t>(root_fds_.size() + partial_fds_.size());
+    h.root_count =
+        static_cast<uint32_t>(root_fds_.size() + library_roots_.size() + partial_fds_.size());
     h.listing_count = static_cast<uint32_t>(listing_.size());
     h.entries_off = align8(sizeof(Header));
     h.listing_off = align8(h.entries_off + entries_.size() * sizeof(Entry));
@@ -1027,6 +1147,12 @@ bool Builder::run(std::vector<char>& image, std::string& error) {
             REAL(close)(root_fds_[i]);
     }
     if (!ok) return false;
+    add_library_roots();
+    for (uint32_t i = 0; options_.loaded && i < entries_.size(); ++i)
+        if ((entries_[i].flags & kHasContent) &&
+            is_library_name({strings_.data() + entries_[i].name_off, entries_[i].name_len}) &&
+            options_.loaded(entries_[i].st))
+            drop_content(i);
     if (strings_.size() > UINT32_MAX || entries_.size() >= kNoEntry ||
         listing_.size() >= kNoEntry) {
         error = "the module trees are too large for one snapshot; narrow PYIMPORT_PREFIX";

@@ -6,7 +6,9 @@
 #include "image/image.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -58,6 +60,23 @@ struct BuildOptions {
     // Directories others may write into during the job (the script's):
     // walked as live roots (kLive), their module names and packages only.
     std::vector<std::string> live_roots;
+    // The directories the dynamic loader searches for what the cached
+    // libraries need, outside the prefixes: `search_dirs` adds those a
+    // library names (absolute RPATH and RUNPATH entries), given its path and
+    // bytes; `library_path` are LD_LIBRARY_PATH's. Each is recorded as a
+    // library root (kIsRoot, not walked further): its listing, the stat of
+    // every entry but its subdirectories (by name and type), the bytes of its
+    // libraries; and the libraries found there are asked in turn. The
+    // system's own directories are not among them.
+    std::function<void(std::string_view path, const char* data, size_t size,
+                       std::vector<std::string>& dirs)>
+        search_dirs;
+    std::vector<std::string> library_path;
+    size_t max_library_roots = 64;
+    // A library that this process has loaded (its stat):
+    // every rank loaded it at start the same way, and finds it loaded again
+    // by name, so only its stat is kept.
+    std::function<bool(const StatRecord& st)> loaded;
 };
 
 // Walks the prefixes with the real libc and encodes the image. Returns false

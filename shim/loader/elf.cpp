@@ -95,6 +95,13 @@ ElfRead read_sections(const char* data, size_t size, const ElfW(Ehdr) & eh, Dyna
         case DT_SONAME:
             soname = d.d_un.d_val, has_soname = true;
             break;
+        case DT_FLAGS_1:
+            out.nodeflib = d.d_un.d_val & DF_1_NODEFLIB;
+            break;
+        case DT_FILTER:
+        case DT_AUXILIARY:
+            out.filters = true;
+            break;
         default:
             break;
         }
@@ -123,5 +130,45 @@ ElfRead read_sections(const char* data, size_t size, const ElfW(Ehdr) & eh, Dyna
 }
 
 } // namespace
+
+bool read_loaded_dynamic(const void* dynamic, uintptr_t base, DynamicInfo& out) {
+    out = DynamicInfo{};
+    if (!dynamic) return false;
+    uintptr_t strtab = 0;
+    uint64_t rpath = 0, runpath = 0, soname = 0;
+    bool has_rpath = false, has_runpath = false, has_soname = false;
+    for (auto* d = static_cast<const ElfW(Dyn)*>(dynamic); d->d_tag != DT_NULL; ++d) {
+        switch (d->d_tag) {
+        case DT_STRTAB:
+            strtab = d->d_un.d_ptr;
+            break;
+        case DT_RPATH:
+            rpath = d->d_un.d_val, has_rpath = true;
+            break;
+        case DT_RUNPATH:
+            runpath = d->d_un.d_val, has_runpath = true;
+            break;
+        case DT_SONAME:
+            soname = d->d_un.d_val, has_soname = true;
+            break;
+        case DT_FLAGS_1:
+            out.nodeflib = d->d_un.d_val & DF_1_NODEFLIB;
+            break;
+        case DT_FILTER:
+        case DT_AUXILIARY:
+            out.filters = true;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!strtab) return !has_rpath && !has_runpath && !has_soname;
+    if (strtab < base) strtab += base; // not relocated in place
+    const char* strings = reinterpret_cast<const char*>(strtab);
+    if (has_runpath) out.runpath = strings + runpath;
+    if (has_rpath && !has_runpath) out.rpath = strings + rpath;
+    if (has_soname) out.soname = strings + soname;
+    return true;
+}
 
 } // namespace pyimport

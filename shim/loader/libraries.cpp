@@ -17,17 +17,15 @@ namespace pyimport {
 
 namespace {
 
-// Subdirectories the loader searches before a search directory itself
-// (glibc-hwcaps since glibc 2.33; the legacy ones before 2.37). The mirror
-// does not reproduce them: a search directory holding one is not served.
-bool is_capability_directory(std::string_view name, std::string_view platform) {
-    return name == "glibc-hwcaps" || name == "tls" || name == "haswell" || name == "xeon_phi" ||
-           name == "avx512_1" || (!platform.empty() && name == platform);
-}
-
 std::string_view platform_name() {
     const char* p = reinterpret_cast<const char*>(getauxval(AT_PLATFORM));
     return p ? std::string_view(p) : std::string_view();
+}
+
+bool is_capability_directory_on(std::string_view name, std::string_view platform) {
+    return name == "glibc-hwcaps" || name == "tls" || name == "haswell" || name == "xeon_phi" ||
+           name == "avx512_1" || name == "x86_64" || name == "i686" || name == "aarch64" ||
+           (!platform.empty() && name == platform);
 }
 
 struct Object {
@@ -36,6 +34,10 @@ struct Object {
 };
 
 } // namespace
+
+bool is_capability_directory(std::string_view name) {
+    return is_capability_directory_on(name, platform_name());
+}
 
 bool expand_search_entry(std::string_view entry, const SearchTokens& tokens, std::string& out) {
     out.clear();
@@ -96,10 +98,11 @@ FileId Libraries::file_id(uint32_t entry) const {
 // What file a loaded object was loaded from: the snapshot's entry for its
 // name (for one loaded from the mirror: the file it copies), or else a stat
 // of its name. False if neither tells.
-bool Libraries::identify(std::string_view name, bool mirrored, bool quietly, FileId& id) const {
-    std::string real(mirrored ? name.substr(root().size()) : name);
-    Resolution r = quietly ? tree_.resolve_quietly(Position{}, real, true)
-                           : tree_.resolve(Position{}, real, true);
+bool Libraries::identify(std::string_view name, size_t root_size, FileId& id) const {
+    bool mirrored = root_size > 0;
+    std::string real(name.substr(root_size));
+    // Not a use of the file by the program (the profile learns nothing).
+    Resolution r = tree_.resolve_quietly(Position{}, real, true);
     if (r.kind == Resolution::Found && !r.followed) return id = file_id(r.entry), true;
     if (mirrored) return false; // no longer in the snapshot (changed): it stays as loaded
     struct stat st {};
@@ -119,9 +122,14 @@ Libraries::LoadedFiles Libraries::loaded_files(bool quietly) const {
             auto* w = static_cast<Walk*>(data);
             if (!info->dlpi_name || info->dlpi_name[0] != '/') return 0;
             std::string_view name = info->dlpi_name;
-            const std::string& root = w->self->root();
-            bool mirrored =
-                name.size() > root.size() && name.starts_with(root) && name[root.size()] == '/';
+            auto under = [&](const std::string& root) {
+                return !root.empty() && name.size() > root.size() && name.starts_with(root) &&
+                       name[root.size()] == '/';
+            };
+            size_t root_size = under(w->self->root())         ? w->self->root().size()
+                               : under(w->self->copies_root_) ? w->self->copies_root_.size()
+                                                              : 0;
+            bool mirrored = root_size > 0;
             // A loaded object stays the file it was loaded from: identified
             // once per name and load address (not in a fork child, which
             // must not touch what a parent thread may have been changing).
@@ -131,7 +139,7 @@ Libraries::LoadedFiles Libraries::loaded_files(bool quietly) const {
             FileId id;
             if (it != known.end()) {
                 id = it->second;
-            } else if (w->self->identify(name, mirrored, w->quietly, id)) {
+            } else if (w->self->identify(name, root_size, id)) {
                 if (!w->quietly) known.emplace(std::move(key), id);
             } else {
                 return 0;
@@ -170,7 +178,7 @@ bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
             uint32_t child = items[i].entry;
             std::string_view name = snapshot.name(child);
             mode_t mode = snapshot.entry(child).st.mode;
-            if ((S_ISDIR(mode) || S_ISLNK(mode)) && is_capability_directory(name, platform))
+            if ((S_ISDIR(mode) || S_ISLNK(mode)) && is_capability_directory_on(name, platform))
                 return false;
             if (!is_library_name(name)) continue;
             std::string file = dir + "/" + std::string(name);
@@ -211,6 +219,31 @@ bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
             }
         }
     }
+    return true;
+}
+
+bool Libraries::answer_search(const std::string& path, std::string& local) {
+    std::lock_guard lock(mutex_);
+    Resolution r = tree_.resolve(Position{}, path, true);
+    if (r.kind != Resolution::Found) return false;
+    LoadedFiles loaded = loaded_files(false);
+    auto it = loaded.find(file_id(r.entry));
+    if (it != loaded.end()) {
+        local = it->second.name; // the loader would find it loaded (device and inode)
+        return true;
+    }
+    local = path;
+    if (closed_) return true;
+    uint64_t changes = tree_.changes();
+    auto known = prepared_.find(path);
+    bool ok;
+    if (known != prepared_.end() && known->second.changes == changes) {
+        ok = known->second.ok;
+    } else {
+        ok = prepare(path, loaded);
+        prepared_[path] = {ok, changes};
+    }
+    if (ok) local = root() + path;
     return true;
 }
 

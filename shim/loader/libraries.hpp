@@ -51,11 +51,23 @@ class Libraries {
     // filesystem already; prepares the mirror. The unit tests call it.
     bool prepare(const std::string& path);
 
+    // For the loader's search (search.hpp), which found that it would open
+    // `path` (absolute, in the snapshot; symlinks on the way allowed): the
+    // name to give the loader instead, in `local`: a loaded object's own
+    // name, the mirror's path when everything the loader may read for it
+    // through the mirror is there, else `path` itself.
+    bool answer_search(const std::string& path, std::string& local);
+
     // At exit (or exec): no more loads from the mirror; the node's last
     // process removes it.
     void close();
 
     const std::string& root() const { return mirror_->root(); }
+    // The audit library's copies (audit/interface.hpp): what the loader
+    // loaded from there is, like the mirror's, the file it copies.
+    void set_copies_root(std::string root) { copies_root_ = std::move(root); }
+    const Tree& tree() const { return tree_; }
+    const std::string& loader_lib() const { return loader_lib_; } // $LIB, if known
     NodeMirror& mirror() { return *mirror_; }
 
   private:
@@ -68,13 +80,14 @@ class Libraries {
     // from the mirror: the file it is a copy of). `quietly`: no locks, no
     // records (a fork child).
     LoadedFiles loaded_files(bool quietly) const;
-    bool identify(std::string_view name, bool mirrored, bool quietly, FileId& id) const;
+    bool identify(std::string_view name, size_t root_size, FileId& id) const;
     FileId file_id(uint32_t entry) const;
     bool prepare(const std::string& path, const LoadedFiles& loaded);
 
     const Tree& tree_;
     std::unique_ptr<NodeMirror> mirror_;
-    std::string loader_lib_; // $LIB, if this process's loader is the one it was read from
+    std::string loader_lib_;  // $LIB, if this process's loader is the one it was read from
+    std::string copies_root_; // set before any other thread can ask
     std::mutex mutex_;
     bool closed_ = false;
     struct Decision {
@@ -93,6 +106,11 @@ struct SearchTokens {
         platform; // the loader's platform name (not served: glibc may differ from AT_PLATFORM)
     std::string_view lib; // the loader's own constant (PYIMPORT_LOADER_LIB)
 };
+
+// Subdirectories the loader searches before a search directory itself
+// (glibc-hwcaps since glibc 2.33; the legacy ones before 2.37, the platform's
+// among them). A search directory holding one is not followed.
+bool is_capability_directory(std::string_view name);
 
 // $ORIGIN, $PLATFORM and $LIB (also as ${...}) in a search path entry, as the
 // loader expands them; false for other tokens, or one whose value is unknown.

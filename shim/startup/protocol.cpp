@@ -5,12 +5,14 @@
 #include "base/log.hpp"
 #include "base/text.hpp"
 #include "image/walk.hpp"
+#include "loader/search.hpp"
 #include "serve/stats.hpp"
 #include "startup/image_sharing.hpp"
 #include "startup/runtime.hpp"
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 namespace pyimport {
@@ -69,6 +71,20 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     options.max_bytes = config.max_bytes;
     options.cache_tag = inputs.cache_tag;
     options.libraries = config.libraries;
+    if (config.libraries) {
+        // What the loader searches outside the prefixes for their libraries.
+        options.search_dirs = [](std::string_view path, const char* data, size_t size,
+                                 std::vector<std::string>& dirs) {
+            library_search_dirs(path, data, size, PYIMPORT_LOADER_LIB, dirs);
+        };
+        auto loaded = std::make_shared<std::vector<FileId>>(loaded_library_files());
+        options.loaded = [loaded](const StatRecord& st) {
+            FileId id{st.dev_major, st.dev_minor, st.ino};
+            return std::find(loaded->begin(), loaded->end(), id) != loaded->end();
+        };
+        if (const char* value = getenv("LD_LIBRARY_PATH"))
+            options.library_path = library_path_dirs(value, inputs.executable, PYIMPORT_LOADER_LIB);
+    }
     options.not_cached = &out.not_cached;
     out.profile = load_profile(inputs, options.prefixes);
     if (out.profile && !out.profile->paths.empty()) options.profile = &out.profile->paths;

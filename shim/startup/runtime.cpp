@@ -7,6 +7,8 @@
 #include "base/log.hpp"
 #include "base/real.hpp"
 #include "image/profile.hpp"
+#include "loader/audit_link.hpp"
+#include "loader/search.hpp"
 #include "startup/activation.hpp"
 #include "startup/protocol.hpp"
 #include "startup/transport.hpp"
@@ -149,6 +151,26 @@ void activate() {
         auto* libraries = new Libraries(core->tree(), std::move(result.mirror));
         core->stats().name_mirrored_callers(libraries->root());
         g_libraries.store(libraries, std::memory_order_release);
+    }
+    if (AuditInterface* audit = find_audit_interface()) {
+        std::string summary = audit_summary(*audit);
+        if (audit->role == AuditRole::alone)
+            log_error("%s; libraries load before main as without it", summary.c_str());
+        else
+            PYIMPORT_LOG(LogLevel::info, "%s", summary.c_str());
+        if (Libraries* libraries = g_libraries.load(std::memory_order_acquire)) {
+            libraries->set_copies_root(audit->root);
+            SearchSettings settings;
+            const char* library_path = getenv_raw("LD_LIBRARY_PATH");
+            settings.library_path_set = library_path != nullptr;
+            settings.library_path = library_path ? library_path : "";
+            settings.executable = executable_path();
+            settings.lib = libraries->loader_lib();
+            LdCache cache;
+            if (!cache.load()) PYIMPORT_LOG(LogLevel::info, "no ld.so cache read");
+            auto* search = new LibrarySearch(*libraries, std::move(settings), std::move(cache));
+            connect_audit(*audit, search, static_cast<int>(getpid()));
+        }
     }
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
                  result.snapshot.entry_count(), core->tree().snapshot().size(),

@@ -1,0 +1,28 @@
+// The preload's side of the audit library (audit/interface.hpp): finding it,
+// when LD_AUDIT loaded it, and giving it the loader's search (search.hpp).
+#pragma once
+
+#include "audit/interface.hpp"
+
+#include <string>
+
+namespace pyimport {
+
+class LibrarySearch;
+
+// The audit library's interface, nullptr if it is not loaded (or another
+// version). It lives in a namespace of its own: found through the loader's
+// list of namespaces (r_debug_extended, glibc >= 2.35) and dlsym on its link map.
+AuditInterface* find_audit_interface();
+
+// Hands the audit library `search` for every search by name of this process
+// (`pid`; its fork children search as usual). `search` stays alive.
+void connect_audit(AuditInterface& audit, LibrarySearch* search, int pid);
+
+// One line on what the audit library did before main.
+std::string audit_summary(const AuditInterface& audit);
+
+// Whether `name` is a copy the audit library made, and the original's name.
+const char* audit_original(const AuditInterface* audit, const char* name);
+
+} // namespace pyimport
