@@ -39,6 +39,13 @@ so rank 0 is on n1, ranks 1 and 2 on n2, rank 3 on n3. Checked:
             ranks map, UCX's); printed per node. When each proxy ends,
             just before its namespace goes, the node's /dev/shm holds no file
             and no job directory (the last rank removed the mirror).
+  libpython a pyenv CPython (shared libpython) with the loader's audit
+            library too (LD_AUDIT, libpyimport-audit.so beside the shim),
+            under strace on every rank: output identical to the job without
+            either library; libpython is read from its prefix once per node:
+            the node's first process opens it twice (its loader, its copy to
+            the node directory), the others not at all (6 opens in the job,
+            4 without the libraries, one per rank).
 """
 
 import os
@@ -50,7 +57,7 @@ import e2e_lib as L  # noqa: E402
 import run_workload as RW  # noqa: E402
 import strace_count as SC  # noqa: E402
 
-SUBCOMMANDS = ["workload", "strace", "nodes"]
+SUBCOMMANDS = ["workload", "strace", "nodes", "libpython"]
 HOSTS_SPEC = "n1:1,n2:2,n3:1"
 NRANKS = 4
 NODE_OF_RANK = {0: "n1", 1: "n2", 2: "n2", 3: "n3"}
@@ -133,6 +140,43 @@ def test_strace(chk, args, wd):
         sa[r]["import"] + sa[r]["allowed"])[:40]))) for r in range(1, NRANKS) if sa[r])
     chk.ok(sratio <= 1.05, "with the shim, all ranks' calls under the prefixes / the busiest "
            "rank's <= 1.05 (got %.3f)" % sratio, detail)
+
+
+def test_libpython(chk, args, wd):
+    import glob
+    import loader_audit as LA
+    print("\n== a shared libpython over n1:1,n2:2,n3:1, with the loader's audit library")
+    pythons = LA.pyenv_pythons()
+    if not chk.ok(bool(pythons), "a pyenv CPython is installed"):
+        return
+    version, python, prefix = pythons[-1]
+    audit = os.path.join(os.path.dirname(args.shim), "libpyimport-audit.so")
+    app = os.path.join(wd.sub("libpython-app"), "app.py")
+    with open(app, "w") as f:
+        f.write(LA.STDLIB_APP)
+    runs = {}
+    for label, libs in (("plain", []), ("libs", ["LD_AUDIT=" + audit, "LD_PRELOAD=" + args.shim])):
+        traces = wd.sub("libpython-traces-" + label)
+        # -D: the rank stays the child of its node's proxy.
+        prog = ["strace", "-D", "-ff", "-qq", "-y", "-o", os.path.join(traces, "trace"),
+                "-e", "trace=openat,open", "env"] + libs + [python, app]
+        res = hydra("libpython-" + label, args, wd, prog, L.base_env())
+        opens = 0
+        for f in glob.glob(os.path.join(traces, "trace.*")):
+            for line in open(f, errors="replace"):
+                if line.startswith("openat(") and "/libpython" in line.split(",")[1] and \
+                        prefix in line.split(",")[1] and "= -1" not in line:
+                    opens += 1
+        runs[label] = (res, opens)
+    (base, base_opens), (libs, lib_opens) = runs["plain"], runs["libs"]
+    L.sanity_rank_output(chk, base, NRANKS)
+    L.compare_runs(chk, base, libs, NRANKS, "(3 nodes, shared libpython)", check_stderr=False)
+    print("   opens of libpython in %s: without the libraries %d, with them %d"
+          % (prefix, base_opens, lib_opens))
+    chk.ok(base_opens >= NRANKS, "without the libraries every rank opens libpython (%d)"
+           % base_opens)
+    chk.ok(lib_opens == 2 * len(C.NODES), "with them libpython is read once per node: %d opens "
+           "for %d nodes (each node's first process: load and copy)" % (lib_opens, len(C.NODES)))
 
 
 def mib(n):

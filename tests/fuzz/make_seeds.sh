@@ -20,7 +20,7 @@ fi
 cmake --build "$build" -j2 --target make_image_seeds
 
 rm -rf "$corpus"
-mkdir -p "$corpus"/{fuzz_image,fuzz_profile,fuzz_config,fuzz_elf}
+mkdir -p "$corpus"/{fuzz_image,fuzz_profile,fuzz_config,fuzz_elf,fuzz_ld_cache}
 
 # fuzz_image: real images.
 ASAN_OPTIONS=detect_leaks=1 "$build/tests/fuzz/make_image_seeds" "$corpus/fuzz_image"
@@ -63,5 +63,16 @@ dynamic=$(( $(readelf -lW "$e/runpath.so" | awk '$1 == "DYNAMIC" { print $2 }') 
 head -c $((dynamic + 24)) "$e/runpath.so" > "$e/cut-in-dynamic.so"
 head -c 100 "$e/runpath.so" > "$e/cut-in-headers.so"
 chmod 644 "$e"/*
+
+# fuzz_ld_cache: a small cache that ldconfig writes for two directories, and
+# one cut in its entries.
+l=$corpus/fuzz_ld_cache
+mkdir -p "$work/lib"
+gcc "${small[@]}" -Wl,-soname,libseed.so.1 "$work/seed.c" -o "$work/lib/libseed.so.1"
+gcc "${small[@]}" -Wl,-soname,libother.so.2 "$work/seed.c" -o "$work/lib/libother.so.2"
+printf '%s\n' "$work/lib" > "$work/ld.so.conf"
+ldconfig -f "$work/ld.so.conf" -C "$l/small" -X
+head -c 60 "$l/small" > "$l/cut-in-entries"
+chmod 644 "$l"/*
 
 ls -l "$corpus"/*
