@@ -36,14 +36,32 @@ using pyimport::AuditRole;
 namespace sys = pyimport::sys;
 
 extern "C" {
-__attribute__((visibility("default"))) AuditInterface pyimport_audit = {
-    pyimport::kAuditInterfaceVersion, AuditRole::off, 0, 0, 0, 0, {}, {}, nullptr, nullptr};
+__attribute__((visibility("default")))
+AuditInterface pyimport_audit = {pyimport::kAuditInterfaceVersion,
+                                 AuditRole::off,
+                                 0,
+                                 0,
+                                 0,
+                                 0,
+                                 {},
+                                 {},
+                                 nullptr,
+                                 nullptr,
+                                 nullptr,
+                                 nullptr,
+                                 0};
 }
 
 namespace {
 
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-constexpr long kWaitNanoseconds = 10L * 1000 * 1000 * 1000; // for the leader's manifest
+constexpr long kWaitNanoseconds = 10L * 1000 * 1000 * 1000;  // for the leader's manifest
+constexpr long kLeaderNanoseconds = 1L * 1000 * 1000 * 1000; // for local rank 0 to lead
+constexpr const char* kLeaderMark = "leader";
+constexpr const char* kLoads = "manifest.loads";
+constexpr const char* kListing = "library-path";
+constexpr const char* kLoadsLock = "loads.lock";
+constexpr long kLoadsNanoseconds = 2L * 1000 * 1000 * 1000; // for the leader's start-up loads
 constexpr int kMaxRecords = 512;
 constexpr const char* kManifest = "manifest";
 constexpr const char* kManifestMagic = "pyimport-ld 1\n";
@@ -153,8 +171,15 @@ struct State {
     Record records[kMaxRecords];
     int record_count;
     const char* main_cookie;
-    char* manifest;
+    char* manifest; // records: requester, name, path ('\0' after each)
     size_t manifest_size;
+    // The preload's start-up loads (its MPI library): recorded by the leader
+    // too, from begin to end, into a second manifest the followers wait for.
+    bool recording_loads;
+    int loads_from; // the first record of them
+    int loads_fd;   // the leader's exclusive lock until it is written
+    char* loads;
+    size_t loads_size;
 };
 State state;
 
@@ -302,17 +327,21 @@ void sleep_ns(long ns) {
     sys::sc(SYS_nanosleep, &ts, 0);
 }
 
-bool load_manifest() {
+bool load_manifest(const char* name, char*& records, size_t& records_size) {
     size_t size = 0;
-    char* data = read_file(state.dir_fd, kManifest, size);
+    char* data = read_file(state.dir_fd, name, size);
     if (!data) return false;
     size_t magic = sys::length(kManifestMagic), key = sys::length(state.key);
     for (size_t i = 0; i < magic + key; ++i)
         if (i >= size || data[i] != (i < magic ? kManifestMagic[i] : state.key[i - magic]))
             return false; // another job's, through a hash collision: share nothing
-    state.manifest = data + magic + key;
-    state.manifest_size = size - magic - key;
+    records = data + magic + key;
+    records_size = size - magic - key;
     return true;
+}
+
+bool load_manifest() {
+    return load_manifest(kManifest, state.manifest, state.manifest_size);
 }
 
 // Leader or follower, at la_version.
@@ -343,33 +372,69 @@ void take_role() {
     sys::Text(state.dir_path, path_size).add(base).add("/").add(user).add("/").add(name);
     sys::Text(pyimport_audit.root, sizeof pyimport_audit.root).add(state.dir_path).add("/root");
 
-    if (sys::sc(SYS_flock, state.dir_fd, LOCK_EX | LOCK_NB) == 0) {
-        if (!load_manifest()) {
-            pyimport_audit.role = AuditRole::leader;
-            return;
-        }
-        sys::sc(SYS_flock, state.dir_fd, LOCK_SH);
-        pyimport_audit.role = AuditRole::follower;
-        return;
-    }
-    long deadline = now_ns() + kWaitNanoseconds;
-    for (long pause = 500000; now_ns() < deadline; pause = pause < 16000000 ? pause * 2 : pause) {
+    // The node's local rank 0 leads (rank 0 on its node); the others wait a
+    // moment for it, then the first to take the lock leads (local rank 0 may
+    // run another program, or none may be told).
+    static const char* const kLocalRank[] = {"MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                             "SLURM_LOCALID", "PMIX_LOCAL_RANK"};
+    const char* local = nullptr;
+    for (const char* name : kLocalRank)
+        if (!local) local = env(name);
+    bool first = local && sys::equal(local, "0");
+    long now = now_ns();
+    long leader_wait = local && !first ? now + kLeaderNanoseconds : now;
+    long deadline = now + kWaitNanoseconds;
+    for (long pause = 200000;; pause = pause < 16000000 ? pause * 2 : pause) {
         if (load_manifest()) {
             while (sys::sc(SYS_flock, state.dir_fd, LOCK_SH | LOCK_NB) != 0 && now_ns() < deadline)
                 sleep_ns(1000000);
             pyimport_audit.role = AuditRole::follower;
             return;
         }
-        if (sys::sc(SYS_flock, state.dir_fd, LOCK_SH | LOCK_NB) == 0) {
+        now = now_ns();
+        bool arrived = sys::sc(SYS_faccessat, state.dir_fd, kLeaderMark, F_OK, 0) == 0;
+        if (!arrived && now >= leader_wait &&
+            sys::sc(SYS_flock, state.dir_fd, LOCK_EX | LOCK_NB) == 0) {
+            if (load_manifest()) { // finished meanwhile
+                sys::sc(SYS_flock, state.dir_fd, LOCK_SH);
+                pyimport_audit.role = AuditRole::follower;
+                return;
+            }
+            int mark = static_cast<int>(sys::sc(SYS_openat, state.dir_fd, kLeaderMark,
+                                                O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+            if (mark >= 0) sys::sc(SYS_close, mark);
+            state.loads_fd = static_cast<int>(sys::sc(SYS_openat, state.dir_fd, kLoadsLock,
+                                                      O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
+            if (state.loads_fd >= 0) sys::sc(SYS_flock, state.loads_fd, LOCK_EX | LOCK_NB);
+            pyimport_audit.role = AuditRole::leader;
+            return;
+        }
+        // The leader has come and gone without a manifest: nothing to share.
+        if (arrived && sys::sc(SYS_flock, state.dir_fd, LOCK_SH | LOCK_NB) == 0) {
             if (load_manifest()) {
                 pyimport_audit.role = AuditRole::follower;
                 return;
             }
             return go_alone("the node's first process of the job recorded no libraries");
         }
+        if (now >= deadline) break;
         sleep_ns(pause);
     }
     go_alone("waited 10 s for the node's first process of the job to record its libraries");
+}
+
+const char* records_lookup(const char* records, size_t size, const char* name,
+                           const char* requester) {
+    for (size_t at = 0; at < size;) {
+        const char* fields[3];
+        for (auto& f : fields) {
+            f = records + at;
+            at += sys::length(f) + 1;
+            if (at > size) return nullptr;
+        }
+        if (sys::equal(fields[0], requester) && sys::equal(fields[1], name)) return fields[2];
+    }
+    return nullptr;
 }
 
 // The path a follower's search is answered with, or nullptr.
@@ -377,16 +442,8 @@ const char* manifest_lookup(const char* name, const char* requester) {
     size_t root = sys::length(pyimport_audit.root);
     if (root && sys::starts_with(requester, pyimport_audit.root) && requester[root] == '/')
         requester += root; // a copy asks as its original did
-    for (size_t at = 0; at < state.manifest_size;) {
-        const char* fields[3];
-        for (auto& f : fields) {
-            f = state.manifest + at;
-            at += sys::length(f) + 1;
-            if (at > state.manifest_size) return nullptr;
-        }
-        if (sys::equal(fields[0], requester) && sys::equal(fields[1], name)) return fields[2];
-    }
-    return nullptr;
+    const char* path = records_lookup(state.manifest, state.manifest_size, name, requester);
+    return path ? path : records_lookup(state.loads, state.loads_size, name, requester);
 }
 
 // A follower's copy of the library at `path` (as the leader loaded it), or
@@ -481,19 +538,19 @@ bool write_all(int fd, const char* data, size_t size) {
 }
 
 // The leader, at its first consistent link map: the copies, then the manifest.
-bool write_manifest() {
+bool write_manifest(const char* file, int from, bool copies) {
     size_t capacity = sys::length(kManifestMagic) + sys::length(state.key) + 1;
-    for (int i = 0; i < state.record_count; ++i)
+    for (int i = from; i < state.record_count; ++i)
         capacity += sys::length(state.records[i].requester) + sys::length(state.records[i].name) +
                     sys::length(state.records[i].path) + sys::length(pyimport_audit.root) + 3;
     char* buffer = allocate(capacity);
     if (!buffer) return go_alone("out of memory"), false;
     sys::Text manifest(buffer, capacity);
     manifest.add(kManifestMagic).add(state.key);
-    for (int i = 0; i < state.record_count; ++i) {
+    for (int i = from; i < state.record_count; ++i) {
         const Record& r = state.records[i];
         bool searched = r.flag == LA_SER_RUNPATH || r.flag == LA_SER_LIBPATH;
-        bool copy = searched && r.path[0] == '/' && r.origin_free;
+        bool copy = copies && searched && r.path[0] == '/' && r.origin_free;
         if (copy && !copy_library(r.path, pyimport_audit.copied_bytes))
             return go_alone("could not copy ", r.path), false;
         if (copy) ++pyimport_audit.copied;
@@ -505,16 +562,118 @@ bool write_manifest() {
                                       O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     bool ok = fd >= 0 && manifest.ok && write_all(fd, buffer, manifest.size);
     if (fd >= 0) sys::sc(SYS_close, fd);
-    if (!ok || sys::sc(SYS_renameat, state.dir_fd, "manifest.new", state.dir_fd, kManifest) != 0)
+    if (!ok || sys::sc(SYS_renameat, state.dir_fd, "manifest.new", state.dir_fd, file) != 0)
         return go_alone("could not write the manifest in ", state.dir_path), false;
     return true;
+}
+
+// The names in each LD_LIBRARY_PATH directory, for the preload's searches
+// before it has the snapshot (interface.hpp): per entry "D<dir>" and its
+// names as "N<name>", "A<dir>" (absent), or "?<entry>" (not followed: relative,
+// a token, unreadable); each '\0'-terminated.
+bool list_library_path() {
+    const char* value = env("LD_LIBRARY_PATH");
+    if (!value || !*value) return true;
+    size_t capacity = 8u << 20; // pages are only touched as used
+    char* buffer = allocate(capacity);
+    if (!buffer) return false;
+    sys::Text t(buffer, capacity);
+    char dir[PATH_MAX];
+    for (const char* at = value;;) {
+        const char* end = at;
+        while (*end && *end != ':' && *end != ';')
+            ++end;
+        size_t n = static_cast<size_t>(end - at);
+        bool plain = n > 0 && n < sizeof dir && at[0] == '/';
+        for (size_t i = 0; plain && i < n; ++i)
+            plain = at[i] != '$';
+        int fd = -1;
+        if (plain) {
+            for (size_t i = 0; i < n; ++i)
+                dir[i] = at[i];
+            dir[n] = 0;
+            fd = static_cast<int>(
+                sys::sc(SYS_openat, AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        }
+        if (!plain || (fd < 0 && fd != -2 /* ENOENT */ && fd != -20 /* ENOTDIR */)) {
+            t.add("?").add(at, n).add_char(0);
+        } else if (fd < 0) {
+            t.add("A").add(dir).add_char(0);
+        } else {
+            t.add("D").add(dir).add_char(0);
+            alignas(8) char entries[4096];
+            long got;
+            while ((got = sys::sc(SYS_getdents64, fd, entries, sizeof entries)) > 0) {
+                for (long off = 0; off < got;) {
+                    const char* name = entries + off + 19; // d_name in linux_dirent64
+                    off += *reinterpret_cast<const unsigned short*>(entries + off + 16);
+                    if (!sys::equal(name, ".") && !sys::equal(name, ".."))
+                        t.add("N").add(name).add_char(0);
+                }
+            }
+            sys::sc(SYS_close, fd);
+            if (got < 0) return false;
+        }
+        if (!*end) break;
+        at = end + 1;
+    }
+    if (!t.ok) return false;
+    int fd = static_cast<int>(sys::sc(SYS_openat, state.dir_fd, "library-path.new",
+                                      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    bool ok = fd >= 0 && write_all(fd, buffer, t.size);
+    if (fd >= 0) sys::sc(SYS_close, fd);
+    if (!ok || sys::sc(SYS_renameat, state.dir_fd, "library-path.new", state.dir_fd, kListing) != 0)
+        return false;
+    pyimport_audit.library_path_listing = buffer;
+    pyimport_audit.library_path_listing_size = t.size;
+    return true;
+}
+
+void load_listing() {
+    size_t size = 0;
+    char* data = read_file(state.dir_fd, kListing, size);
+    if (!data) return;
+    pyimport_audit.library_path_listing = data;
+    pyimport_audit.library_path_listing_size = size;
 }
 
 // The followers wait for the exclusive lock to go: with a manifest they use
 // it, without one they load as usual.
 void publish() {
-    write_manifest();
+    if (list_library_path()) write_manifest(kManifest, 0, true);
     sys::sc(SYS_flock, state.dir_fd, LOCK_SH);
+}
+
+// The preload's start-up loads (interface.hpp). Copies are not made of them:
+// an MPI library finds its own parts from where it was loaded.
+void startup_loads(uint32_t step) {
+    if (sys::sc(SYS_getpid) != state.pid) return;
+    AuditRole role = pyimport_audit.role;
+    if (role == AuditRole::leader) {
+        if (step == pyimport::kLoadsBegin && state.loads_fd > 0) {
+            state.loads_from = state.record_count;
+            state.recording_loads = true;
+        } else if (step != pyimport::kLoadsBegin && state.loads_fd > 0) {
+            if (state.recording_loads && step == pyimport::kLoadsEnd)
+                write_manifest(kLoads, state.loads_from, false);
+            state.recording_loads = false;
+            sys::sc(SYS_close, state.loads_fd); // the lock goes
+            state.loads_fd = -1;
+        }
+        return;
+    }
+    if (role != AuditRole::follower || step != pyimport::kLoadsBegin || state.loads) return;
+    int lock =
+        static_cast<int>(sys::sc(SYS_openat, state.dir_fd, kLoadsLock, O_RDONLY | O_CLOEXEC));
+    long deadline = now_ns() + kLoadsNanoseconds;
+    for (long pause = 200000;; pause = pause < 8000000 ? pause * 2 : pause) {
+        if (load_manifest(kLoads, state.loads, state.loads_size)) break;
+        // The leader is done (or gone) without them; or never said.
+        if (lock < 0 || sys::sc(SYS_flock, lock, LOCK_SH | LOCK_NB) == 0 || now_ns() >= deadline)
+            break;
+        sleep_ns(pause);
+    }
+    if (lock >= 0) sys::sc(SYS_close, lock);
 }
 
 // Removes what the open directory holds (the copies and the manifest).
@@ -576,7 +735,9 @@ __attribute__((visibility("default"))) unsigned la_version(unsigned version) {
     environment = read_file(AT_FDCWD, "/proc/self/environ", environment_size);
     if (!environment || !is_candidate()) return 0; // unloaded: costs nothing more
     pyimport_audit.pid = state.pid;
+    pyimport_audit.startup_loads = &startup_loads;
     take_role();
+    if (pyimport_audit.role == AuditRole::follower) load_listing();
     return version < LAV_CURRENT ? version : LAV_CURRENT;
 }
 
@@ -585,7 +746,8 @@ __attribute__((visibility("default"))) unsigned la_objopen(struct link_map* map,
     *cookie = reinterpret_cast<uintptr_t>(map);
     if (!state.main_cookie && map->l_name && !map->l_name[0])
         state.main_cookie = reinterpret_cast<const char*>(map);
-    if (pyimport_audit.role == AuditRole::leader && !state.consistent && lmid == LM_ID_BASE &&
+    bool recording = !state.consistent || state.recording_loads;
+    if (pyimport_audit.role == AuditRole::leader && recording && lmid == LM_ID_BASE &&
         state.pending.active) {
         state.pending.active = false;
         if (state.record_count == kMaxRecords) {
@@ -620,7 +782,7 @@ __attribute__((visibility("default"))) char* la_objsearch(const char* name, uint
     if (flag == LA_SER_ORIG && role == AuditRole::follower && name[0] == '/' &&
         sys::sc(SYS_getpid) == state.pid)
         if (const char* copy = manifest_copy_of(name)) return const_cast<char*>(copy);
-    if (role == AuditRole::leader && !state.consistent) {
+    if (role == AuditRole::leader && (!state.consistent || state.recording_loads)) {
         if (flag == LA_SER_ORIG) {
             state.pending.active = !sys::has_slash(name);
             state.pending.name = copy_string(name);

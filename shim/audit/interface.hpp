@@ -39,6 +39,21 @@ struct AuditInterface {
     // dlopen it is. Must not throw, load, or wait for another thread.
     const char* (*resolve)(const char* name, const void* requester, void* context);
     void* resolve_context;
+
+    // Set by the audit library, called by the preload around the libraries
+    // its start-up loads before the resolver exists (the MPI library and what
+    // it needs): kLoadsBegin before, kLoadsEnd after, kLoadsNone if it will
+    // load none (inert). The node's leader records their searches as before
+    // main; a follower waits at kLoadsBegin (at most 2 s) for that record.
+    void (*startup_loads)(uint32_t step);
+
+    // The names in each LD_LIBRARY_PATH directory, listed once per node by
+    // the leader before main (audit.cpp list_library_path has the format);
+    // nullptr without LD_LIBRARY_PATH or a leader.
+    const char* library_path_listing;
+    uint64_t library_path_listing_size;
 };
+
+inline constexpr uint32_t kLoadsBegin = 1, kLoadsEnd = 2, kLoadsNone = 3;
 
 } // namespace pyimport

@@ -18,6 +18,7 @@
 #include "entry/wrap.hpp"
 #include "loader/audit_link.hpp"
 #include "loader/libraries.hpp"
+#include "loader/search.hpp"
 #include "startup/world_model.hpp"
 
 #include <climits>
@@ -291,6 +292,9 @@ PYIMPORT_EXPORT char* dlerror(void) {
                 at[root.size()] == '/') {
                 at += root.size();
                 skipped = true;
+                // A search that found nothing (loader/search.hpp): the name alone.
+                size_t missing = std::strlen(kMissingDirectory);
+                if (std::strncmp(at, kMissingDirectory, missing) == 0) at += missing;
             }
         if (!skipped) text[out++] = *at++;
     }

@@ -15,13 +15,17 @@ namespace pyimport {
 namespace {
 
 std::atomic<LibrarySearch*> g_search{nullptr};
+std::atomic<EarlySearch*> g_early{nullptr};
 std::atomic<int> g_search_pid{0};
 
 const char* resolve_for_audit(const char* name, const void* requester, void*) {
-    LibrarySearch* search = g_search.load(std::memory_order_acquire);
     // A fork child is a pass-through: its loader searches as usual.
-    if (!search || getpid() != g_search_pid.load(std::memory_order_relaxed)) return nullptr;
-    return search->resolve(name, requester);
+    if (getpid() != g_search_pid.load(std::memory_order_relaxed)) return nullptr;
+    if (LibrarySearch* search = g_search.load(std::memory_order_acquire))
+        return search->resolve(name, requester);
+    if (EarlySearch* early = g_early.load(std::memory_order_acquire))
+        return early->resolve(name, requester);
+    return nullptr;
 }
 
 } // namespace
@@ -46,6 +50,13 @@ AuditInterface* find_audit_interface() {
 void connect_audit(AuditInterface& audit, LibrarySearch* search, int pid) {
     g_search_pid.store(pid, std::memory_order_relaxed);
     g_search.store(search, std::memory_order_release);
+    audit.resolve_context = nullptr;
+    __atomic_store_n(&audit.resolve, &resolve_for_audit, __ATOMIC_RELEASE);
+}
+
+void connect_audit_early(AuditInterface& audit, EarlySearch* early, int pid) {
+    g_search_pid.store(pid, std::memory_order_relaxed);
+    g_early.store(early, std::memory_order_release);
     audit.resolve_context = nullptr;
     __atomic_store_n(&audit.resolve, &resolve_for_audit, __ATOMIC_RELEASE);
 }

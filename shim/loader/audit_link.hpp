@@ -8,6 +8,7 @@
 
 namespace pyimport {
 
+class EarlySearch;
 class LibrarySearch;
 
 // The audit library's interface, nullptr if it is not loaded (or another
@@ -18,6 +19,8 @@ AuditInterface* find_audit_interface();
 // Hands the audit library `search` for every search by name of this process
 // (`pid`; its fork children search as usual). `search` stays alive.
 void connect_audit(AuditInterface& audit, LibrarySearch* search, int pid);
+// Before the snapshot: `early` until connect_audit replaces it.
+void connect_audit_early(AuditInterface& audit, EarlySearch* early, int pid);
 
 // One line on what the audit library did before main.
 std::string audit_summary(const AuditInterface& audit);

@@ -5,6 +5,7 @@
 #include "loader/audit_link.hpp"
 
 #include <cerrno>
+#include <dirent.h>
 #include <link.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -45,6 +46,52 @@ void add_list(std::string_view list, std::string_view separators, std::string_vi
     }
 }
 
+// The requester of a search, from its link map (the loader's, in memory).
+bool read_requester(const void* requester_map, const SearchSettings& settings, Requester& requester,
+                    DynamicInfo& program) {
+    const auto* map = static_cast<const struct link_map*>(requester_map);
+    if (!map) return false;
+    const struct link_map* head = map;
+    while (head->l_prev)
+        head = head->l_prev;
+    if (head != _r_debug.r_map) return false; // another namespace (dlmopen)
+    if (!read_loaded_dynamic(map->l_ld, map->l_addr, requester.dynamic) ||
+        !read_loaded_dynamic(head->l_ld, head->l_addr, program) || requester.dynamic.filters)
+        return false;
+    requester.is_program = map == head;
+    std::string_view loaded_name = map->l_name ? map->l_name : "";
+    requester.origin =
+        requester.is_program ? directory_of(settings.executable) : directory_of(loaded_name);
+    if (requester.origin.empty()) return false;
+    for (const struct link_map* l = head->l_next; l && !requester.rpath_elsewhere; l = l->l_next) {
+        DynamicInfo other;
+        if (l != map && read_loaded_dynamic(l->l_ld, l->l_addr, other))
+            requester.rpath_elsewhere = !other.rpath.empty();
+    }
+    return true;
+}
+
+// A path from the ld.so cache that is there (a stale entry: the loader goes
+// on to the system directories).
+bool cached_path(const LdCache& cache, std::string_view name, std::string& path) {
+    std::string cached;
+    if (cache.lookup(name, cached) != LdCache::Answer::found) return false;
+    struct stat st {};
+    if (REAL(stat)(cached.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    path = std::move(cached);
+    return true;
+}
+
+// A system directory (local) holds no `name`, nor a capability subdirectory
+// the loader would look in first.
+bool absent_from_system_dir(const std::string& dir, std::string_view name) {
+    struct stat st {};
+    for (const char* sub :
+         {"glibc-hwcaps", "tls", "x86_64", "haswell", "avx512_1", "xeon_phi", "i686", "aarch64"})
+        if (REAL(stat)((dir + "/" + sub).c_str(), &st) == 0 || errno != ENOENT) return false;
+    return REAL(stat)((dir + "/" + std::string(name)).c_str(), &st) != 0 && errno == ENOENT;
+}
+
 } // namespace
 
 std::vector<SearchStep> search_steps(const Requester& requester, const DynamicInfo& program,
@@ -63,9 +110,13 @@ std::vector<SearchStep> search_steps(const Requester& requester, const DynamicIn
         add_list(settings.library_path, ":;", program_origin, settings.lib, steps);
     if (!requester.dynamic.runpath.empty())
         add_list(requester.dynamic.runpath, ":", requester.origin, settings.lib, steps);
-    // Without NODEFLIB the cache; then the system directories, not followed.
-    if (!requester.dynamic.nodeflib) steps.push_back({SearchStep::cache, ""});
-    steps.push_back({SearchStep::unknown, "system directories"});
+    // Without NODEFLIB the cache, then the system directories.
+    if (!requester.dynamic.nodeflib) {
+        steps.push_back({SearchStep::cache, ""});
+        if (settings.system_dirs.empty()) steps.push_back({SearchStep::unknown, "system"});
+        for (std::string_view dir : split(settings.system_dirs, ':'))
+            if (!dir.empty()) steps.push_back({SearchStep::system, std::string(dir)});
+    }
     return steps;
 }
 
@@ -111,6 +162,34 @@ std::vector<std::string> library_path_dirs(std::string_view value, std::string_v
     return dirs;
 }
 
+LocalDirectories::Holds LocalDirectories::lookup(const std::string& dir, std::string_view name) {
+    bool local = false;
+    for (std::string_view system : split(system_dirs_, ':'))
+        local =
+            local || (!system.empty() &&
+                      (dir == system || (dir.starts_with(system) && dir[system.size()] == '/')));
+    if (!local) return Holds::not_local;
+    auto it = listings_.find(dir);
+    if (it == listings_.end()) {
+        Listing listing;
+        if (DIR* d = REAL(opendir)(dir.c_str())) {
+            listing.exists = true;
+            while (struct dirent* e = REAL(readdir)(d)) {
+                listing.names.insert(e->d_name);
+                listing.capability = listing.capability || is_capability_directory(e->d_name);
+            }
+            REAL(closedir)(d);
+        } else if (errno != ENOENT && errno != ENOTDIR) {
+            listing.capability = true; // unreadable: not followed
+            listing.exists = true;
+        }
+        it = listings_.emplace(dir, std::move(listing)).first;
+    }
+    const Listing& l = it->second;
+    if (!l.exists) return Holds::nothing;
+    return l.capability || l.names.count(std::string(name)) ? Holds::maybe : Holds::nothing;
+}
+
 LibrarySearch::LibrarySearch(Libraries& libraries, SearchSettings settings, LdCache cache)
     : libraries_(libraries), settings_(std::move(settings)), cache_(std::move(cache)) {}
 
@@ -127,6 +206,26 @@ LibrarySearch::Look LibrarySearch::look_in(const std::string& dir, std::string_v
     const Tree& tree = libraries_.tree();
     const Snapshot& snapshot = tree.snapshot();
     Resolution d = tree.resolve(Position{}, dir, true);
+    if (d.kind == Resolution::Forward) {
+        switch (local_.lookup(dir, name)) {
+        case LocalDirectories::Holds::nothing:
+            return Look::absent;
+        case LocalDirectories::Holds::maybe:
+            return Look::unknown;
+        case LocalDirectories::Holds::not_local:
+            break;
+        }
+        // Outside the snapshot: rank 0 recorded every search directory that
+        // exists, so this one most likely does not; one stat tells, once.
+        auto known = absent_dirs_.find(dir);
+        if (known == absent_dirs_.end()) {
+            struct stat st {};
+            bool absent =
+                REAL(stat)(dir.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR);
+            known = absent_dirs_.emplace(dir, absent).first;
+        }
+        return known->second ? Look::absent : Look::unknown;
+    }
     if (d.kind == Resolution::Failed)
         return d.error == ENOENT || d.error == ENOTDIR ? Look::absent : Look::unknown;
     if (d.kind != Resolution::Found || !tree.is_dir(d.entry)) return Look::unknown;
@@ -157,49 +256,98 @@ LibrarySearch::Look LibrarySearch::look_in(const std::string& dir, std::string_v
 bool LibrarySearch::find(std::string_view name, const Requester& requester,
                          const DynamicInfo& program, std::string& path) {
     if (name.empty() || name.find('/') != std::string_view::npos) return false;
+    bool searched = false;
     for (const SearchStep& step : search_steps(requester, program, settings_)) {
         if (step.kind == SearchStep::unknown) return false;
+        searched = searched || step.kind == SearchStep::system;
         if (step.kind == SearchStep::cache) {
-            std::string cached;
-            if (cache_.lookup(name, cached) != LdCache::Answer::found) return false;
-            struct stat st {};
-            // A stale entry: the loader goes on to the system directories.
-            if (REAL(stat)(cached.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
-            path = std::move(cached);
-            return true;
+            if (cached_path(cache_, name, path)) return true;
+            continue;
+        }
+        if (step.kind == SearchStep::system) {
+            if (!absent_from_system_dir(step.dir, name)) return false; // the loader's to find
+            continue;
         }
         std::string file;
         Look look = look_in(original(step.dir), name, file);
         if (look == Look::unknown) return false;
         if (look == Look::found) return libraries_.answer_search(file, path);
     }
-    return false;
+    if (!searched || requester.dynamic.nodeflib) return false;
+    // Nowhere: the loader fails the same way on a path that is not there.
+    path = libraries_.root() + kMissingDirectory + std::string(name);
+    return true;
 }
 
 const char* LibrarySearch::resolve(const char* name, const void* requester_map) noexcept {
     try {
-        const auto* map = static_cast<const struct link_map*>(requester_map);
-        if (!name || !map) return nullptr;
-        const struct link_map* head = map;
-        while (head->l_prev)
-            head = head->l_prev;
-        if (head != _r_debug.r_map) return nullptr; // another namespace (dlmopen)
         Requester requester;
         DynamicInfo program;
-        if (!read_loaded_dynamic(map->l_ld, map->l_addr, requester.dynamic) ||
-            !read_loaded_dynamic(head->l_ld, head->l_addr, program) || requester.dynamic.filters)
-            return nullptr;
-        requester.is_program = map == head;
-        std::string_view loaded_name = map->l_name ? map->l_name : "";
-        requester.origin =
-            requester.is_program ? directory_of(settings_.executable) : directory_of(loaded_name);
-        if (requester.origin.empty()) return nullptr;
-        for (const struct link_map* l = head->l_next; l && !requester.rpath_elsewhere;
-             l = l->l_next) {
-            DynamicInfo other;
-            if (l != map && read_loaded_dynamic(l->l_ld, l->l_addr, other))
-                requester.rpath_elsewhere = !other.rpath.empty();
+        if (!name || !read_requester(requester_map, settings_, requester, program)) return nullptr;
+        std::lock_guard lock(mutex_);
+        std::string path;
+        if (!find(name, requester, program, path)) return nullptr;
+        return answers_.insert(std::move(path)).first->c_str();
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+EarlySearch::EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache)
+    : settings_(std::move(settings)), cache_(std::move(cache)) {
+    Listed* current = nullptr;
+    for (size_t at = 0; at < listing.size();) {
+        size_t end = listing.find('\0', at);
+        if (end == std::string_view::npos) break;
+        std::string_view item = listing.substr(at, end - at);
+        at = end + 1;
+        if (item.empty()) continue;
+        std::string rest(item.substr(1));
+        switch (item[0]) {
+        case 'D':
+            current = &dirs_[rest];
+            current->state = Listed::listed;
+            break;
+        case 'A':
+            dirs_[rest].state = Listed::absent;
+            current = nullptr;
+            break;
+        case 'N':
+            if (current) current->names.insert(std::move(rest));
+            break;
+        default:
+            dirs_[rest].state = Listed::unknown;
+            current = nullptr;
         }
+    }
+}
+
+bool EarlySearch::find(std::string_view name, const Requester& requester,
+                       const DynamicInfo& program, std::string& path) {
+    if (name.empty() || name.find('/') != std::string_view::npos) return false;
+    for (const SearchStep& step : search_steps(requester, program, settings_)) {
+        if (step.kind == SearchStep::unknown || step.kind == SearchStep::system) return false;
+        if (step.kind == SearchStep::cache) return cached_path(cache_, name, path);
+        auto it = dirs_.find(step.dir);
+        if (it == dirs_.end()) {
+            // Not a listed LD_LIBRARY_PATH directory: a RUNPATH's, if local.
+            if (local_.lookup(step.dir, name) != LocalDirectories::Holds::nothing) return false;
+            continue;
+        }
+        if (it->second.state == Listed::unknown) return false;
+        if (it->second.state == Listed::absent) continue;
+        for (const std::string& n : it->second.names)
+            if (is_capability_directory(n)) return false;
+        if (it->second.names.count(std::string(name))) return false; // the loader's to take
+    }
+    return false;
+}
+
+const char* EarlySearch::resolve(const char* name, const void* requester_map) noexcept {
+    try {
+        Requester requester;
+        DynamicInfo program;
+        if (!name || !read_requester(requester_map, settings_, requester, program)) return nullptr;
         std::lock_guard lock(mutex_);
         std::string path;
         if (!find(name, requester, program, path)) return nullptr;

@@ -22,6 +22,7 @@
 
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -33,6 +34,8 @@ struct SearchSettings {
     std::string library_path;
     std::string executable; // the program's path: the $ORIGIN of it and of LD_LIBRARY_PATH
     std::string lib;        // $LIB, empty if unknown
+    // The loader's system directories, ':'-separated (empty: not followed).
+    std::string system_dirs = PYIMPORT_LOADER_SYSTEM_DIRS;
 };
 
 // The object whose dependency or dlopen is searched for.
@@ -48,12 +51,61 @@ struct Requester {
 
 // One place the loader looks, in its order.
 struct SearchStep {
-    enum Kind { directory, cache, unknown } kind; // unknown: an entry not followed here
+    enum Kind { directory, cache, system, unknown } kind; // unknown: an entry not followed here
     std::string dir;
 };
 
+// A directory below the loader's system directories (its own, local; a
+// RUNPATH of the system's libraries, like UCX's plug-ins), listed with the
+// real libc once: whether the loader would find nothing there.
+class LocalDirectories {
+  public:
+    explicit LocalDirectories(std::string system_dirs) : system_dirs_(std::move(system_dirs)) {}
+    enum class Holds { nothing, maybe, not_local };
+    Holds lookup(const std::string& dir, std::string_view name);
+
+  private:
+    struct Listing {
+        bool exists = false, capability = false;
+        std::unordered_set<std::string> names;
+    };
+    std::string system_dirs_;
+    std::unordered_map<std::string, Listing> listings_;
+};
+
+// Where a search that finds nothing sends the loader (under the mirror's
+// root, never present): its error names the library as the loader's own
+// does once dlerror (entry/dl.cpp) has removed the root and this.
+inline constexpr const char* kMissingDirectory = "/.pyimport-missing/";
+
 std::vector<SearchStep> search_steps(const Requester& requester, const DynamicInfo& program,
                                      const SearchSettings& settings);
+
+// Before the snapshot (the MPI library's loads at start-up): the same search
+// for requesters the loader searches only LD_LIBRARY_PATH and the ld.so cache
+// for (no RPATH or RUNPATH in them, the program or anything loaded), over the
+// names of LD_LIBRARY_PATH's directories that the node's leader listed
+// (audit/interface.hpp). A name in a listed directory is the loader's to find.
+class EarlySearch {
+  public:
+    EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache);
+    const char* resolve(const char* name, const void* requester) noexcept;
+    // The same for a requester described by hand (the unit tests).
+    bool find(std::string_view name, const Requester& requester, const DynamicInfo& program,
+              std::string& path);
+
+  private:
+    struct Listed {
+        enum { listed, absent, unknown } state;
+        std::unordered_set<std::string> names;
+    };
+    std::unordered_map<std::string, Listed> dirs_;
+    SearchSettings settings_;
+    LdCache cache_;
+    std::mutex mutex_;
+    std::unordered_set<std::string> answers_;
+    LocalDirectories local_{settings_.system_dirs};
+};
 
 // For the walk (image/walk.hpp): the absolute directories the loader may
 // search for the dependencies of the library at `path` with bytes `data`
@@ -92,7 +144,9 @@ class LibrarySearch {
     SearchSettings settings_;
     LdCache cache_;
     std::mutex mutex_;
-    std::unordered_set<std::string> answers_; // what resolve() returned, for good
+    std::unordered_set<std::string> answers_;           // what resolve() returned, for good
+    std::unordered_map<std::string, bool> absent_dirs_; // outside the snapshot: absent?
+    LocalDirectories local_{settings_.system_dirs};
 };
 
 } // namespace pyimport

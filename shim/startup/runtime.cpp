@@ -92,6 +92,35 @@ std::unique_ptr<Transport> open_transport(const Config& config, const Launch& la
     return nullptr;
 }
 
+// Tells the audit library (if loaded) about the start-up's own loads.
+void startup_loads(uint32_t step) {
+    AuditInterface* audit = find_audit_interface();
+    if (audit && audit->startup_loads) audit->startup_loads(step);
+}
+
+// What the loader searches in LD_LIBRARY_PATH before the snapshot arrives
+// (the MPI library's own loads at its initialisation), from the node's listing.
+SearchSettings search_settings(const std::string& lib) {
+    SearchSettings settings;
+    const char* library_path = getenv_raw("LD_LIBRARY_PATH");
+    settings.library_path_set = library_path != nullptr;
+    settings.library_path = library_path ? library_path : "";
+    settings.executable = executable_path();
+    settings.lib = lib;
+    return settings;
+}
+
+void connect_early_search() {
+    AuditInterface* audit = find_audit_interface();
+    if (!audit || !audit->library_path_listing) return;
+    LdCache cache;
+    if (!cache.load()) return;
+    auto* early = new EarlySearch(
+        std::string_view(audit->library_path_listing, audit->library_path_listing_size),
+        search_settings(PYIMPORT_LOADER_LIB), std::move(cache));
+    connect_audit_early(*audit, early, static_cast<int>(getpid()));
+}
+
 void activate() {
     std::string why_not;
     Launch launch;
@@ -100,8 +129,10 @@ void activate() {
     std::string error;
     switch (decide_activation(getenv_raw, is_python, config, error)) {
     case Activation::Inert:
+        startup_loads(kLoadsNone);
         return;
     case Activation::Misconfigured:
+        startup_loads(kLoadsNone);
         set_log_level(config.log);
         log_error("%s", error.c_str());
         return;
@@ -115,7 +146,12 @@ void activate() {
     setenv(kActiveMarker, pid, 1);
 
     auto start = std::chrono::steady_clock::now();
+    // The MPI library and what it needs: the node's first process records
+    // their searches, the others answer theirs from that record.
+    startup_loads(kLoadsBegin);
+    connect_early_search();
     std::unique_ptr<Transport> transport = open_transport(config, launch, error);
+    startup_loads(kLoadsEnd);
     if (!transport) {
         log_error("%s; running uncached", error.c_str());
         return;
@@ -160,12 +196,7 @@ void activate() {
             PYIMPORT_LOG(LogLevel::info, "%s", summary.c_str());
         if (Libraries* libraries = g_libraries.load(std::memory_order_acquire)) {
             libraries->set_copies_root(audit->root);
-            SearchSettings settings;
-            const char* library_path = getenv_raw("LD_LIBRARY_PATH");
-            settings.library_path_set = library_path != nullptr;
-            settings.library_path = library_path ? library_path : "";
-            settings.executable = executable_path();
-            settings.lib = libraries->loader_lib();
+            SearchSettings settings = search_settings(libraries->loader_lib());
             LdCache cache;
             if (!cache.load()) PYIMPORT_LOG(LogLevel::info, "no ld.so cache read");
             auto* search = new LibrarySearch(*libraries, std::move(settings), std::move(cache));

@@ -305,15 +305,16 @@ rank = os.environ.get("PMI_RANK", "0")
 def say(*a):
     print("[rank %s]" % rank, *a, flush=True)
 import json, email.parser
-r = subprocess.run([sys.executable, "-c", "import os, json; print(json.dumps(sorted("
-                    "k for k in os.environ if k.startswith(('LD_AUDIT', 'PMI_RANK')))))"],
+r = subprocess.run([sys.executable, "-c", "import json, sqlite3; print(json.dumps("
+                    "sqlite3.connect(':memory:').execute('select 2*21').fetchone()))"],
                    capture_output=True, text=True)
 say("python child:", r.returncode, r.stdout.strip(), r.stderr.strip())
 r = subprocess.run(["/bin/sh", "-c", "echo shell child $((6*7))"], capture_output=True, text=True)
 say(r.returncode, r.stdout.strip(), r.stderr.strip())
 pid = os.fork()
 if pid == 0:
-    os.execv(sys.executable, [sys.executable, "-c", "import sqlite3; print('exec child', 1)"])
+    os.execv(sys.executable, [sys.executable, "-c", "import sqlite3; print('[rank %s] exec "
+                              "child', sqlite3.sqlite_version_info[0])" % rank])
 _, status = os.waitpid(pid, 0)
 say("fork+exec child status", status)
 pid = os.fork()
