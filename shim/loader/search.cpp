@@ -92,6 +92,25 @@ bool absent_from_system_dir(const std::string& dir, std::string_view name) {
     return REAL(stat)((dir + "/" + std::string(name)).c_str(), &st) != 0 && errno == ENOENT;
 }
 
+// A search's answer for the loader: the requester read from its link map,
+// `find` under `mutex`, the path kept in `answers` for good. Never throws.
+template <typename Find>
+const char* answer(const char* name, const void* requester_map, const SearchSettings& settings,
+                   std::mutex& mutex, std::unordered_set<std::string>& answers,
+                   Find find) noexcept {
+    try {
+        Requester requester;
+        DynamicInfo program;
+        if (!name || !read_requester(requester_map, settings, requester, program)) return nullptr;
+        std::lock_guard lock(mutex);
+        std::string path;
+        if (!find(name, requester, program, path)) return nullptr;
+        return answers.insert(std::move(path)).first->c_str();
+    } catch (...) {
+        return nullptr;
+    }
+}
+
 } // namespace
 
 std::vector<SearchStep> search_steps(const Requester& requester, const DynamicInfo& program,
@@ -279,18 +298,10 @@ bool LibrarySearch::find(std::string_view name, const Requester& requester,
     return true;
 }
 
-const char* LibrarySearch::resolve(const char* name, const void* requester_map) noexcept {
-    try {
-        Requester requester;
-        DynamicInfo program;
-        if (!name || !read_requester(requester_map, settings_, requester, program)) return nullptr;
-        std::lock_guard lock(mutex_);
-        std::string path;
-        if (!find(name, requester, program, path)) return nullptr;
-        return answers_.insert(std::move(path)).first->c_str();
-    } catch (...) {
-        return nullptr;
-    }
+const char* LibrarySearch::resolve(const char* name, const void* requester) noexcept {
+    return answer(name, requester, settings_, mutex_, answers_,
+                  [this](std::string_view n, const Requester& r, const DynamicInfo& p,
+                         std::string& path) { return find(n, r, p, path); });
 }
 
 EarlySearch::EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache)
@@ -343,18 +354,10 @@ bool EarlySearch::find(std::string_view name, const Requester& requester,
     return false;
 }
 
-const char* EarlySearch::resolve(const char* name, const void* requester_map) noexcept {
-    try {
-        Requester requester;
-        DynamicInfo program;
-        if (!name || !read_requester(requester_map, settings_, requester, program)) return nullptr;
-        std::lock_guard lock(mutex_);
-        std::string path;
-        if (!find(name, requester, program, path)) return nullptr;
-        return answers_.insert(std::move(path)).first->c_str();
-    } catch (...) {
-        return nullptr;
-    }
+const char* EarlySearch::resolve(const char* name, const void* requester) noexcept {
+    return answer(name, requester, settings_, mutex_, answers_,
+                  [this](std::string_view n, const Requester& r, const DynamicInfo& p,
+                         std::string& path) { return find(n, r, p, path); });
 }
 
 } // namespace pyimport
