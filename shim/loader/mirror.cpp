@@ -124,11 +124,13 @@ bool NodeMirror::remove_tree(int dirfd, const char* name) {
 int remove_abandoned_jobs(int user_fd) {
     int removed = 0;
     for (const std::string& name : names_in(user_fd)) {
-        if (!name.starts_with("job-") && !name.starts_with("new-")) continue;
+        // job-: a job's mirror; ld-: the audit library's directory (audit/audit.cpp).
+        if (!name.starts_with("job-") && !name.starts_with("new-") && !name.starts_with("ld-"))
+            continue;
         int fd = REAL(openat)(user_fd, name.c_str(), kDirFlags);
         if (fd < 0) continue;
         bool abandoned = false;
-        if (name[0] == 'j') {
+        if (name[0] == 'j' || name[0] == 'l') {
             // Every process of a running job holds a shared lock on it.
             abandoned = flock(fd, LOCK_EX | LOCK_NB) == 0;
         } else {

@@ -82,18 +82,24 @@ Test(mirror, the_last_process_removes_it_and_abandoned_ones_are_removed) {
     second.leave();
     cr_expect_neq(stat(job.c_str(), &st), 0, "the last one removed it");
 
-    // Jobs left behind: one nobody holds (killed), one held, one being made.
+    // Jobs left behind: one nobody holds (killed), one held, one being made;
+    // the audit library's directories of a killed job and of a running one.
     std::string user = w.node->user_dir();
-    for (const char* name : {"job-1-dead", "job-2-alive", "new-3-young"})
+    for (const char* name : {"job-1-dead", "job-2-alive", "new-3-young", "ld-4-dead", "ld-5-alive"})
         cr_assert_eq(mkdir((user + "/" + name).c_str(), 0700), 0);
     int held = open((user + "/job-2-alive").c_str(), O_RDONLY | O_DIRECTORY);
     cr_assert_eq(flock(held, LOCK_SH), 0);
+    int held_ld = open((user + "/ld-5-alive").c_str(), O_RDONLY | O_DIRECTORY);
+    cr_assert_eq(flock(held_ld, LOCK_SH), 0);
     int user_fd = open(user.c_str(), O_RDONLY | O_DIRECTORY);
-    cr_expect_eq(remove_abandoned_jobs(user_fd), 1);
+    cr_expect_eq(remove_abandoned_jobs(user_fd), 2);
     cr_expect_neq(stat((user + "/job-1-dead").c_str(), &st), 0);
+    cr_expect_neq(stat((user + "/ld-4-dead").c_str(), &st), 0);
     cr_expect_eq(stat((user + "/job-2-alive").c_str(), &st), 0);
+    cr_expect_eq(stat((user + "/ld-5-alive").c_str(), &st), 0);
     cr_expect_eq(stat((user + "/new-3-young").c_str(), &st), 0);
     close(held);
+    close(held_ld);
     close(user_fd);
 }
 
