@@ -70,7 +70,20 @@ constexpr const char* kManifestMagic = "pyimport-ld 1\n";
 char* arena_next = nullptr;
 size_t arena_left = 0;
 
+// The loader serialises the la_* calls, the preload's startup_loads may come
+// from another thread: a spin lock (held for a few instructions, or an mmap).
+int arena_lock = 0;
+
+struct ArenaLock {
+    ArenaLock() {
+        while (__atomic_exchange_n(&arena_lock, 1, __ATOMIC_ACQUIRE))
+            ;
+    }
+    ~ArenaLock() { __atomic_store_n(&arena_lock, 0, __ATOMIC_RELEASE); }
+};
+
 char* allocate(size_t n) {
+    ArenaLock lock;
     n = (n + 15) & ~size_t{15};
     if (n > arena_left) {
         size_t chunk = n > (1u << 20) ? n : (1u << 20);
@@ -640,7 +653,13 @@ void load_listing() {
 // The followers wait for the exclusive lock to go: with a manifest they use
 // it, without one they load as usual.
 void publish() {
-    if (list_library_path()) write_manifest(kManifest, 0, true);
+    bool listed = list_library_path();
+    if (!listed) go_alone("could not list the LD_LIBRARY_PATH directories");
+    bool ok = listed && write_manifest(kManifest, 0, true);
+    if (!ok && state.loads_fd >= 0) { // nothing to wait for at the start-up loads either
+        sys::sc(SYS_close, state.loads_fd);
+        state.loads_fd = -1;
+    }
     sys::sc(SYS_flock, state.dir_fd, LOCK_SH);
 }
 

@@ -5,6 +5,7 @@
 #include "base/log.hpp"
 #include "base/text.hpp"
 #include "image/walk.hpp"
+#include "loader/audit_link.hpp"
 #include "loader/search.hpp"
 #include "serve/stats.hpp"
 #include "startup/image_sharing.hpp"
@@ -71,8 +72,9 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     options.max_bytes = config.max_bytes;
     options.cache_tag = inputs.cache_tag;
     options.libraries = config.libraries;
-    if (config.libraries) {
-        // What the loader searches outside the prefixes for their libraries.
+    if (config.libraries && find_audit_interface()) {
+        // What the loader searches outside the prefixes for their libraries:
+        // only the audit library's searches use it.
         options.search_dirs = [](std::string_view path, const char* data, size_t size,
                                  std::vector<std::string>& dirs) {
             library_search_dirs(path, data, size, PYIMPORT_LOADER_LIB, dirs);
