@@ -155,28 +155,34 @@ def test_libpython(chk, args, wd):
     with open(app, "w") as f:
         f.write(LA.STDLIB_APP)
     runs = {}
-    for label, libs in (("plain", []), ("libs", ["LD_AUDIT=" + audit, "LD_PRELOAD=" + args.shim])):
+    for label, libs in (("plain", []), ("libs", ["LD_AUDIT=" + audit, "LD_PRELOAD=" + args.shim,
+                                                 "PYIMPORT_LOG=1"])):
         traces = wd.sub("libpython-traces-" + label)
         # -D: the rank stays the child of its node's proxy.
         prog = ["strace", "-D", "-ff", "-qq", "-y", "-o", os.path.join(traces, "trace"),
                 "-e", "trace=openat,open", "env"] + libs + [python, app]
         res = hydra("libpython-" + label, args, wd, prog, L.base_env())
-        opens = 0
-        for f in glob.glob(os.path.join(traces, "trace.*")):
+        opens = []
+        for f in sorted(glob.glob(os.path.join(traces, "trace.*"))):
             for line in open(f, errors="replace"):
-                if line.startswith("openat(") and "/libpython" in line.split(",")[1] and \
-                        prefix in line.split(",")[1] and "= -1" not in line:
-                    opens += 1
+                path = line.split(",")[1].strip() if line.startswith("openat(") else ""
+                if path.startswith('"' + prefix + "/") and "/libpython" in path and \
+                        "= -1" not in line:
+                    opens.append(os.path.basename(f) + ": " + line.strip()[:200])
         runs[label] = (res, opens)
-    (base, base_opens), (libs, lib_opens) = runs["plain"], runs["libs"]
+    (base, base_list), (libs, lib_list) = runs["plain"], runs["libs"]
+    base_opens, lib_opens = len(base_list), len(lib_list)
     L.sanity_rank_output(chk, base, NRANKS)
     L.compare_runs(chk, base, libs, NRANKS, "(3 nodes, shared libpython)", check_stderr=False)
     print("   opens of libpython in %s: without the libraries %d, with them %d"
           % (prefix, base_opens, lib_opens))
+    print(L.indent("\n".join(l for r in range(NRANKS) for l in libs.rank_err(r).splitlines()
+                             if "audit" in l)))
     chk.ok(base_opens >= NRANKS, "without the libraries every rank opens libpython (%d)"
            % base_opens)
     chk.ok(lib_opens == 2 * len(C.NODES), "with them libpython is read once per node: %d opens "
-           "for %d nodes (each node's first process: load and copy)" % (lib_opens, len(C.NODES)))
+           "for %d nodes (each node's first process: load and copy)" % (lib_opens, len(C.NODES)),
+           "\n".join(lib_list))
 
 
 def mib(n):
