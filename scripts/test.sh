@@ -45,7 +45,7 @@ wants() { [[ " $stages " == *" $1 "* ]]; }
 
 if wants main; then
     begin main
-    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_WERROR=ON
     cmake --build "$build" -j2
     ctest --test-dir "$build" --output-on-failure "$@"
     end main
@@ -61,7 +61,7 @@ if wants mpich-only; then
         if [ -s "$(readlink -f /usr/lib/x86_64-linux-gnu/libmpi.so.40)" ]; then
             echo "test.sh: Open MPI is still visible" >&2; exit 1
         fi
-        cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+        cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_WERROR=ON
         cmake --build "$1" -j2 --target pyimport pyimport-symbols pyimport-options probe \
               unit_activation unit_startup unit_mpi_abi unit_config
         ctest --test-dir "$1" --output-on-failure \
@@ -72,7 +72,7 @@ fi
 
 if wants asan; then
     begin asan
-    cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_SANITIZE=ON
+    cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_SANITIZE=ON -DPYIMPORT_WERROR=ON
     # Every test labelled "unit" is a suite whose executable has its name.
     mapfile -t units < <(ctest --test-dir "$asan" -N -L unit 2>/dev/null |
                          sed -n 's/^ *Test *#[0-9]*: *//p')
@@ -92,7 +92,7 @@ fi
 
 if wants fuzz && [ "$fuzz_seconds" -gt 0 ]; then
     begin fuzz
-    cmake -S . -B "$fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_FUZZ=ON \
+    cmake -S . -B "$fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_FUZZ=ON -DPYIMPORT_WERROR=ON \
           -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14
     # Every directory of tests/fuzz/corpus/ is the seed corpus of the target it names.
     targets=()

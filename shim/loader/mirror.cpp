@@ -319,7 +319,7 @@ bool NodeMirror::follow_in_mirror(const Tree& tree, std::string_view path,
                 if (REAL(symlink)(local_target.c_str(), local.c_str()) != 0 && errno != EEXIST)
                     return false;
             }
-            if (target[0] == '/') real = "/";
+            if (target[0] == '/') real.assign(1, '/'); // not = "/": GCC 12 PR 105329
             push_components(target);
         } else if (!create) {
             return true; // the end, or ENOTDIR
