@@ -29,6 +29,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <time.h>
 
 using pyimport::AuditInterface;
@@ -55,8 +57,8 @@ AuditInterface pyimport_audit = {pyimport::kAuditInterfaceVersion,
 namespace {
 
 constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-constexpr long kWaitNanoseconds = 10L * 1000 * 1000 * 1000;  // for the leader's manifest
-constexpr long kLeaderNanoseconds = 1L * 1000 * 1000 * 1000; // for local rank 0 to lead
+constexpr long kWaitNanoseconds = 10L * 1000 * 1000 * 1000; // for the leader's manifest
+constexpr long kLeaderNanoseconds = 300L * 1000 * 1000;     // for local rank 0 to lead
 constexpr const char* kLeaderMark = "leader";
 constexpr const char* kLoads = "manifest.loads";
 constexpr const char* kListing = "library-path";
@@ -202,6 +204,14 @@ void set_reason(const char* a, const char* b = "") {
 }
 
 void go_alone(const char* why, const char* what = "") {
+    // A leader that gives up lets the others go at once: its lock turns
+    // shared with no manifest, and the start-up loads' lock goes.
+    if (pyimport_audit.role == AuditRole::leader) {
+        if (state.dir_fd > 0) sys::sc(SYS_flock, state.dir_fd, LOCK_SH);
+        if (state.loads_fd > 0) sys::sc(SYS_close, state.loads_fd);
+        state.loads_fd = -1;
+        state.recording_loads = false;
+    }
     pyimport_audit.role = AuditRole::alone;
     set_reason(why, what);
 }
@@ -282,10 +292,17 @@ char* job_key() {
     char* buffer = allocate(16384);
     if (!buffer) return nullptr;
     sys::Text key(buffer, 16384);
-    long ppid = sys::sc(SYS_getppid);
     key.add("uid=").add_number(static_cast<uint64_t>(sys::sc(SYS_getuid)));
-    key.add("\nparent=").add_number(static_cast<uint64_t>(ppid)).add(" started ");
-    if (!start_time(ppid, key)) return nullptr;
+    // The launcher's job (and step) where it says: the node's ranks share it
+    // whatever runs between the launcher and Python (a wrapper script); else
+    // the parent, which they share when the launcher starts them itself.
+    bool job = (env("SLURM_JOB_ID") && env("SLURM_STEP_ID")) || env("PMIX_NAMESPACE") ||
+               env("OMPI_MCA_ess_base_jobid");
+    if (!job) {
+        long ppid = sys::sc(SYS_getppid);
+        key.add("\nparent=").add_number(static_cast<uint64_t>(ppid)).add(" started ");
+        if (!start_time(ppid, key)) return nullptr;
+    }
     const char* exe = program_path();
     if (!exe[0]) return nullptr;
     struct statx stx {};
@@ -296,9 +313,9 @@ char* job_key() {
     key.add_number(static_cast<uint64_t>(stx.stx_mtime.tv_sec)).add(".");
     key.add_number(stx.stx_mtime.tv_nsec);
     static const char* const kKeyVariables[] = {
-        "LD_LIBRARY_PATH", "LD_PRELOAD",          "LD_AUDIT",
-        "LD_BIND_NOW",     PYIMPORT_ENV_NODE_DIR, "SLURM_JOB_ID",
-        "SLURM_STEP_ID",   "PMIX_NAMESPACE",      "OMPI_MCA_ess_base_jobid"};
+        "LD_LIBRARY_PATH",         "LD_PRELOAD",     "LD_AUDIT",      "LD_BIND_NOW",
+        PYIMPORT_ENV_NODE_DIR,     "SLURM_JOB_ID",   "SLURM_STEP_ID", "PMIX_NAMESPACE",
+        "OMPI_MCA_ess_base_jobid", "GLIBC_TUNABLES", "LD_HWCAP_MASK"};
     for (const char* name : kKeyVariables) {
         const char* value = env(name);
         key.add("\n").add(name).add(value ? "=" : " unset").add(value ? value : "");
@@ -383,7 +400,17 @@ void take_role() {
     state.dir_path = allocate(path_size);
     if (!state.dir_path) return go_alone("out of memory");
     sys::Text(state.dir_path, path_size).add(base).add("/").add(user).add("/").add(name);
-    sys::Text(pyimport_audit.root, sizeof pyimport_audit.root).add(state.dir_path).add("/root");
+    if (!sys::Text(pyimport_audit.root, sizeof pyimport_audit.root)
+             .add(state.dir_path)
+             .add("/root")
+             .ok) {
+        pyimport_audit.root[0] = 0;
+        return go_alone("PYIMPORT_NODE_DIR is too long: ", base);
+    }
+    // Copies in a directory mounted noexec cannot be mapped executable.
+    struct statfs fs {};
+    if (sys::sc(SYS_fstatfs, state.dir_fd, &fs) == 0 && (fs.f_flags & ST_NOEXEC))
+        return go_alone("PYIMPORT_NODE_DIR is mounted noexec: ", base);
 
     // The node's local rank 0 leads (rank 0 on its node); the others wait a
     // moment for it, then the first to take the lock leads (local rank 0 may
@@ -731,7 +758,7 @@ void remove_entries(int fd, int depth) {
 // At the process's end: the node's last process of the job removes the
 // directory (a killed job's is removed by the next job's preload).
 void leave() {
-    if (state.dir_fd <= 0 || sys::sc(SYS_getpid) != state.pid) return;
+    if (state.dir_fd <= 0) return; // a fork child too: it holds the lock as well
     sys::sc(SYS_close, state.dir_fd);
     state.dir_fd = -1;
     int fd = static_cast<int>(sys::sc(SYS_openat, AT_FDCWD, state.dir_path, kDirFlags));
@@ -776,7 +803,9 @@ __attribute__((visibility("default"))) unsigned la_objopen(struct link_map* map,
         Record& r = state.records[state.record_count];
         r = {state.pending.requester, state.pending.name, copy_string(map->l_name),
              state.pending.flag, origin_free(map)};
-        if (r.path) ++state.record_count;
+        // A relative name (an empty or relative search entry: the working
+        // directory) is not the same file for another process.
+        if (r.path && r.path[0] == '/') ++state.record_count;
     }
     return 0;
 }
@@ -787,6 +816,7 @@ __attribute__((visibility("default"))) char* la_objsearch(const char* name, uint
         cookie && *cookie ? reinterpret_cast<const link_map*>(*cookie) : nullptr;
     const char* requester_name = requester && requester->l_name ? requester->l_name : "";
     AuditRole role = pyimport_audit.role;
+    if (flag == LA_SER_ORIG) state.pending.active = false; // a new search
     if (flag == LA_SER_ORIG && !sys::has_slash(name)) {
         if (role == AuditRole::follower && sys::sc(SYS_getpid) == state.pid) {
             if (const char* path = manifest_lookup(name, requester_name)) {
@@ -798,8 +828,8 @@ __attribute__((visibility("default"))) char* la_objsearch(const char* name, uint
             if (const char* path = resolve(name, requester, pyimport_audit.resolve_context))
                 return const_cast<char*>(path);
     }
-    if (flag == LA_SER_ORIG && role == AuditRole::follower && name[0] == '/' &&
-        sys::sc(SYS_getpid) == state.pid)
+    // Also in fork children: they have the copies loaded too.
+    if (flag == LA_SER_ORIG && role == AuditRole::follower && name[0] == '/')
         if (const char* copy = manifest_copy_of(name)) return const_cast<char*>(copy);
     if (role == AuditRole::leader && (!state.consistent || state.recording_loads)) {
         if (flag == LA_SER_ORIG) {

@@ -61,7 +61,7 @@ const std::string* mirror_root() {
 // The filesystem path for a name the loader knows, or `name` itself.
 const char* unmirrored(const char* name) {
     // The audit library's copies, loaded before main.
-    static AuditInterface* audit = find_audit_interface();
+    AuditInterface* audit = audit_interface();
     if (const char* original = audit_original(audit, name)) return original;
     const std::string* root = mirror_root();
     if (!root || !name) return name;
@@ -272,7 +272,7 @@ dlopen:
 
 PYIMPORT_EXPORT char* dlerror(void) {
     char* message = REAL(dlerror)();
-    static AuditInterface* audit = find_audit_interface();
+    AuditInterface* audit = audit_interface();
     const std::string* mirror = mirror_root();
     std::string_view roots[2] = {mirror ? std::string_view(*mirror) : std::string_view(),
                                  audit ? std::string_view(audit->root) : std::string_view()};

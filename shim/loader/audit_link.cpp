@@ -17,6 +17,7 @@ namespace {
 std::atomic<LibrarySearch*> g_search{nullptr};
 std::atomic<EarlySearch*> g_early{nullptr};
 std::atomic<int> g_search_pid{0};
+std::atomic<AuditInterface*> g_audit{nullptr};
 
 const char* resolve_for_audit(const char* name, const void* requester, void*) {
     // A fork child is a pass-through: its loader searches as usual.
@@ -47,11 +48,23 @@ AuditInterface* find_audit_interface() {
     return nullptr;
 }
 
+void remember_audit_interface() {
+    g_audit.store(find_audit_interface(), std::memory_order_release);
+}
+
+AuditInterface* audit_interface() {
+    return g_audit.load(std::memory_order_acquire);
+}
+
 void connect_audit(AuditInterface& audit, LibrarySearch* search, int pid) {
     g_search_pid.store(pid, std::memory_order_relaxed);
     g_search.store(search, std::memory_order_release);
     audit.resolve_context = nullptr;
     __atomic_store_n(&audit.resolve, &resolve_for_audit, __ATOMIC_RELEASE);
+}
+
+void disconnect_audit_early() {
+    g_early.store(nullptr, std::memory_order_release);
 }
 
 void connect_audit_early(AuditInterface& audit, EarlySearch* early, int pid) {

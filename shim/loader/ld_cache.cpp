@@ -61,8 +61,11 @@ bool LdCache::parse(const char* data, size_t size) {
     if (size < sizeof h) return false;
     std::memcpy(&h, data, sizeof h);
     if (std::memcmp(h.magic, kMagic, sizeof h.magic) != 0) return false;
-    // flags 2: little-endian (glibc's cache_file_new_flags_endian_little).
-    if ((h.flags & 3) != (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 2 : 3)) return false;
+    // flags 2: little-endian, 3: big (glibc's cache_file_new_flags_endian_*);
+    // 0: not said (older ldconfig), which glibc takes as this machine's.
+    unsigned endian = h.flags & 3;
+    if (endian != 0 && endian != (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 2u : 3u))
+        return false;
     if (h.nlibs > (size - sizeof h) / sizeof(FileEntry)) return false;
     for (uint32_t i = 0; i < h.nlibs; ++i) {
         FileEntry e;

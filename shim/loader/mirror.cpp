@@ -130,9 +130,15 @@ int remove_abandoned_jobs(int user_fd) {
         int fd = REAL(openat)(user_fd, name.c_str(), kDirFlags);
         if (fd < 0) continue;
         bool abandoned = false;
-        if (name[0] == 'j' || name[0] == 'l') {
+        if (name[0] == 'j') {
             // Every process of a running job holds a shared lock on it.
             abandoned = flock(fd, LOCK_EX | LOCK_NB) == 0;
+        } else if (name[0] == 'l') {
+            // The audit library's: its processes hold no lock for moments at
+            // start (electing the leader), so an old one only.
+            struct stat st {};
+            abandoned = REAL(fstat)(fd, &st) == 0 && st.st_mtime + kUnfinishedAge < time(nullptr) &&
+                        flock(fd, LOCK_EX | LOCK_NB) == 0;
         } else {
             struct stat st {};
             abandoned = REAL(fstat)(fd, &st) == 0 && st.st_mtime + kUnfinishedAge < time(nullptr);

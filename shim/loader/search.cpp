@@ -6,9 +6,11 @@
 
 #include <cerrno>
 #include <dirent.h>
+#include <fcntl.h>
 #include <link.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 namespace pyimport {
 
@@ -82,16 +84,6 @@ bool cached_path(const LdCache& cache, std::string_view name, std::string& path)
     return true;
 }
 
-// A system directory (local) holds no `name`, nor a capability subdirectory
-// the loader would look in first.
-bool absent_from_system_dir(const std::string& dir, std::string_view name) {
-    struct stat st {};
-    for (const char* sub :
-         {"glibc-hwcaps", "tls", "x86_64", "haswell", "avx512_1", "xeon_phi", "i686", "aarch64"})
-        if (REAL(stat)((dir + "/" + sub).c_str(), &st) == 0 || errno != ENOENT) return false;
-    return REAL(stat)((dir + "/" + std::string(name)).c_str(), &st) != 0 && errno == ENOENT;
-}
-
 // A search's answer for the loader: the requester read from its link map,
 // `find` under `mutex`, the path kept in `answers` for good. Never throws.
 template <typename Find>
@@ -153,7 +145,7 @@ void library_search_dirs(std::string_view path, const char* data, size_t size, s
 
 std::vector<FileId> loaded_library_files() {
     struct Walk {
-        AuditInterface* audit = find_audit_interface();
+        AuditInterface* audit = audit_interface();
         std::vector<FileId> files;
     } walk;
     dl_iterate_phdr(
@@ -208,6 +200,74 @@ LocalDirectories::Holds LocalDirectories::lookup(const std::string& dir, std::st
     if (!l.exists) return Holds::nothing;
     return l.capability || l.names.count(std::string(name)) ? Holds::maybe : Holds::nothing;
 }
+
+bool LocalDirectories::system_step(const std::string& dir, std::string_view name, std::string& path,
+                                   bool& absent) {
+    absent = false;
+    Holds holds = lookup(dir, name);
+    if (holds == Holds::nothing) return absent = true, false;
+    if (holds == Holds::not_local) return false;
+    const Listing& l = listings_.at(dir);
+    if (l.capability) return false;
+    // The header the loader checks first (open_verify): one of this machine's.
+    std::string file = dir + "/" + std::string(name);
+    int fd = REAL(open)(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char header[64];
+    ssize_t got = ::pread(fd, header, sizeof header, 0);
+    REAL(close)(fd);
+    DynamicInfo ignored;
+    if (got != static_cast<ssize_t>(sizeof header) ||
+        read_dynamic(header, sizeof header, ignored) == ElfRead::NotLoadable)
+        return false;
+    path = std::move(file);
+    return true;
+}
+
+namespace {
+
+// The ld.so cache's and the system directories' steps, for both searches:
+// found (`path`), on to the next step, or the loader's to decide.
+enum class Step { found, next, loader };
+
+Step last_steps(const SearchStep& step, std::string_view name, const LdCache& cache,
+                LocalDirectories& local, std::string& path) {
+    if (step.kind == SearchStep::system) {
+        bool absent = false;
+        if (local.system_step(step.dir, name, path, absent)) return Step::found;
+        return absent ? Step::next : Step::loader;
+    }
+    // Only a cache that says "none" lets the search go on: one not read, or
+    // entries for hardware capabilities, are the loader's.
+    std::string cached;
+    LdCache::Answer answer = cache.lookup(name, cached);
+    if (answer == LdCache::Answer::unknown) return Step::loader;
+    if (cached_path(cache, name, path)) return Step::found;
+    return answer == LdCache::Answer::found ? Step::loader : Step::next; // stale: not followed
+}
+
+// Both searches: each step in order, a directory's decided by `in_directory`;
+// a library that is nowhere is sent under `missing_root` (empty: the loader's).
+template <typename InDirectory>
+bool follow_steps(const std::vector<SearchStep>& steps, std::string_view name,
+                  const Requester& requester, const LdCache& cache, LocalDirectories& local,
+                  const std::string& missing_root, std::string& path, InDirectory in_directory) {
+    if (name.empty() || name.find('/') != std::string_view::npos) return false;
+    bool searched = false;
+    for (const SearchStep& step : steps) {
+        Step next = step.kind == SearchStep::unknown ? Step::loader
+                    : step.kind == SearchStep::directory
+                        ? in_directory(step)
+                        : last_steps(step, name, cache, local, path);
+        if (next != Step::next) return next == Step::found;
+        searched = searched || step.kind == SearchStep::system;
+    }
+    if (!searched || requester.dynamic.nodeflib || missing_root.empty()) return false;
+    path = missing_root + kMissingDirectory + std::string(name); // nowhere
+    return true;
+}
+
+} // namespace
 
 LibrarySearch::LibrarySearch(Libraries& libraries, SearchSettings settings, LdCache cache)
     : libraries_(libraries), settings_(std::move(settings)), cache_(std::move(cache)) {}
@@ -274,28 +334,15 @@ LibrarySearch::Look LibrarySearch::look_in(const std::string& dir, std::string_v
 
 bool LibrarySearch::find(std::string_view name, const Requester& requester,
                          const DynamicInfo& program, std::string& path) {
-    if (name.empty() || name.find('/') != std::string_view::npos) return false;
-    bool searched = false;
-    for (const SearchStep& step : search_steps(requester, program, settings_)) {
-        if (step.kind == SearchStep::unknown) return false;
-        searched = searched || step.kind == SearchStep::system;
-        if (step.kind == SearchStep::cache) {
-            if (cached_path(cache_, name, path)) return true;
-            continue;
-        }
-        if (step.kind == SearchStep::system) {
-            if (!absent_from_system_dir(step.dir, name)) return false; // the loader's to find
-            continue;
-        }
-        std::string file;
-        Look look = look_in(original(step.dir), name, file);
-        if (look == Look::unknown) return false;
-        if (look == Look::found) return libraries_.answer_search(file, path);
-    }
-    if (!searched || requester.dynamic.nodeflib) return false;
-    // Nowhere: the loader fails the same way on a path that is not there.
-    path = libraries_.root() + kMissingDirectory + std::string(name);
-    return true;
+    return follow_steps(search_steps(requester, program, settings_), name, requester, cache_,
+                        local_, libraries_.root(), path, [&](const SearchStep& step) {
+                            std::string file;
+                            Look look = look_in(original(step.dir), name, file);
+                            if (look == Look::unknown) return Step::loader;
+                            if (look == Look::absent) return Step::next;
+                            return libraries_.answer_search(file, path) ? Step::found
+                                                                        : Step::loader;
+                        });
 }
 
 const char* LibrarySearch::resolve(const char* name, const void* requester) noexcept {
@@ -304,8 +351,10 @@ const char* LibrarySearch::resolve(const char* name, const void* requester) noex
                          std::string& path) { return find(n, r, p, path); });
 }
 
-EarlySearch::EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache)
-    : settings_(std::move(settings)), cache_(std::move(cache)) {
+EarlySearch::EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache,
+                         std::string missing_root)
+    : missing_root_(std::move(missing_root)), settings_(std::move(settings)),
+      cache_(std::move(cache)) {
     Listed* current = nullptr;
     for (size_t at = 0; at < listing.size();) {
         size_t end = listing.find('\0', at);
@@ -335,23 +384,21 @@ EarlySearch::EarlySearch(std::string_view listing, SearchSettings settings, LdCa
 
 bool EarlySearch::find(std::string_view name, const Requester& requester,
                        const DynamicInfo& program, std::string& path) {
-    if (name.empty() || name.find('/') != std::string_view::npos) return false;
-    for (const SearchStep& step : search_steps(requester, program, settings_)) {
-        if (step.kind == SearchStep::unknown || step.kind == SearchStep::system) return false;
-        if (step.kind == SearchStep::cache) return cached_path(cache_, name, path);
-        auto it = dirs_.find(step.dir);
-        if (it == dirs_.end()) {
-            // Not a listed LD_LIBRARY_PATH directory: a RUNPATH's, if local.
-            if (local_.lookup(step.dir, name) != LocalDirectories::Holds::nothing) return false;
-            continue;
-        }
-        if (it->second.state == Listed::unknown) return false;
-        if (it->second.state == Listed::absent) continue;
-        for (const std::string& n : it->second.names)
-            if (is_capability_directory(n)) return false;
-        if (it->second.names.count(std::string(name))) return false; // the loader's to take
-    }
-    return false;
+    return follow_steps(
+        search_steps(requester, program, settings_), name, requester, cache_, local_, missing_root_,
+        path, [&](const SearchStep& step) {
+            auto it = dirs_.find(step.dir);
+            if (it == dirs_.end()) // not LD_LIBRARY_PATH's: a RUNPATH's, if local
+                return local_.lookup(step.dir, name) == LocalDirectories::Holds::nothing
+                           ? Step::next
+                           : Step::loader;
+            if (it->second.state == Listed::unknown) return Step::loader;
+            if (it->second.state == Listed::absent) return Step::next;
+            for (const std::string& n : it->second.names)
+                if (is_capability_directory(n)) return Step::loader;
+            // There: the loader's to take.
+            return it->second.names.count(std::string(name)) ? Step::loader : Step::next;
+        });
 }
 
 const char* EarlySearch::resolve(const char* name, const void* requester) noexcept {

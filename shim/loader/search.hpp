@@ -63,6 +63,12 @@ class LocalDirectories {
     explicit LocalDirectories(std::string system_dirs) : system_dirs_(std::move(system_dirs)) {}
     enum class Holds { nothing, maybe, not_local };
     Holds lookup(const std::string& dir, std::string_view name);
+    // A system directory's step of the search: true with `path` when the
+    // loader takes `name` from `dir` (a shared object for this machine there,
+    // no capability subdirectory), false when it is the loader's to decide;
+    // `absent` when it goes on past `dir`.
+    bool system_step(const std::string& dir, std::string_view name, std::string& path,
+                     bool& absent);
 
   private:
     struct Listing {
@@ -88,7 +94,10 @@ std::vector<SearchStep> search_steps(const Requester& requester, const DynamicIn
 // (audit/interface.hpp). A name in a listed directory is the loader's to find.
 class EarlySearch {
   public:
-    EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache);
+    // `missing_root`: where a library that is nowhere is sent (the audit
+    // library's copies' root, which dlerror removes; empty: not answered).
+    EarlySearch(std::string_view listing, SearchSettings settings, LdCache cache,
+                std::string missing_root);
     const char* resolve(const char* name, const void* requester) noexcept;
     // The same for a requester described by hand (the unit tests).
     bool find(std::string_view name, const Requester& requester, const DynamicInfo& program,
@@ -100,6 +109,7 @@ class EarlySearch {
         std::unordered_set<std::string> names;
     };
     std::unordered_map<std::string, Listed> dirs_;
+    std::string missing_root_;
     SearchSettings settings_;
     LdCache cache_;
     std::mutex mutex_;

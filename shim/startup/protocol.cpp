@@ -72,7 +72,7 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     options.max_bytes = config.max_bytes;
     options.cache_tag = inputs.cache_tag;
     options.libraries = config.libraries;
-    if (config.libraries && find_audit_interface()) {
+    if (config.libraries && audit_interface()) {
         // What the loader searches outside the prefixes for their libraries:
         // only the audit library's searches use it.
         options.search_dirs = [](std::string_view path, const char* data, size_t size,

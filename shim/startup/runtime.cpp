@@ -94,7 +94,7 @@ std::unique_ptr<Transport> open_transport(const Config& config, const Launch& la
 
 // Tells the audit library (if loaded) about the start-up's own loads.
 void startup_loads(uint32_t step) {
-    AuditInterface* audit = find_audit_interface();
+    AuditInterface* audit = audit_interface();
     if (audit && audit->startup_loads) audit->startup_loads(step);
 }
 
@@ -111,13 +111,13 @@ SearchSettings search_settings(const std::string& lib) {
 }
 
 void connect_early_search() {
-    AuditInterface* audit = find_audit_interface();
+    AuditInterface* audit = audit_interface();
     if (!audit || !audit->library_path_listing) return;
     LdCache cache;
     if (!cache.load()) return;
     auto* early = new EarlySearch(
         std::string_view(audit->library_path_listing, audit->library_path_listing_size),
-        search_settings(PYIMPORT_LOADER_LIB), std::move(cache));
+        search_settings(PYIMPORT_LOADER_LIB), std::move(cache), audit->root);
     connect_audit_early(*audit, early, static_cast<int>(getpid()));
 }
 
@@ -150,6 +150,13 @@ void activate() {
     // their searches, the others answer theirs from that record.
     startup_loads(kLoadsBegin);
     connect_early_search();
+    // Without the snapshot's search at the end, the early one stops.
+    struct EarlyUntilFull {
+        bool full = false;
+        ~EarlyUntilFull() {
+            if (!full) disconnect_audit_early();
+        }
+    } early;
     std::unique_ptr<Transport> transport = open_transport(config, launch, error);
     startup_loads(kLoadsEnd);
     if (!transport) {
@@ -188,9 +195,9 @@ void activate() {
         core->stats().name_mirrored_callers(libraries->root());
         g_libraries.store(libraries, std::memory_order_release);
     }
-    if (AuditInterface* audit = find_audit_interface()) {
+    if (AuditInterface* audit = audit_interface()) {
         std::string summary = audit_summary(*audit);
-        if (audit->role == AuditRole::alone)
+        if (audit->role == AuditRole::alone && launch.rank <= 0) // one line for the job
             log_error("%s; libraries load before main as without it", summary.c_str());
         else
             PYIMPORT_LOG(LogLevel::info, "%s", summary.c_str());
@@ -201,6 +208,7 @@ void activate() {
             if (!cache.load()) PYIMPORT_LOG(LogLevel::info, "no ld.so cache read");
             auto* search = new LibrarySearch(*libraries, std::move(settings), std::move(cache));
             connect_audit(*audit, search, static_cast<int>(getpid()));
+            early.full = true;
         }
     }
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
@@ -306,6 +314,7 @@ __attribute__((constructor)) static void pyimport_start() {
     t_inside_shim = 1;
     real::resolve_all();
     try {
+        remember_audit_interface();
         activate();
     } catch (...) {
         log_error("unexpected failure at start-up; running uncached");

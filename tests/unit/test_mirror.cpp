@@ -89,6 +89,10 @@ Test(mirror, the_last_process_removes_it_and_abandoned_ones_are_removed) {
         cr_assert_eq(mkdir((user + "/" + name).c_str(), 0700), 0);
     int held = open((user + "/job-2-alive").c_str(), O_RDONLY | O_DIRECTORY);
     cr_assert_eq(flock(held, LOCK_SH), 0);
+    cr_assert_eq(mkdir((user + "/ld-6-young").c_str(), 0700), 0); // unlocked a moment at start
+    struct timespec old_times[2] = {{time(nullptr) - 3600, 0}, {time(nullptr) - 3600, 0}};
+    for (const char* name : {"ld-4-dead", "ld-5-alive"})
+        cr_assert_eq(utimensat(AT_FDCWD, (user + "/" + name).c_str(), old_times, 0), 0);
     int held_ld = open((user + "/ld-5-alive").c_str(), O_RDONLY | O_DIRECTORY);
     cr_assert_eq(flock(held_ld, LOCK_SH), 0);
     int user_fd = open(user.c_str(), O_RDONLY | O_DIRECTORY);
@@ -97,6 +101,7 @@ Test(mirror, the_last_process_removes_it_and_abandoned_ones_are_removed) {
     cr_expect_neq(stat((user + "/ld-4-dead").c_str(), &st), 0);
     cr_expect_eq(stat((user + "/job-2-alive").c_str(), &st), 0);
     cr_expect_eq(stat((user + "/ld-5-alive").c_str(), &st), 0);
+    cr_expect_eq(stat((user + "/ld-6-young").c_str(), &st), 0);
     cr_expect_eq(stat((user + "/new-3-young").c_str(), &st), 0);
     close(held);
     close(held_ld);
