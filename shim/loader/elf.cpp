@@ -26,6 +26,12 @@ template <typename T> bool read_at(const char* data, size_t size, uint64_t offse
 
 ElfRead read_sections(const char* data, size_t size, const ElfW(Ehdr) & eh, DynamicInfo& out);
 
+// The entries both readers take as they are: NODEFLIB, filters.
+void note_flags(const ElfW(Dyn) & d, DynamicInfo& out) {
+    if (d.d_tag == DT_FLAGS_1) out.nodeflib = d.d_un.d_val & DF_1_NODEFLIB;
+    if (d.d_tag == DT_FILTER || d.d_tag == DT_AUXILIARY) out.filters = true;
+}
+
 } // namespace
 
 ElfRead read_dynamic(const char* data, size_t size, DynamicInfo& out) {
@@ -95,14 +101,8 @@ ElfRead read_sections(const char* data, size_t size, const ElfW(Ehdr) & eh, Dyna
         case DT_SONAME:
             soname = d.d_un.d_val, has_soname = true;
             break;
-        case DT_FLAGS_1:
-            out.nodeflib = d.d_un.d_val & DF_1_NODEFLIB;
-            break;
-        case DT_FILTER:
-        case DT_AUXILIARY:
-            out.filters = true;
-            break;
         default:
+            note_flags(d, out);
             break;
         }
     }
@@ -151,14 +151,8 @@ bool read_loaded_dynamic(const void* dynamic, uintptr_t base, DynamicInfo& out) 
         case DT_SONAME:
             soname = d->d_un.d_val, has_soname = true;
             break;
-        case DT_FLAGS_1:
-            out.nodeflib = d->d_un.d_val & DF_1_NODEFLIB;
-            break;
-        case DT_FILTER:
-        case DT_AUXILIARY:
-            out.filters = true;
-            break;
         default:
+            note_flags(*d, out);
             break;
         }
     }

@@ -222,6 +222,16 @@ bool Libraries::prepare(const std::string& path, const LoadedFiles& loaded) {
     return true;
 }
 
+// prepare(), decided once per path until the tree changes (under mutex_).
+bool Libraries::prepared(const std::string& path, const LoadedFiles& loaded) {
+    uint64_t changes = tree_.changes();
+    auto known = prepared_.find(path);
+    if (known != prepared_.end() && known->second.changes == changes) return known->second.ok;
+    bool ok = prepare(path, loaded);
+    prepared_[path] = {ok, changes};
+    return ok;
+}
+
 bool Libraries::answer_search(const std::string& path, std::string& local) {
     std::lock_guard lock(mutex_);
     Resolution r = tree_.resolve(Position{}, path, true);
@@ -232,18 +242,7 @@ bool Libraries::answer_search(const std::string& path, std::string& local) {
         local = it->second.name; // the loader would find it loaded (device and inode)
         return true;
     }
-    local = path;
-    if (closed_) return true;
-    uint64_t changes = tree_.changes();
-    auto known = prepared_.find(path);
-    bool ok;
-    if (known != prepared_.end() && known->second.changes == changes) {
-        ok = known->second.ok;
-    } else {
-        ok = prepare(path, loaded);
-        prepared_[path] = {ok, changes};
-    }
-    if (ok) local = root() + path;
+    local = closed_ || !prepared(path, loaded) ? path : root() + path;
     return true;
 }
 
@@ -282,15 +281,7 @@ bool Libraries::redirect(const char* path, int mode, std::string& local) {
     }
     if (closed_ || (mode & RTLD_NOLOAD)) return false; // NOLOAD: not loaded, so not at all
 
-    uint64_t changes = tree_.changes();
-    auto known = prepared_.find(path);
-    bool ok;
-    if (known != prepared_.end() && known->second.changes == changes) {
-        ok = known->second.ok;
-    } else {
-        ok = prepare(path, loaded);
-        prepared_[path] = {ok, changes};
-    }
+    bool ok = prepared(path, loaded);
     if (ok) local = root() + path;
     return ok;
 }

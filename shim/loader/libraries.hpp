@@ -83,6 +83,7 @@ class Libraries {
     bool identify(std::string_view name, size_t root_size, FileId& id) const;
     FileId file_id(uint32_t entry) const;
     bool prepare(const std::string& path, const LoadedFiles& loaded);
+    bool prepared(const std::string& path, const LoadedFiles& loaded);
 
     const Tree& tree_;
     std::unique_ptr<NodeMirror> mirror_;
