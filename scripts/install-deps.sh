@@ -20,6 +20,7 @@ packages=(
     slurm-wlm slurmctld slurmd munge slurm-client libpmix-dev
     openmpi-bin libopenmpi-dev python3-mpi4py
     libc-bin mount
+    python3-matplotlib # pyimport report --plot
 )
 
 missing=()

@@ -104,8 +104,15 @@ bool parse_suffix_list(const char* text, std::vector<std::string>& out) {
     return true;
 }
 
+bool parse_file_pattern(const char* text, std::string& out) {
+    for (const char* p = text; *p; ++p)
+        if (*p == '%' && (!p[1] || !std::strchr("jhp%", *++p))) return false;
+    out = text;
+    return text[0] != '\0';
+}
+
 namespace {
-enum class Kind { Bool, Path, PathList, Size, SuffixList, Level, Seconds, Text };
+enum class Kind { Bool, Path, PathList, Size, SuffixList, Level, Seconds, Text, FilePattern };
 
 const char* accepted(Kind kind) {
     switch (kind) {
@@ -125,6 +132,8 @@ const char* accepted(Kind kind) {
         return "whole seconds from 1 to 86400";
     case Kind::Text:
         return "any text";
+    case Kind::FilePattern:
+        return "a file name, in which %j (job id), %h (host), %p (pid) and %% expand";
     }
     return "";
 }
@@ -149,6 +158,8 @@ bool parse_one(Kind kind, const char* text, void* field) {
     case Kind::Text:
         *static_cast<std::string*>(field) = text;
         return text[0] != '\0';
+    case Kind::FilePattern:
+        return parse_file_pattern(text, *static_cast<std::string*>(field));
     }
     return false;
 }

@@ -42,6 +42,11 @@ namespace pyimport {
       "why each, the script's directory, 3 every forwarded call")                                  \
     X(stats, "PYIMPORT_STATS", Bool, "0",                                                          \
       "1 prints one summary per job at exit on rank 0's stderr")                                   \
+    X(stats_file, "PYIMPORT_STATS_FILE", FilePattern, "",                                          \
+      "file rank 0 writes the job's statistics to at exit, one JSON document "                     \
+      "(docs/statistics.md; "                                                                      \
+      "read with pyimport report): %j expands to the job id, %h to rank 0's host name, %p to its " \
+      "process id, %% to %; an existing file is replaced")                                         \
     X(timeout, "PYIMPORT_TIMEOUT", Seconds, "300",                                                 \
       "seconds a rank waits for the start-up broadcast; then it runs uncached (ranks of one "      \
       "job that do not all activate never complete it)")                                           \
@@ -79,6 +84,7 @@ struct Config {
     std::string node_dir;
     int log;
     bool stats;
+    std::string stats_file;
     int timeout;
     bool recheck;
     bool any_program;
@@ -102,5 +108,7 @@ bool parse_level(const char* text, int& out);
 bool parse_seconds(const char* text, int& out);
 bool parse_path_list(const char* text, std::vector<std::string>& out);
 bool parse_suffix_list(const char* text, std::vector<std::string>& out);
+// A file name in which '%' is followed only by j, h, p or %.
+bool parse_file_pattern(const char* text, std::string& out);
 
 } // namespace pyimport

@@ -205,6 +205,7 @@ bool NodeMirror::create(const std::string& base, const Snapshot& snapshot, std::
     }
     REAL(close)(files_fd);
     files_fd = -1;
+    written_bytes_ = bytes;
     // Visible to other jobs' clean-up only now, locked.
     if (REAL(renameat)(user_fd, made.c_str(), user_fd, name.c_str()) != 0)
         return fail(user_path + ": " + std::strerror(errno));

@@ -48,6 +48,8 @@ class NodeMirror {
     void leave();
 
     bool joined() const { return job_fd_ >= 0; }
+    // The library bytes create() wrote (0 on the node's other ranks).
+    uint64_t written_bytes() const { return written_bytes_; }
     const std::string& job_dir() const { return job_dir_; } // what the node's other ranks join
     // The mirror of "/": the loader is given root() + path.
     const std::string& root() const { return root_; }
@@ -79,6 +81,7 @@ class NodeMirror {
 
     int job_fd_ = -1;
     pid_t reaper_pid_ = -1;
+    uint64_t written_bytes_ = 0;
     std::string job_dir_;
     std::string root_; // job_dir_ + "/root"
     mutable std::mutex copies_mutex_;

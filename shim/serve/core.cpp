@@ -22,7 +22,7 @@ namespace pyimport {
 Core::Core(const Config& config, SharedImage image, Snapshot snapshot)
     : config_(config), image_(std::move(image)), snapshot_(snapshot), tree_(snapshot_),
       fds_(65536) {
-    stats_.enable_paths(config.stats);
+    stats_.enable_paths(config.stats || !config.stats_file.empty());
     if (config.recheck) tree_.set_directory_check(directory_unchanged);
     memfd_dev();
 }

@@ -71,8 +71,21 @@ class Stats {
     std::unordered_map<std::string, Tally> paths_;
 };
 
-// One job's summary (PYIMPORT_STATS=1), from every rank's counts and most
-// forwarded paths as gathered at exit.
+// What a rank measured and holds after the start-up step, for the job's
+// statistics.
+struct StartFacts {
+    double started_at = 0;         // wall clock (Unix seconds) when the rank activated
+    double walk_seconds = 0;       // rank 0: building the image
+    double broadcast_seconds = 0;  // sharing the image
+    double node_seconds = 0;       // the node's library copies, up to the node barrier
+    bool node_leader = false;      // the node's first rank
+    uint64_t image_bytes_held = 0; // the copy of the image this rank holds for its node (0:
+                                   // it maps its leader's)
+    uint64_t library_bytes = 0;    // library bytes this rank wrote to the node directory
+};
+
+// One job's statistics (PYIMPORT_STATS=1, PYIMPORT_STATS_FILE), from every
+// rank's counts and most forwarded paths as gathered at exit.
 struct JobSummary {
     uint32_t prefixes = 0;
     uint32_t entries = 0;
@@ -85,6 +98,15 @@ struct JobSummary {
     uint64_t not_cached_bytes = 0;
     std::vector<uint64_t> counts;  // served[kinds], then forwarded[kinds], summed
     std::vector<std::string> tops; // every rank's top_forwarded_text()
+
+    // For the JSON document only.
+    std::string job_id, host, executable;
+    std::vector<std::string> roots; // the snapshot's root directories (prefixes first)
+    StartFacts start;               // rank 0's
+    // Summed over the ranks (exit_values()).
+    uint64_t nodes = 0, served_ranks = 0, image_bytes_on_nodes = 0, library_bytes_on_nodes = 0;
+    // Each rank's calls served and forwarded, in rank order.
+    std::vector<std::pair<uint64_t, uint64_t>> rank_calls;
 };
 // A rank's part of the summary: its counts as a flat array, and its most
 // forwarded paths as "count\tpath\tcaller" lines.
@@ -92,6 +114,33 @@ std::vector<uint64_t> count_values(const Stats& stats);
 std::string top_forwarded_text(const Stats& stats);
 // The lines rank 0 prints (without the "pyimport: " prefix).
 std::vector<std::string> summary_lines(const JobSummary& summary);
+
+// What each rank sends to rank 0 at exit: count_values() (zeros for a rank
+// that does not serve, `stats` null) and its StartFacts as numbers, summed
+// over the ranks; and a text of its totals and top_forwarded_text(). Rank 0
+// takes them apart into `summary` (counts, nodes, memory, tops, rank_calls).
+std::vector<uint64_t> exit_values(const Stats* stats, const StartFacts& facts);
+std::string exit_text(const Stats* stats);
+void add_exit_values(JobSummary& summary, const std::vector<uint64_t>& sums,
+                     const std::vector<std::string>& texts);
+
+// The job's statistics as one JSON document (schema: docs/statistics.md).
+// Bytes of paths that are not UTF-8 are written as U+DC80 + byte (Python's
+// surrogateescape), so that os.fsencode() gives the path back.
+std::string summary_json(const JobSummary& summary);
+// "abc" -> "\"abc\"" with JSON escapes (as above for non-UTF-8 bytes).
+std::string json_string(std::string_view text);
+
+// The job's id for %j: the batch system's (Slurm job.step, PBS, LSF,
+// Flux), else Open MPI's or PMIx's, else "" (then %j is rank 0's pid).
+std::string job_id_from(const char* (*lookup)(const char*));
+// PYIMPORT_STATS_FILE's value with %j, %h, %p and %% expanded. False, with
+// a reason, for another % sequence or an empty result.
+bool expand_stats_path(std::string_view pattern, const std::string& job_id, const std::string& host,
+                       int pid, std::string& path, std::string& error);
+// Writes `text` to `path` through a temporary file in its directory renamed
+// over it: readers never see half a document. False with a reason.
+bool write_file_atomically(const std::string& path, std::string_view text, std::string& error);
 
 // Names the code that made the current libc call: "library:function+offset",
 // found by unwinding past this library and libc.

@@ -81,14 +81,17 @@ bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch,
     return true;
 }
 
-std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch) {
+std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch,
+                                                const BuiltMpiLibraries& built) {
     if (!config.mpi_library.empty()) return {config.mpi_library};
-    const std::vector<std::string> mpich_abi = {"libmpi.so.12", "libmpich.so.12"};
-    if (launch.launcher == Launcher::open_mpi) return {"libmpi.so.40"};
+    std::vector<std::string> mpich_abi = {"libmpi.so.12", "libmpich.so.12"};
+    if (*built.mpich_abi) mpich_abi.emplace_back(built.mpich_abi);
+    std::vector<std::string> open_mpi = {"libmpi.so.40"};
+    if (*built.open_mpi) open_mpi.emplace_back(built.open_mpi);
+    if (launch.launcher == Launcher::open_mpi) return open_mpi;
     if (launch.pmix && launch.launcher != Launcher::hydra && !launch.mpich_environment) {
-        std::vector<std::string> candidates = {"libmpi.so.40"};
-        candidates.insert(candidates.end(), mpich_abi.begin(), mpich_abi.end());
-        return candidates;
+        open_mpi.insert(open_mpi.end(), mpich_abi.begin(), mpich_abi.end());
+        return open_mpi;
     }
     return mpich_abi;
 }

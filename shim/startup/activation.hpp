@@ -38,8 +38,15 @@ bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch, st
 // The MPI libraries to try, in order: PYIMPORT_MPI_LIBRARY if set; Open
 // MPI's under its mpirun; under a PMIx launcher (srun --mpi=pmix) Open MPI's
 // first, as Debian's MPICH has no PMIx client, unless the environment is an
-// MPICH-ABI library's; else the MPICH ABI's.
-std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch);
+// MPICH-ABI library's; else the MPICH ABI's. Each family's sonames are
+// followed by the build's own library of that family, if it was given one
+// (PYIMPORT_MPICH_LIBRARY, PYIMPORT_OPEN_MPI_LIBRARY: an MPI found by RPATH).
+struct BuiltMpiLibraries {
+    const char* mpich_abi = PYIMPORT_BUILT_MPICH_LIBRARY;
+    const char* open_mpi = PYIMPORT_BUILT_OPEN_MPI_LIBRARY;
+};
+std::vector<std::string> mpi_library_candidates(const Config& config, const Launch& launch,
+                                                const BuiltMpiLibraries& built = {});
 
 // Whether the launcher lets a job go on when one of its ranks dies (srun
 // without -K): then no rank may wait for the others at exit without bound.

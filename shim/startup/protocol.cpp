@@ -108,8 +108,9 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
                  inputs.probes.size(), learned);
     auto started = std::chrono::steady_clock::now();
     bool ok = build_snapshot(options, image, error);
+    out.facts.walk_seconds = seconds_since(started);
     PYIMPORT_LOG(LogLevel::info, "built the snapshot (%zu bytes) in %.3f s", image.size(),
-                 seconds_since(started));
+                 out.facts.walk_seconds);
     const NotCached& past = out.not_cached;
     if (ok && past.files > 0)
         log_error("%u files (%.1f MiB, %u of them libraries) did not fit in "
@@ -163,8 +164,13 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
         log_error("%s; running uncached", error.c_str());
         return false;
     }
+    out.facts.broadcast_seconds = seconds_since(sent);
+    out.facts.node_leader = transport.node_rank() == 0;
+    out.facts.image_bytes_held =
+        !out.image.node_shared || out.facts.node_leader ? out.image.size : 0;
     PYIMPORT_LOG(LogLevel::info, "broadcast %zu bytes in %.3f s (%s)", out.image.size,
-                 seconds_since(sent), out.image.node_shared ? "one copy per node" : "private copy");
+                 out.facts.broadcast_seconds,
+                 out.image.node_shared ? "one copy per node" : "private copy");
     return true;
 }
 
@@ -256,8 +262,11 @@ void start_rank(Transport& transport, const Config& config, const FindWalkInputs
     }
     if (out.shared && config.libraries) {
         try {
+            auto started = std::chrono::steady_clock::now();
             out.mirror =
                 share_node_mirror(transport, config, out.attached ? &out.snapshot : nullptr);
+            out.facts.node_seconds = seconds_since(started);
+            if (out.mirror) out.facts.library_bytes = out.mirror->written_bytes();
         } catch (...) {
             log_error("unexpected failure while copying libraries to the node; libraries are "
                       "loaded from the filesystem");
@@ -279,30 +288,45 @@ bool run_start_up(StartupRun& run, int timeout_seconds) {
     return false;
 }
 
+namespace {
+// Rank 0's part of the statistics; the ranks' parts are added from the gather.
+JobSummary job_summary(const RankExit& rank) {
+    const Snapshot& s = rank.core->tree().snapshot();
+    JobSummary summary;
+    summary.prefixes = s.root_count();
+    summary.entries = s.entry_count();
+    summary.image_bytes = s.size();
+    summary.ranks = rank.ranks;
+    summary.start_seconds = rank.start_seconds;
+    summary.not_cached_files = rank.not_cached.files;
+    summary.not_cached_bytes = rank.not_cached.bytes;
+    summary.job_id = rank.job_id;
+    summary.host = rank.host;
+    summary.executable = rank.executable;
+    summary.start = rank.facts;
+    for (uint32_t i = 0; i < s.root_count(); ++i)
+        if (S_ISDIR(s.entry(i).st.mode) && !(s.entry(i).flags & (kAbsent | kPartial)))
+            summary.roots.emplace_back(s.name(i));
+    return summary;
+}
+} // namespace
+
 std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
     std::vector<std::string> lines;
     if (rank.gather_stats) {
-        std::vector<uint64_t> values(2 * static_cast<size_t>(CallKind::count));
-        std::string text;
-        if (rank.core) {
-            values = count_values(rank.core->stats());
-            text = top_forwarded_text(rank.core->stats());
-        }
+        const Stats* stats = rank.core ? &rank.core->stats() : nullptr;
+        std::vector<uint64_t> values = exit_values(stats, rank.facts);
         std::vector<std::string> texts;
-        bool gathered = transport.gather_at_exit(values, text, texts);
+        bool gathered = transport.gather_at_exit(values, exit_text(stats), texts);
         if (gathered && transport.rank() == 0 && rank.core) {
-            const Snapshot& s = rank.core->tree().snapshot();
-            JobSummary summary;
-            summary.prefixes = s.root_count();
-            summary.entries = s.entry_count();
-            summary.image_bytes = s.size();
-            summary.ranks = rank.ranks;
-            summary.start_seconds = rank.start_seconds;
-            summary.not_cached_files = rank.not_cached.files;
-            summary.not_cached_bytes = rank.not_cached.bytes;
-            summary.counts = std::move(values);
-            summary.tops = std::move(texts);
-            lines = summary_lines(summary);
+            JobSummary summary = job_summary(rank);
+            add_exit_values(summary, values, texts);
+            if (rank.print_stats) lines = summary_lines(summary);
+            std::string error;
+            if (!rank.stats_file.empty() &&
+                !write_file_atomically(rank.stats_file, summary_json(summary), error))
+                log_error("cannot write the job's statistics (PYIMPORT_STATS_FILE): %s",
+                          error.c_str());
         }
     }
     if (rank.core && rank.profile && transport.rank() == 0) {

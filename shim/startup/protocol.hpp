@@ -67,6 +67,7 @@ struct RankStart {
     std::unique_ptr<NodeMirror> mirror;      // libraries in the node-local mirror, if any
     std::unique_ptr<ProgramProfile> profile; // rank 0's, when it keeps one
     NotCached not_cached;                    // rank 0's: files past PYIMPORT_MAX_BYTES
+    StartFacts facts;                        // for the job's statistics
 };
 
 // The start-up step of one rank, after connect(). Reports faults with one
@@ -114,11 +115,18 @@ struct RankExit {
     NotCached not_cached;                    // rank 0's (RankStart::not_cached)
     int ranks = 0;
     double start_seconds = 0;
+    StartFacts facts;
+    // Where rank 0 writes the job's statistics (PYIMPORT_STATS_FILE, expanded),
+    // and whether it prints them (PYIMPORT_STATS).
+    std::string stats_file;
+    bool print_stats = false;
+    std::string job_id, host, executable; // rank 0's, for the document
 };
 
 // The exit of a rank that completed the start-up step: every such rank
 // takes part, served or not (one that rejected the image sends zeros), so
-// the collectives always match. Returns the summary's lines on rank 0.
+// the collectives always match. Returns the summary's lines on rank 0, and
+// writes the statistics' file there.
 std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank);
 
 } // namespace pyimport

@@ -9,6 +9,7 @@
 #include "image/profile.hpp"
 #include "loader/audit_link.hpp"
 #include "loader/search.hpp"
+#include "serve/stats.hpp"
 #include "startup/activation.hpp"
 #include "startup/protocol.hpp"
 #include "startup/transport.hpp"
@@ -17,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <memory>
 #include <mutex>
@@ -39,7 +41,13 @@ std::atomic<int> g_ranks{0};
 std::atomic<bool> g_shut_down{false};
 int g_exit_timeout = 0; // seconds; 0: the exit waits as MPI_Finalize does
 double g_start_seconds = 0;
-NotCached g_not_cached;                    // rank 0's, for the summary
+NotCached g_not_cached;   // rank 0's, for the summary
+StartFacts g_start_facts; // published with the transport
+double g_started_at = 0;  // wall clock at activation
+// Only constant-initialised globals: the constructor below may run before
+// this file's dynamic initialisers.
+const std::string* g_stats_file = nullptr; // PYIMPORT_STATS_FILE, not expanded
+bool g_print_stats = false;                // PYIMPORT_STATS
 const ProgramProfile* g_profile = nullptr; // rank 0's
 
 const char* getenv_raw(const char* name) {
@@ -49,7 +57,9 @@ const char* getenv_raw(const char* name) {
 void publish_transport(StartupRun& run, bool connected) {
     if (!connected) return;
     g_ranks.store(run.transport->size(), std::memory_order_relaxed);
-    g_gather_stats.store(run.result.shared && run.config.stats, std::memory_order_relaxed);
+    g_start_facts = run.result.facts;
+    g_gather_stats.store(run.result.shared && (run.config.stats || !run.config.stats_file.empty()),
+                         std::memory_order_relaxed);
     g_transport.store(run.transport.release(), std::memory_order_release);
 }
 
@@ -165,6 +175,10 @@ void activate() {
     }
     g_active_pid = getpid();
     if (launcher_keeps_going(launch)) g_exit_timeout = config.exit_timeout;
+    g_started_at =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    if (!config.stats_file.empty()) g_stats_file = new std::string(config.stats_file);
+    g_print_stats = config.stats;
 
     auto* run = new StartupRun;
     run->config = config;
@@ -248,6 +262,22 @@ struct BoundedExit {
     std::vector<std::string> lines;
 };
 
+// Rank 0: where the job's statistics go, and what names the job there.
+void statistics_file(RankExit& rank) {
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown");
+    rank.host = host;
+    rank.job_id = job_id_from(getenv_raw);
+    rank.executable = executable_path();
+    if (!g_stats_file) return;
+    std::string error;
+    if (!expand_stats_path(*g_stats_file, rank.job_id, rank.host, static_cast<int>(getpid()),
+                           rank.stats_file, error)) {
+        log_error("%s; the job's statistics are not written", error.c_str());
+        rank.stats_file.clear();
+    }
+}
+
 std::vector<std::string> run_exit_step(Transport& transport, const RankExit& rank) {
     try {
         return exit_rank(transport, rank);
@@ -273,6 +303,10 @@ void shutdown_at_exit(ExitPath path) {
     rank.ranks = g_ranks.load(std::memory_order_relaxed);
     rank.start_seconds = g_start_seconds;
     rank.not_cached = g_not_cached;
+    rank.facts = g_start_facts;
+    rank.facts.started_at = g_started_at;
+    rank.print_stats = g_print_stats;
+    if (rank.gather_stats && transport->rank() == 0) statistics_file(rank);
     std::vector<std::string> lines;
     // Called from _exit and exec too: nothing may leave through them.
     try {

@@ -152,21 +152,49 @@ Test(activation, the_mpi_library_follows_the_launcher_unless_named) {
     Config config;
     Launch launch;
     using List = std::vector<std::string>;
+    const BuiltMpiLibraries none{"", ""}; // what a build without PYIMPORT_*_LIBRARY has
     launch.launcher = Launcher::open_mpi;
-    cr_expect(mpi_library_candidates(config, launch) == List{"libmpi.so.40"});
+    cr_expect(mpi_library_candidates(config, launch, none) == List{"libmpi.so.40"});
     launch.launcher = Launcher::hydra;
-    cr_expect(mpi_library_candidates(config, launch) == (List{"libmpi.so.12", "libmpich.so.12"}));
+    cr_expect(mpi_library_candidates(config, launch, none) ==
+              (List{"libmpi.so.12", "libmpich.so.12"}));
     launch.launcher = Launcher::slurm;
-    cr_expect(mpi_library_candidates(config, launch) == (List{"libmpi.so.12", "libmpich.so.12"}));
+    cr_expect(mpi_library_candidates(config, launch, none) ==
+              (List{"libmpi.so.12", "libmpich.so.12"}));
     launch.pmix = true; // Open MPI speaks PMIx; Debian's MPICH does not
-    cr_expect(mpi_library_candidates(config, launch) ==
+    cr_expect(mpi_library_candidates(config, launch, none) ==
               (List{"libmpi.so.40", "libmpi.so.12", "libmpich.so.12"}));
     // An Intel MPI, Cray MPICH or MVAPICH environment under PMIx: its ABI
     // first (Open MPI loaded next to it would take over its symbols).
     launch.mpich_environment = true;
-    cr_expect(mpi_library_candidates(config, launch) == (List{"libmpi.so.12", "libmpich.so.12"}));
+    cr_expect(mpi_library_candidates(config, launch, none) ==
+              (List{"libmpi.so.12", "libmpich.so.12"}));
     config.mpi_library = "/opt/cray/libmpi_cray.so.12";
-    cr_expect(mpi_library_candidates(config, launch) == List{"/opt/cray/libmpi_cray.so.12"});
+    cr_expect(mpi_library_candidates(config, launch, none) == List{"/opt/cray/libmpi_cray.so.12"});
+}
+
+Test(activation, the_builds_own_mpi_libraries_follow_their_familys_sonames) {
+    Config config;
+    Launch launch;
+    using List = std::vector<std::string>;
+    const BuiltMpiLibraries built{"/spack/mpich/lib/libmpi.so.12",
+                                  "/spack/openmpi/lib/libmpi.so.40"};
+    launch.launcher = Launcher::open_mpi;
+    cr_expect(mpi_library_candidates(config, launch, built) ==
+              (List{"libmpi.so.40", "/spack/openmpi/lib/libmpi.so.40"}));
+    launch.launcher = Launcher::hydra;
+    cr_expect(mpi_library_candidates(config, launch, built) ==
+              (List{"libmpi.so.12", "libmpich.so.12", "/spack/mpich/lib/libmpi.so.12"}));
+    launch.launcher = Launcher::slurm;
+    launch.pmix = true;
+    cr_expect(mpi_library_candidates(config, launch, built) ==
+              (List{"libmpi.so.40", "/spack/openmpi/lib/libmpi.so.40", "libmpi.so.12",
+                    "libmpich.so.12", "/spack/mpich/lib/libmpi.so.12"}));
+    const BuiltMpiLibraries mpich_only{"/spack/mpich/lib/libmpi.so.12", ""};
+    launch.launcher = Launcher::open_mpi;
+    cr_expect(mpi_library_candidates(config, launch, mpich_only) == List{"libmpi.so.40"});
+    config.mpi_library = "libmpi_cray.so.12"; // named: nothing else
+    cr_expect(mpi_library_candidates(config, launch, built) == List{"libmpi_cray.so.12"});
 }
 
 Test(activation, only_srun_lets_a_job_go_on_without_a_rank) {

@@ -55,6 +55,16 @@ Test(config, lists) {
     cr_expect(!parse_suffix_list(".py,a/b", out));
 }
 
+Test(config, file_patterns) {
+    std::string out;
+    cr_expect(parse_file_pattern("/s/%j-%h-%p-%%.json", out));
+    cr_expect_eq(out, "/s/%j-%h-%p-%%.json", "kept as given: rank 0 expands it at exit");
+    cr_expect(parse_file_pattern("relative.json", out));
+    cr_expect(!parse_file_pattern("/s/%d.json", out));
+    cr_expect(!parse_file_pattern("/s/100%", out));
+    cr_expect(!parse_file_pattern("", out));
+}
+
 Test(config, defaults) {
     g_env.clear();
     Config c;
@@ -110,12 +120,12 @@ Test(config, public_header_names_every_variable) {
     PYIMPORT_OPTIONS(PYIMPORT_NAME)
 #undef PYIMPORT_NAME
     std::vector<std::string> header = {
-        PYIMPORT_ENV_DISABLE,      PYIMPORT_ENV_PREFIX,      PYIMPORT_ENV_MAX_BYTES,
-        PYIMPORT_ENV_CONTENT,      PYIMPORT_ENV_STAT,        PYIMPORT_ENV_EXCLUDE,
-        PYIMPORT_ENV_PROFILE,      PYIMPORT_ENV_LIBRARIES,   PYIMPORT_ENV_NODE_DIR,
-        PYIMPORT_ENV_LOG,          PYIMPORT_ENV_STATS,       PYIMPORT_ENV_TIMEOUT,
-        PYIMPORT_ENV_RECHECK,      PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_EXIT_TIMEOUT,
-        PYIMPORT_ENV_MPI_SESSIONS, PYIMPORT_ENV_MPI_LIBRARY};
+        PYIMPORT_ENV_DISABLE,      PYIMPORT_ENV_PREFIX,       PYIMPORT_ENV_MAX_BYTES,
+        PYIMPORT_ENV_CONTENT,      PYIMPORT_ENV_STAT,         PYIMPORT_ENV_EXCLUDE,
+        PYIMPORT_ENV_PROFILE,      PYIMPORT_ENV_LIBRARIES,    PYIMPORT_ENV_NODE_DIR,
+        PYIMPORT_ENV_LOG,          PYIMPORT_ENV_STATS,        PYIMPORT_ENV_STATS_FILE,
+        PYIMPORT_ENV_TIMEOUT,      PYIMPORT_ENV_RECHECK,      PYIMPORT_ENV_ANY_PROGRAM,
+        PYIMPORT_ENV_EXIT_TIMEOUT, PYIMPORT_ENV_MPI_SESSIONS, PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");
 }
 

@@ -330,10 +330,23 @@ Test(startup, exit_sums_every_ranks_counts_on_rank_0_and_ends_every_session) {
         }
         RankExit exit;
         exit.gather_stats = true;
+        exit.print_stats = true;
+        exit.stats_file = fx.path("stats-" + std::to_string(r) + ".json");
         exit.core = core.get();
         exit.ranks = t.size();
+        exit.facts = start.facts;
         lines[r] = exit_rank(t, exit);
     });
+    // Rank 0 alone writes the document, with the job's numbers.
+    std::ifstream in(fx.path("stats-0.json"));
+    std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    cr_expect(access(fx.path("stats-1.json").c_str(), F_OK) != 0 &&
+              access(fx.path("stats-2.json").c_str(), F_OK) != 0);
+    for (const char* part :
+         {"\"ranks\": 3,", "\"served_ranks\": 2,", "\"nodes\": 2", "\"served\": 3,",
+          "\"forwarded\": 2,", "{\"rank\": 1, \"served\": 2, \"forwarded\": 1}",
+          "{\"rank\": 2, \"served\": 0, \"forwarded\": 0}"})
+        cr_expect(json.find(part) != std::string::npos, "no %s in\n%s", part, json.c_str());
     cr_expect(lines[1].empty() && lines[2].empty());
     cr_assert_geq(lines[0].size(), 4u);
     cr_expect(lines[0][0].find("shared with 3 ranks") != std::string::npos, "%s",

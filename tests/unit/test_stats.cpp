@@ -144,3 +144,139 @@ Test(stats, the_summary_shows_ten_paths_and_nothing_it_was_not_given) {
                                    "stat 0/0 open 0/0"),
               "%s", lines[1].c_str());
 }
+
+// The JSON document (PYIMPORT_STATS_FILE): what every rank sends, taken
+// apart on rank 0, and written as docs/statistics.md says.
+Test(stats, exit_values_and_texts_come_apart_into_the_summary) {
+    const size_t kinds = static_cast<size_t>(CallKind::count);
+    StartFacts leader, other;
+    leader.node_leader = true;
+    leader.image_bytes_held = 1000;
+    leader.library_bytes = 300;
+    other.image_bytes_held = 0; // maps its leader's copy
+    std::vector<uint64_t> a = exit_values(nullptr, leader), b = exit_values(nullptr, other);
+    cr_assert_eq(a.size(), b.size());
+    cr_assert_gt(a.size(), 2 * kinds, "the facts follow the counts");
+    for (size_t i = 0; i < a.size(); ++i)
+        a[i] += b[i]; // what the reduction does
+    a[0] = 7;         // stat served, from some rank
+    a[kinds + 1] = 2; // open forwarded
+    JobSummary s;
+    add_exit_values(s, a, {"5 1\n3\t/x\tc\n", "2 1\n", exit_text(nullptr)});
+    cr_expect_eq(s.nodes, 1u);
+    cr_expect_eq(s.served_ranks, 0u, "neither rank served (stats null)");
+    cr_expect_eq(s.image_bytes_on_nodes, 1000u);
+    cr_expect_eq(s.library_bytes_on_nodes, 300u);
+    cr_assert_eq(s.counts.size(), 2 * kinds);
+    cr_expect_eq(s.counts[0], 7u);
+    cr_expect_eq(s.counts[kinds + 1], 2u);
+    cr_assert_eq(s.rank_calls.size(), 3u);
+    cr_expect(s.rank_calls[0] == std::make_pair(uint64_t{5}, uint64_t{1}));
+    cr_expect(s.rank_calls[2] == std::make_pair(uint64_t{0}, uint64_t{0}));
+    cr_assert_eq(s.tops.size(), 3u);
+    cr_expect_eq(s.tops[0], "3\t/x\tc\n", "the totals line is not a path row");
+    // The summary lines still come out of it.
+    cr_expect_eq(summary_lines(s).back(), "         3  /x  c");
+}
+
+Test(stats, json_strings_are_escaped_and_non_utf8_bytes_kept_recoverable) {
+    cr_expect_eq(json_string("plain /a/b.py"), "\"plain /a/b.py\"");
+    cr_expect_eq(json_string("q\"b\\n\nt\t\x01\x7f"), "\"q\\\"b\\\\n\\nt\\t\\u0001\\u007f\"");
+    cr_expect_eq(json_string("\xc3\xa9\xe6\x97\xa5\xf0\x9f\x98\x80"),
+                 "\"\xc3\xa9\xe6\x97\xa5\xf0\x9f\x98\x80\"", "well-formed UTF-8 is copied");
+    // A lone byte, an overlong form, a surrogate, a truncated sequence: each
+    // byte as U+DC80 + byte - 0x80 (Python's surrogateescape).
+    cr_expect_eq(json_string("a\xff"), "\"a\\udcff\"");
+    cr_expect_eq(json_string("\xc0\xaf"), "\"\\udcc0\\udcaf\"");
+    cr_expect_eq(json_string("\xed\xa0\x80"), "\"\\udced\\udca0\\udc80\"");
+    cr_expect_eq(json_string("\xe6\x97"), "\"\\udce6\\udc97\"");
+    cr_expect_eq(json_string("\xf4\x90\x80\x80"), "\"\\udcf4\\udc90\\udc80\\udc80\"");
+}
+
+Test(stats, the_document_holds_every_section_in_order) {
+    const size_t kinds = static_cast<size_t>(CallKind::count);
+    JobSummary s;
+    s.ranks = 2;
+    s.job_id = "42.0";
+    s.host = "node\"1";
+    s.roots = {"/usr/lib/python3.11"};
+    s.counts.assign(2 * kinds, 0);
+    s.counts[0] = 10;
+    s.counts[kinds] = 3;
+    s.nodes = 2;
+    s.image_bytes_on_nodes = 100;
+    s.library_bytes_on_nodes = 50;
+    s.rank_calls = {{6, 1}, {4, 2}};
+    s.tops = {"2\t/etc/x\tlib.so:f+0x1\n", "1\t/etc/x\tother\n"};
+    std::string json = summary_json(s);
+    std::vector<std::string> in_order = {
+        "\"schema\": \"pyimport-stats/1\"",
+        "\"pyimport_version\": \"" PYIMPORT_VERSION "\"",
+        "\"id\": \"42.0\"",
+        "\"host\": \"node\\\"1\"",
+        "\"ranks\": 2,",
+        "\"nodes\": 2",
+        "\"directories\": [\n      \"/usr/lib/python3.11\"\n    ]",
+        "\"served\": 10,",
+        "\"forwarded\": 3,",
+        "\"served_by_kind\": {\n      \"stat\": 10,",
+        "\"forwarded_by_kind\": {\n      \"stat\": 3,",
+        "\"per_node_bytes\": 75",
+        "{\"rank\": 0, \"served\": 6, \"forwarded\": 1},\n    {\"rank\": 1, \"served\": 4, "
+        "\"forwarded\": 2}\n  ]",
+        "{\"path\": \"/etc/x\", \"count\": 3, \"asked_by\": \"lib.so:f+0x1\"}\n  ]\n}\n",
+    };
+    size_t at = 0;
+    for (const std::string& part : in_order) {
+        size_t found = json.find(part, at);
+        cr_expect_neq(found, std::string::npos, "missing or out of order: %s\nin\n%s", part.c_str(),
+                      json.c_str());
+        if (found != std::string::npos) at = found + part.size();
+    }
+}
+
+Test(stats, the_file_pattern_expands_and_bad_ones_are_refused) {
+    std::string path, error;
+    cr_expect(expand_stats_path("/s/%j-%h-%p%%.json", "7.1", "n1", 99, path, error));
+    cr_expect_eq(path, "/s/7.1-n1-99%.json");
+    cr_expect(expand_stats_path("/s/%j.json", "", "n1", 99, path, error));
+    cr_expect_eq(path, "/s/99.json", "no job id: rank 0's pid");
+    cr_expect(!expand_stats_path("/s/%x", "", "n1", 1, path, error));
+    cr_expect(error.find("%j, %h, %p or %%") != std::string::npos, "%s", error.c_str());
+    cr_expect(!expand_stats_path("/s/%", "", "n1", 1, path, error));
+    cr_expect(!expand_stats_path("/s/%j", "a/b", "n1", 1, path, error), "a '/' in the id");
+}
+
+Test(stats, the_job_id_is_the_batch_systems_first) {
+    static const char* const env[][2] = {
+        {"SLURM_JOB_ID", "12"}, {"SLURM_STEP_ID", "3"}, {"PMIX_NAMESPACE", "slurm.pmix.12.3"}};
+    auto lookup = [](const char* name) -> const char* {
+        for (const auto& pair : env)
+            if (std::string(pair[0]) == name) return pair[1];
+        return nullptr;
+    };
+    cr_expect_eq(job_id_from(lookup), "12.3");
+    auto pmix_only = [](const char* name) -> const char* {
+        return std::string(name) == "PMIX_NAMESPACE" ? "prterun-vm-1@1" : nullptr;
+    };
+    cr_expect_eq(job_id_from(pmix_only), "prterun-vm-1@1");
+    cr_expect_eq(job_id_from([](const char*) -> const char* { return nullptr; }), "");
+}
+
+Test(stats, the_document_replaces_the_file_whole) {
+    char dir[] = "/tmp/pyimport-stats-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    std::string path = std::string(dir) + "/s.json", error;
+    cr_assert(write_file_atomically(path, "old\n", error), "%s", error.c_str());
+    cr_assert(write_file_atomically(path, "{}\n", error), "%s", error.c_str());
+    FILE* f = std::fopen(path.c_str(), "r");
+    cr_assert(f);
+    char buf[16] = {};
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    cr_expect_eq(std::string(buf, n), "{}\n");
+    cr_expect(!write_file_atomically(std::string(dir) + "/missing/s.json", "x", error));
+    cr_expect(error.find("No such file or directory") != std::string::npos, "%s", error.c_str());
+    std::remove(path.c_str());
+    std::remove(dir);
+}
