@@ -45,7 +45,9 @@ wants() { [[ " $stages " == *" $1 "* ]]; }
 
 if wants main; then
     begin main
-    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_WERROR=ON
+    # The command's interpreter: the system's, whose matplotlib report --plot uses.
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_WERROR=ON \
+          -DPython3_EXECUTABLE=/usr/bin/python3
     cmake --build "$build" -j2
     ctest --test-dir "$build" --output-on-failure "$@"
     end main

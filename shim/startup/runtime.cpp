@@ -268,6 +268,7 @@ void statistics_file(RankExit& rank) {
     if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown");
     rank.host = host;
     rank.job_id = job_id_from(getenv_raw);
+    if (rank.job_id.empty()) rank.job_id = std::to_string(getpid()); // as %j expands
     rank.executable = executable_path();
     if (!g_stats_file) return;
     std::string error;

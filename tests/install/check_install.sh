@@ -13,7 +13,11 @@ prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" > "$work/install.log"
 fail() { echo "check_install: $*" >&2; exit 1; }
 lib=$(sed -n 's/^CMAKE_INSTALL_LIBDIR:PATH=//p' "$build/CMakeCache.txt")
+libexec=$(sed -n 's/^CMAKE_INSTALL_LIBEXECDIR:PATH=//p' "$build/CMakeCache.txt")
+mandir=$(sed -n 's/^CMAKE_INSTALL_MANDIR:PATH=//p' "$build/CMakeCache.txt")
+mandir=${mandir:-share/man} # empty: GNUInstallDirs' default
 for f in "$lib/libpyimport.so" "$lib/libpyimport-audit.so" bin/pyimport-options \
+         bin/pyimport "$libexec/pyimport/pyimport-check" "$mandir/man1/pyimport.1" "$mandir/man7/pyimport.7" \
          include/pyimport/pyimport.h "$lib/pkgconfig/pyimport.pc" \
          "$lib/cmake/pyimport/pyimportConfig.cmake" "$lib/cmake/pyimport/pyimportConfigVersion.cmake"; do
     [ -e "$prefix/$f" ] || fail "missing $f in the install tree"
@@ -65,4 +69,19 @@ printf 'cmake_minimum_required(VERSION 3.25)\nproject(other NONE)\nfind_package(
     > "$work/other/CMakeLists.txt"
 cmake -S "$work/other" -B "$work/other/build" -DCMAKE_PREFIX_PATH="$prefix" > "$work/other.log" 2>&1 ||
     { cat "$work/other.log"; fail "find_package(pyimport 9.0) accepted the installed version"; }
+# The installed command finds the installed libraries and its helper, from
+# wherever the tree is.
+mv "$prefix" "$work/moved"
+prefix=$work/moved
+[ "$("$prefix/bin/pyimport" --version)" = "pyimport $(sed -n 's/^CMAKE_PROJECT_VERSION:STATIC=//p' "$build/CMakeCache.txt")" ] ||
+    fail "pyimport --version"
+"$prefix/bin/pyimport" check --python /usr/bin/python3 > "$work/check.log" 2>&1 ||
+    { cat "$work/check.log"; fail "the installed pyimport check failed"; }
+grep -qxF "library: $prefix/$lib/libpyimport.so" "$work/check.log" || fail "pyimport check's library"
+"$prefix/bin/pyimport" options | grep -q '^PYIMPORT_STATS_FILE  (' || fail "pyimport options"
+grep -q '^\.TH PYIMPORT 7' "$prefix/$mandir/man7/pyimport.7" &&
+    grep -q '^\.B PYIMPORT_NODE_DIR' "$prefix/$mandir/man7/pyimport.7" || fail "pyimport(7)"
+grep -q '^\.TH PYIMPORT 1' "$prefix/$mandir/man1/pyimport.1" &&
+    grep -q '^\.B report FILE\.json' "$prefix/$mandir/man1/pyimport.1" || fail "pyimport(1)"
+
 echo "check_install: the install tree in $prefix is whole and found by pkg-config and find_package"

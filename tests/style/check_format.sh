@@ -7,7 +7,7 @@ cd "$2"
 if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
     mapfile -t files < <(git ls-files '*.c' '*.h' '*.cpp' '*.hpp')
 else
-    mapfile -t files < <(find shim include tests bench examples -name '*.[ch]' -o -name '*.[ch]pp')
+    mapfile -t files < <(find shim command include tests bench examples -name '*.[ch]' -o -name '*.[ch]pp')
 fi
 [ ${#files[@]} -gt 0 ] || { echo "no sources found" >&2; exit 1; }
 if ! "$clang_format" --dry-run -Werror "${files[@]}"; then
