@@ -29,6 +29,7 @@ for p in "${packages[@]}"; do
         missing+=("$p")
     fi
 done
+bash "$(dirname "$0")/install-modules.sh" # Lmod and environment-modules (modules_lmod, modules_tcl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}"
