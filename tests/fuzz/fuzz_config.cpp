@@ -2,6 +2,7 @@
 // each '\0', gives the values of the variables of PYIMPORT_OPTIONS in order
 // (missing ones are unset); each piece also goes through every typed parser.
 #include "base/config.hpp"
+#include "serve/stats.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -49,6 +50,12 @@ void typed(const std::string& value) {
     if (parse_seconds(text, number) && (number < 1 || number > 86400)) std::abort();
     if (parse_path_list(text, list)) check_list(list, true);
     if (parse_suffix_list(text, list)) check_list(list, false);
+    std::string pattern, path, error;
+    // A pattern the parser accepts always expands (and to something).
+    if (parse_file_pattern(text, pattern) &&
+        (pattern != value || !expand_stats_path(pattern, "1.0", "node", 7, path, error) ||
+         path.empty()))
+        std::abort();
 }
 
 } // namespace

@@ -20,7 +20,7 @@ fi
 cmake --build "$build" -j2 --target make_image_seeds
 
 rm -rf "$corpus"
-mkdir -p "$corpus"/{fuzz_image,fuzz_profile,fuzz_config,fuzz_elf,fuzz_ld_cache}
+mkdir -p "$corpus"/{fuzz_image,fuzz_profile,fuzz_config,fuzz_elf,fuzz_ld_cache,fuzz_stats_json}
 
 # fuzz_image: real images.
 ASAN_OPTIONS=detect_leaks=1 "$build/tests/fuzz/make_image_seeds" "$corpus/fuzz_image"
@@ -74,5 +74,12 @@ printf '%s\n' "$work/lib" > "$work/ld.so.conf"
 ldconfig -f "$work/ld.so.conf" -C "$l/small" -X
 head -c 60 "$l/small" > "$l/cut-in-entries"
 chmod 644 "$l"/*
+
+# fuzz_stats_json: a path, one with every kind of byte json_string escapes,
+# and UTF-8 cut short.
+j=$corpus/fuzz_stats_json
+printf '/usr/lib/python3.11/json/__init__.py' > "$j/path"
+printf '/tmp/\xe6\x97\xa5\xff\xc0\xaf\xed\xa0\x80"\\\n\t\x01' > "$j/mixed"
+printf '\xf0\x9f\x98\x80\xf4\x90\x80\x80\xe6\x97' > "$j/utf8"
 
 ls -l "$corpus"/*
