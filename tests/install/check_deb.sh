@@ -101,12 +101,13 @@ dpkg --dry-run -i "$deb" > "$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail
 
 # The extracted package at work: MPICH, 2 ranks, profile off (rank 0 walks
 # the interpreter's trees), with the preload alone and with the audit
-# library too. Rank 0 builds and broadcasts the snapshot; both print ok.
+# library too. Rank 0 builds and broadcasts the snapshot; both print ok
+# (in one write: print's two, unbuffered, may interleave across ranks).
 run() {
     local name=$1
     shift
     "$mpiexec" -n 2 env "$@" PYIMPORT_LOG=1 PYIMPORT_PROFILE=off \
-        "$python" -c "import json, email; print('ok')" > "$work/$name.out" 2> "$work/$name.err" ||
+        "$python" -c "import json, email, os; os.write(1, b'ok\n')" > "$work/$name.out" 2> "$work/$name.err" ||
         { cat "$work/$name.err"; fail "$name: the job failed"; }
     [ "$(cat "$work/$name.out")" = "$(printf 'ok\nok')" ] || fail "$name: the job printed $(cat "$work/$name.out")"
     rank0() { grep -Eq "^pyimport\[[0-9]+ r0 [^]]*\]: $1" "$work/$name.err"; }
