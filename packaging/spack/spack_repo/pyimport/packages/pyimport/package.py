@@ -41,9 +41,17 @@ class Pyimport(CMakePackage):
         values=any_combination_of("mpich", "openmpi"),
         description="MPI libraries to load by path after the sonames (none: the sonames only)",
     )
-    variant("audit", default=True, description="Build libpyimport-audit.so, the loader's audit library (LD_AUDIT)")
+    variant(
+        "audit",
+        default=True,
+        description="Build libpyimport-audit.so, the loader's audit library (LD_AUDIT)",
+    )
     variant("command", default=True, description="Install the pyimport command and its man pages")
-    variant("modulefiles", default=True, description="Install Lmod and Tcl module files (share/modulefiles)")
+    variant(
+        "modulefiles",
+        default=True,
+        description="Install Lmod and Tcl module files (share/modulefiles)",
+    )
 
     # A glibc LD_PRELOAD/LD_AUDIT library.
     requires("platform=linux", msg="pyimport interposes glibc's calls: Linux only")
@@ -77,7 +85,10 @@ class Pyimport(CMakePackage):
     # launchers, strace, root for mount namespaces) runs in its CI, not
     # here: BUILD_TESTING is off and there is no test dependency.
 
-    sanity_check_is_file = [join_path("lib", "libpyimport.so"), join_path("bin", "pyimport-options")]
+    sanity_check_is_file = [
+        join_path("lib", "libpyimport.so"),
+        join_path("bin", "pyimport-options"),
+    ]
 
     def _mpi_library(self, name, sonames):
         """The file of dependency `name` the shim is to dlopen: its soname's,
