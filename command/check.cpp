@@ -12,6 +12,7 @@
 #include "image/profile.hpp"
 #include "image/walk.hpp"
 #include "startup/activation.hpp"
+#include "startup/protocol.hpp"
 #include "startup/search_path.hpp"
 
 #include <chrono>
@@ -140,7 +141,13 @@ void report_snapshot(const Config& config, const Interpreter& interpreter) {
         else
             std::printf("profile: %s, %zu paths: a job reads only those\n", file.c_str(),
                         profile.size());
-        if (!profile.empty()) options.profile = &profile;
+        if (!profile.empty()) {
+            options.profile = &profile;
+            // As rank 0 does: what earlier jobs used outside the prefixes.
+            size_t learned = add_learned_paths(profile, options);
+            if (learned > 0)
+                std::printf("learned by earlier jobs: %zu paths outside the prefixes\n", learned);
+        }
     }
 
     std::vector<char> image;

@@ -4,6 +4,8 @@
 # statistics (PYIMPORT_STATS_FILE), lists and clears profiles, prints the
 # variables. Standard library only (matplotlib for report --plot); runs on
 # Python 3.6 and later. Every error is one line on stderr and a non-zero exit.
+import codecs
+import io
 import json
 import os
 import shutil
@@ -27,9 +29,11 @@ PROFILE_HEADER = "pyimport-profile 1\n"
 SUBCOMMANDS = [
     ("run", "[--stats-file PATH] [--no-audit] [--] COMMAND...",
      "Runs COMMAND (a launcher: mpiexec, mpirun, srun, or a job script) with "
-     "libpyimport.so in LD_PRELOAD and libpyimport-audit.so in LD_AUDIT, and "
-     "with Open MPI told to pass them and every PYIMPORT_* variable to the "
-     "ranks on other nodes. --stats-file sets PYIMPORT_STATS_FILE. The exit "
+     "libpyimport.so in LD_PRELOAD and libpyimport-audit.so in LD_AUDIT. "
+     "Open MPI's mpirun, which passes only the variables it is told of to "
+     "ranks on other nodes, is given -x for them and every PYIMPORT_* "
+     "variable (a job script that calls it needs those -x itself). "
+     "--stats-file sets PYIMPORT_STATS_FILE (relative to here). The exit "
      "status is COMMAND's."),
     ("check", "[--python PYTHON] [--] [ARGS...]",
      "Tells, for the interpreter PYTHON (default: python3 on PATH) started "
@@ -48,6 +52,31 @@ SUBCOMMANDS = [
     ("options", "",
      "Prints every PYIMPORT_* variable with its type, default and meaning."),
 ]
+
+
+def undecodable_as_bytes(error):
+    """Encoding errors: a path's undecodable bytes (U+DC80..U+DCFF, as
+    surrogateescape decoded them) as those bytes, anything else escaped."""
+    out = b""
+    for char in error.object[error.start:error.end]:
+        code = ord(char)
+        out += bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else \
+            char.encode("ascii", "backslashreplace")
+    return out, error.end
+
+
+codecs.register_error("pyimport", undecodable_as_bytes)
+
+
+def reopen_stdout():
+    """Paths in documents and profiles may be any bytes: print them as they
+    are, whatever the locale's encoding, never a traceback."""
+    try:
+        sys.stdout.flush()
+        sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding=sys.stdout.encoding or "utf-8",
+                                      errors="pyimport", line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
 
 
 class Failure(Exception):
@@ -95,6 +124,16 @@ def prepended(value, path):
     return ":".join(([] if same else [path]) + entries)
 
 
+def is_open_mpi_launcher(command):
+    """Open MPI's mpirun, mpiexec or orterun, also behind Debian's
+    alternatives (mpirun -> mpirun.openmpi -> orterun)."""
+    found = shutil.which(command)
+    if not found:
+        return False
+    names = {os.path.basename(command), os.path.basename(os.path.realpath(found))}
+    return bool(names & {"orterun", "mpirun.openmpi", "mpiexec.openmpi", "prterun", "prun"})
+
+
 def cmd_run(args):
     stats_file, audit = None, True
     while args:
@@ -113,6 +152,11 @@ def cmd_run(args):
             break
     if not args:
         raise Failure("pyimport run: no command to run (pyimport run mpiexec -n 4 python3 app.py)", 2)
+    if stats_file is not None:
+        if not stats_file:
+            raise Failure("pyimport run: --stats-file needs a path", 2)
+        # Where it was asked for, whatever directory the job's rank 0 starts in.
+        stats_file = os.path.join(os.getcwd().replace("%", "%%"), stats_file)
     if not os.path.exists(PRELOAD):
         raise Failure("pyimport run: %s is missing (a broken installation?)" % PRELOAD)
     env = dict(os.environ)
@@ -124,10 +168,14 @@ def cmd_run(args):
     if stats_file is not None:
         env["PYIMPORT_STATS_FILE"] = stats_file
     # Open MPI's mpirun passes only the variables it is told of to ranks on
-    # other nodes (-x NAME); Hydra and srun pass the whole environment.
-    names += sorted(k for k in env if k.startswith("PYIMPORT_"))
-    listed = [n for n in env.get("OMPI_MCA_mca_base_env_list", "").split(";") if n]
-    env["OMPI_MCA_mca_base_env_list"] = ";".join(listed + [n for n in names if n not in listed])
+    # other nodes (-x NAME); Hydra and srun pass the whole environment. (Not
+    # through OMPI_MCA_mca_base_env_list: Open MPI refuses it next to -x.)
+    if is_open_mpi_launcher(args[0]):
+        names += sorted(k for k in env if k.startswith("PYIMPORT_"))
+        exported = [a[1] for a in zip(args, args[1:]) if a[0] in ("-x", "--x")]
+        for name in names:
+            if name not in exported:
+                args = [args[0], "-x", name] + args[1:]
     try:
         os.execvpe(args[0], args, env)
     except OSError as error:
@@ -160,7 +208,7 @@ def cmd_check(args):
             if len(args) < 2:
                 raise Failure("pyimport check: --python needs an interpreter", 2)
             python, args = args[1], args[2:]
-        elif args[0].startswith("-") and args[0] != "-":
+        elif args[0].startswith("--"):
             raise Failure("pyimport check: unknown option %s (see pyimport help check)" % args[0], 2)
         else:
             break
@@ -183,8 +231,14 @@ def cmd_check(args):
     print("library: %s%s" % (PRELOAD, "" if os.path.exists(PRELOAD) else " (missing)"))
     print("audit library: %s" % (AUDIT if os.path.exists(AUDIT) else "not installed"))
     sys.stdout.flush()
-    return subprocess.call([helper, "--python", python if "/" in python else found,
-                            "--version", version, "--"] + args, env=clean_environment())
+    try:
+        status = subprocess.call([helper, "--python", python if "/" in python else found,
+                                  "--version", version, "--"] + args, env=clean_environment())
+    except OSError as error:
+        raise Failure("pyimport check: cannot run %s: %s" % (helper, error.strerror))
+    if status < 0:
+        raise Failure("pyimport check: %s ended by signal %d" % (helper, -status))
+    return status
 
 
 # ---- report ------------------------------------------------------------
@@ -199,7 +253,7 @@ def load_stats(path):
             document = json.loads(f.read().decode("utf-8", "surrogateescape"))
     except OSError as error:
         raise Failure("pyimport report: %s: %s" % (path, error.strerror))
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise Failure("pyimport report: %s is not a JSON document: %s" % (path, error))
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise Failure("pyimport report: %s is not a pyimport statistics document (%s)"
@@ -251,14 +305,18 @@ def report_lines(d):
     return lines
 
 
-def plot(d, png):
+def matplotlib_pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot
+        return matplotlib.pyplot
     except ImportError:
         raise Failure("pyimport report: --plot needs matplotlib for %s (Debian: python3-matplotlib)"
                       % sys.executable)
+
+
+def plot(plt, d, png):
     calls, secs, ranks = d["calls"], d["seconds"], d["ranks"]
     figure, (by_kind, by_rank, start) = plt.subplots(1, 3, figsize=(15, 4.5))
     kinds = list(calls["served_by_kind"])
@@ -308,10 +366,20 @@ def cmd_report(args):
     if len(files) != 1:
         raise Failure("pyimport report: give one statistics file (PYIMPORT_STATS_FILE's)", 2)
     document = load_stats(files[0])
-    for line in report_lines(document):
+    if png:
+        plotter = matplotlib_pyplot()
+    try:
+        lines = report_lines(document)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError) as error:
+        raise Failure("pyimport report: %s lacks or mistypes %s: %r"
+                      % (files[0], type(error).__name__, error))
+    for line in lines:
         print(line)
     if png:
-        plot(document, png)
+        try:
+            plot(plotter, document, png)
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError) as error:
+            raise Failure("pyimport report: cannot plot %s: %r" % (files[0], error))
         print("plot: %s" % png)
     return 0
 
@@ -319,15 +387,22 @@ def cmd_report(args):
 # ---- profile -----------------------------------------------------------
 
 def profile_directory():
-    setting = os.environ.get("PYIMPORT_PROFILE", "auto") or "auto"
+    """PYIMPORT_PROFILE's directory, as the library finds it (profile_directory)."""
+    setting = os.environ.get("PYIMPORT_PROFILE", "auto")
+    if setting == "":
+        raise Failure("pyimport profile: PYIMPORT_PROFILE is empty (a bad setting for the library too)")
     if setting == "off":
         raise Failure("pyimport profile: profiles are off (PYIMPORT_PROFILE=off)")
     if setting != "auto":
         return setting
-    cache = os.environ.get("XDG_CACHE_HOME")
-    if cache and cache.startswith("/"):
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if cache.startswith("/"):
         return os.path.join(cache, "pyimport")
-    return os.path.join(os.path.expanduser("~"), ".cache", "pyimport")
+    home = os.environ.get("HOME", "")
+    if home.startswith("/"):
+        return os.path.join(home, ".cache", "pyimport")
+    raise Failure("pyimport profile: no profile directory (neither XDG_CACHE_HOME nor HOME is "
+                  "absolute), so jobs keep none")
 
 
 def read_profile(path):
@@ -349,13 +424,14 @@ def profiles(directory):
         return []
     except OSError as error:
         raise Failure("pyimport profile: %s: %s" % (directory, error.strerror))
-    return [os.path.join(directory, n) for n in names]
+    return [os.path.join(directory, n) for n in names
+            if os.path.isfile(os.path.join(directory, n))]
 
 
 def find_profile(directory, name):
     path = name if "/" in name else os.path.join(directory, name if name.endswith(".profile")
                                                  else name + ".profile")
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise Failure("pyimport profile: no profile %s in %s (pyimport profile list)" % (name, directory))
     return path
 
@@ -443,6 +519,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    reopen_stdout()
     try:
         sys.exit(main(sys.argv[1:]))
     except Failure as failure:

@@ -21,6 +21,7 @@ packages=(
     openmpi-bin libopenmpi-dev python3-mpi4py
     libc-bin mount
     python3-matplotlib # pyimport report --plot
+    locales # unit_stats makes a locale with a decimal comma (localedef)
 )
 
 missing=()

@@ -5,14 +5,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <gnu/libc-version.h>
 #include <string_view>
+#include <sys/random.h>
 #include <unistd.h>
 #include <unordered_map>
 #define UNW_LOCAL_ONLY
@@ -21,6 +24,27 @@
 namespace pyimport {
 
 namespace {
+// A path or caller in a "count\tpath\tcaller" row: its tabs, newlines and
+// backslashes escaped (a path may hold any byte but '\0').
+std::string row_field(std::string_view text) {
+    std::string out;
+    for (char c : text)
+        out += c == '\\' ? "\\\\" : c == '\t' ? "\\t" : c == '\n' ? "\\n" : std::string(1, c);
+    return out;
+}
+std::string row_field_text(std::string_view field) {
+    std::string out;
+    for (size_t i = 0; i < field.size(); ++i) {
+        if (field[i] != '\\' || i + 1 == field.size()) {
+            out += field[i];
+            continue;
+        }
+        char next = field[++i];
+        out += next == 't' ? '\t' : next == 'n' ? '\n' : next;
+    }
+    return out;
+}
+
 struct ForwardedRow {
     std::string path;
     uint64_t count = 0;
@@ -40,11 +64,11 @@ std::vector<ForwardedRow> merged_tops(const std::vector<std::string>& tops) {
             size_t t1 = row.find('\t');
             size_t t2 = t1 == std::string::npos ? t1 : row.find('\t', t1 + 1);
             if (t2 == std::string::npos) continue;
-            std::string path(row.substr(t1 + 1, t2 - t1 - 1));
+            std::string path = row_field_text(row.substr(t1 + 1, t2 - t1 - 1));
             ForwardedRow& r = rows[path];
             r.path = path;
             r.count += std::strtoull(std::string(row.substr(0, t1)).c_str(), nullptr, 10);
-            if (r.caller.empty()) r.caller = row.substr(t2 + 1);
+            if (r.caller.empty()) r.caller = row_field_text(row.substr(t2 + 1));
         }
     }
     std::vector<ForwardedRow> sorted;
@@ -114,7 +138,8 @@ std::vector<uint64_t> count_values(const Stats& stats) {
 std::string top_forwarded_text(const Stats& stats) {
     std::string text;
     for (const auto& r : stats.top_forwarded(10))
-        text += std::to_string(r.count) + "\t" + r.path + "\t" + r.caller + "\n";
+        text +=
+            std::to_string(r.count) + "\t" + row_field(r.path) + "\t" + row_field(r.caller) + "\n";
     return text;
 }
 
@@ -147,7 +172,8 @@ std::vector<std::string> summary_lines(const JobSummary& s) {
     if (!rows.empty()) lines.emplace_back("most forwarded paths (count, path, asked by):");
     for (size_t i = 0; i < rows.size() && i < 10; ++i) {
         std::snprintf(line, sizeof line, "  %8" PRIu64 "  ", rows[i].count);
-        lines.push_back(line + rows[i].path + "  " + rows[i].caller);
+        // Escaped as in the rows: a path's newline must not end the line.
+        lines.push_back(line + row_field(rows[i].path) + "  " + row_field(rows[i].caller));
     }
     return lines;
 }
@@ -201,10 +227,12 @@ std::pair<uint64_t, uint64_t> totals_of(const std::vector<uint64_t>& counts) {
     return {served, forwarded};
 }
 
+// Not printf: the program's locale (Python's locale.setlocale) may make the
+// decimal point a comma, which is no JSON.
 void append_number(std::string& out, double value) {
     char buf[64];
-    std::snprintf(buf, sizeof buf, "%.6f", value);
-    out += buf;
+    auto [end, error] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::fixed, 6);
+    out.append(buf, error == std::errc() ? end : buf);
 }
 
 // A fixed key order and two-space indentation: diffable, and greppable.
@@ -423,6 +451,7 @@ std::string job_id_from(const char* (*lookup)(const char*)) {
 bool expand_stats_path(std::string_view pattern, const std::string& job_id, const std::string& host,
                        int pid, std::string& path, std::string& error) {
     path.clear();
+    bool named = false; // by a job id or host name, which must not hold a '/'
     for (size_t i = 0; i < pattern.size(); ++i) {
         if (pattern[i] != '%') {
             path += pattern[i];
@@ -430,9 +459,9 @@ bool expand_stats_path(std::string_view pattern, const std::string& job_id, cons
         }
         char next = i + 1 < pattern.size() ? pattern[++i] : '\0';
         if (next == 'j')
-            path += job_id.empty() ? std::to_string(pid) : job_id;
+            path += job_id.empty() ? std::to_string(pid) : job_id, named |= !job_id.empty();
         else if (next == 'h')
-            path += host;
+            path += host, named = true;
         else if (next == 'p')
             path += std::to_string(pid);
         else if (next == '%')
@@ -443,7 +472,7 @@ bool expand_stats_path(std::string_view pattern, const std::string& job_id, cons
                    false;
     }
     // An id or host name with a '/' would name another directory.
-    if (job_id.find('/') != std::string::npos || host.find('/') != std::string::npos)
+    if (named && (job_id.find('/') != std::string::npos || host.find('/') != std::string::npos))
         return error = "PYIMPORT_STATS_FILE: the job id or host name holds a '/'", false;
     if (path.empty()) return error = "PYIMPORT_STATS_FILE is empty", false;
     return true;
@@ -454,8 +483,18 @@ bool write_file_atomically(const std::string& path, std::string_view text, std::
     std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
     std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
     if (name.empty()) return error = path + ": names a directory", false;
-    std::string temporary = dir + "/." + name + ".pyimport-" + std::to_string(getpid());
-    int fd = REAL(open)(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // A new file of this process's own: never one planted in a shared
+    // directory (O_EXCL, no symlink followed), and a short name whatever the
+    // target's.
+    unsigned long long random = 0;
+    if (getrandom(&random, sizeof random, GRND_NONBLOCK) != sizeof random)
+        random = static_cast<unsigned long long>(std::time(nullptr)) ^ (uintptr_t)&random;
+    char suffix[64];
+    std::snprintf(suffix, sizeof suffix, "/.pyimport-stats-%d-%016llx", static_cast<int>(getpid()),
+                  random);
+    std::string temporary = dir + suffix;
+    int fd =
+        REAL(open)(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) return error = path + ": " + std::strerror(errno), false;
     size_t done = 0;
     while (done < text.size()) {

@@ -120,13 +120,16 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     return ok;
 }
 
-// Steps 2 and 3: rank 0's status, then the image. The status is a 1 and
-// the image's size, or a 0 and rank 0's reason.
+// Steps 2 and 3: rank 0's status, then the image. The status is a 1, the
+// image's size and whether the exit gathers statistics (rank 0's settings
+// decide, so that every rank takes the same collectives at exit), or a 0 and
+// rank 0's reason.
 bool share_snapshot(Transport& transport, const Config& config, const FindWalkInputs& inputs,
                     RankStart& out) {
     std::string error;
     std::vector<char> image;
-    std::vector<char> status(1 + sizeof(uint64_t), 1);
+    constexpr size_t kStatusSize = 1 + sizeof(uint64_t) + 1;
+    std::vector<char> status(kStatusSize, 1);
     if (transport.rank() == 0) {
         bool built = false;
         try {
@@ -138,6 +141,7 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
         if (built) {
             uint64_t length = image.size();
             std::memcpy(status.data() + 1, &length, sizeof length);
+            status[kStatusSize - 1] = config.stats || !config.stats_file.empty();
         } else {
             status.assign(error.begin(), error.end());
             status.insert(status.begin(), 0);
@@ -153,12 +157,13 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
             log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
         return false;
     }
-    if (status.size() != 1 + sizeof(uint64_t)) {
+    if (status.size() != kStatusSize) {
         log_error("the start-up status from rank 0 is malformed; running uncached");
         return false;
     }
     uint64_t length = 0;
     std::memcpy(&length, status.data() + 1, sizeof length);
+    out.gather_stats = status[kStatusSize - 1] != 0;
     auto sent = std::chrono::steady_clock::now();
     if (!share_image(transport, image, length, out.image, error)) {
         log_error("%s; running uncached", error.c_str());

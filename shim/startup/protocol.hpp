@@ -68,6 +68,7 @@ struct RankStart {
     std::unique_ptr<ProgramProfile> profile; // rank 0's, when it keeps one
     NotCached not_cached;                    // rank 0's: files past PYIMPORT_MAX_BYTES
     StartFacts facts;                        // for the job's statistics
+    bool gather_stats = false; // rank 0's PYIMPORT_STATS or PYIMPORT_STATS_FILE is set
 };
 
 // The start-up step of one rank, after connect(). Reports faults with one
@@ -108,7 +109,7 @@ bool run_start_up(StartupRun& run, int timeout_seconds);
 
 // What a rank brings to the exit.
 struct RankExit {
-    bool gather_stats = false; // the same on every rank (decided by shared facts)
+    bool gather_stats = false; // the same on every rank (RankStart::gather_stats)
     Core* core = nullptr;      // null on a rank that received but did not serve
     Libraries* libraries = nullptr;
     const ProgramProfile* profile = nullptr; // rank 0's

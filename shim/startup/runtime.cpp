@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -58,8 +59,9 @@ void publish_transport(StartupRun& run, bool connected) {
     if (!connected) return;
     g_ranks.store(run.transport->size(), std::memory_order_relaxed);
     g_start_facts = run.result.facts;
-    g_gather_stats.store(run.result.shared && (run.config.stats || !run.config.stats_file.empty()),
-                         std::memory_order_relaxed);
+    // Rank 0's decision, as every rank received it: a rank whose copy of the
+    // image failed still takes part (with zeros).
+    g_gather_stats.store(run.result.gather_stats, std::memory_order_relaxed);
     g_transport.store(run.transport.release(), std::memory_order_release);
 }
 
@@ -177,7 +179,18 @@ void activate() {
     if (launcher_keeps_going(launch)) g_exit_timeout = config.exit_timeout;
     g_started_at =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    if (!config.stats_file.empty()) g_stats_file = new std::string(config.stats_file);
+    if (!config.stats_file.empty()) {
+        // Relative to where the job started, not where the program is at exit.
+        char cwd[PATH_MAX];
+        std::string file = config.stats_file;
+        if (file[0] != '/' && getcwd(cwd, sizeof cwd)) {
+            std::string dir;
+            for (const char* p = cwd; *p; ++p)
+                dir += *p == '%' ? "%%" : std::string(1, *p); // a '%' of the directory's own
+            file = dir + "/" + file;
+        }
+        g_stats_file = new std::string(std::move(file));
+    }
     g_print_stats = config.stats;
 
     auto* run = new StartupRun;
@@ -306,8 +319,15 @@ void shutdown_at_exit(ExitPath path) {
     rank.not_cached = g_not_cached;
     rank.facts = g_start_facts;
     rank.facts.started_at = g_started_at;
+    // What the loader's audit library copied before main, on the node's leader.
+    if (AuditInterface* audit = audit_interface(); audit && audit->role == AuditRole::leader)
+        rank.facts.library_bytes += audit->copied_bytes;
     rank.print_stats = g_print_stats;
-    if (rank.gather_stats && transport->rank() == 0) statistics_file(rank);
+    try {
+        if (rank.gather_stats && transport->rank() == 0) statistics_file(rank);
+    } catch (...) {
+        rank.stats_file.clear(); // the exit's collectives still follow
+    }
     std::vector<std::string> lines;
     // Called from _exit and exec too: nothing may leave through them.
     try {

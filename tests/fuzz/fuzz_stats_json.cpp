@@ -38,8 +38,16 @@ std::string decode(std::string_view json) {
             size_t length = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
             if (c >= 0x80 && (c < 0xc2 || c > 0xf4)) std::abort();
             if (i + length > json.size() - 1) std::abort();
-            for (size_t k = 1; k < length; ++k)
-                if ((static_cast<unsigned char>(json[i + k]) & 0xc0) != 0x80) std::abort();
+            unsigned code = length == 1 ? c : c & (0x7f >> length);
+            for (size_t k = 1; k < length; ++k) {
+                auto next = static_cast<unsigned char>(json[i + k]);
+                if ((next & 0xc0) != 0x80) std::abort();
+                code = code << 6 | (next & 0x3f);
+            }
+            // Strict UTF-8: shortest form, no surrogate, nothing past U+10FFFF.
+            static const unsigned kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+            if (code < kLeast[length] || (code >= 0xd800 && code <= 0xdfff) || code > 0x10ffff)
+                std::abort();
             out.append(json.substr(i, length));
             i += length;
             continue;

@@ -35,8 +35,8 @@ def pyimport(*args, env=None, cwd=None):
     merged.pop("PYTHONUNBUFFERED", None)
     merged.update(env or {})
     return subprocess.run([PYTHON, COMMAND] + list(args), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, env=merged,
-                          cwd=cwd, timeout=300)
+                          stderr=subprocess.PIPE, encoding="utf-8", errors="surrogateescape",
+                          env=merged, cwd=cwd, timeout=300)
 
 
 def one_line_error(result, status, words, what):
@@ -55,11 +55,17 @@ with open(data, "w") as f:
     f.write("x\n")
 app = os.path.join(work, "app.py")
 READS = 5
+# A path no text format or terminal likes: a tab, a newline, a byte that is
+# not UTF-8. The program also changes directory (a relative --stats-file is
+# where pyimport run was asked).
+ODD = b"/nonexistent/tab\there\nnext\xff"
 with open(app, "w") as f:
     f.write("import json, email.parser, decimal, os\n"
             "for _ in range(%d):\n"
             "    open(%r).read()\n"
-            "os.write(1, b'rank done\\n')\n" % (READS, data))
+            "    os.path.exists(%r)\n"
+            "os.chdir('/')\n"
+            "os.write(1, b'rank done\\n')\n" % (READS, data, ODD))
 
 # --- --version, --help, bad commands ----------------------------------------
 version = re.search(r"^CMAKE_PROJECT_VERSION:STATIC=(.*)$",
@@ -88,7 +94,7 @@ for name in names:
 one_line_error(pyimport("options", "extra"), 2, "takes no arguments", "options with an argument")
 
 # --- run, and the statistics it writes ----------------------------------------
-stats_pattern = os.path.join(work, "stats-%j-%h.json")
+stats_pattern = "stats-%j-%h.json" # relative: to the directory pyimport run is in
 job_env = {"PYIMPORT_STATS": "1", "PYIMPORT_PROFILE": profiles}
 r = pyimport("run", "--stats-file", stats_pattern, MPIEXEC, "-n", "2", PYTHON, app,
              env=job_env, cwd=work)
@@ -119,6 +125,9 @@ if document:
     rows = {x["path"]: x for x in document["most_forwarded"]}
     check(data in rows and rows[data]["count"] == 2 * READS,
           "the data file read %d times per rank is the most forwarded: %s" % (READS, rows))
+    odd = os.fsdecode(ODD)
+    check(odd in rows and rows[odd]["count"] == 2 * READS,
+          "the odd path, whole, tab, newline and byte kept: %s" % sorted(rows))
     check(calls["forwarded_by_kind"]["open"] >= 2 * READS, "its opens are forwarded opens")
     check("/usr/lib/python3.11" in document["snapshot"]["directories"], "the stdlib is a root")
     check(document["snapshot"]["entries"] > 100 and document["snapshot"]["bytes"] > 0, "snapshot")
@@ -146,15 +155,39 @@ r = pyimport("run", "--", PYTHON, "-c", probe, env={"LD_PRELOAD": library + ":/l
                                                     "PYIMPORT_LOG": "0"})
 preload, env_list, audit = (r.stdout.split("|") + ["", "", ""])[:3]
 check(preload == library + ":/lib/other.so", "LD_PRELOAD keeps one copy, in order: %r" % preload)
-check(set(env_list.split(";")) >= {"LD_PRELOAD", "LD_AUDIT", "PYIMPORT_LOG"},
-      "Open MPI's env list: %r" % env_list)
+check(env_list == "", "no Open MPI variable for another command: %r" % env_list)
 check(audit.endswith("libpyimport-audit.so"), "LD_AUDIT: %r" % audit)
+# Open MPI's mpirun (by any of its names) is given -x for each variable, but
+# not twice; a fake one on PATH shows its command line.
+fake_bin = os.path.join(work, "bin")
+os.makedirs(fake_bin)
+for name in ("mpirun.openmpi", "mpiexec.hydra"):
+    with open(os.path.join(fake_bin, name), "w") as f:
+        f.write("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+    os.chmod(os.path.join(fake_bin, name), 0o755)
+path_env = {"PATH": fake_bin + ":" + os.environ["PATH"], "PYIMPORT_LOG": "1"}
+r = pyimport("run", "mpirun.openmpi", "-x", "PYIMPORT_LOG", "-n", "2", "app", env=path_env)
+argv = r.stdout.splitlines()
+check(r.returncode == 0 and argv[-3:] == ["-n", "2", "app"], "mpirun's own arguments kept: %r" % argv)
+exported = [b for a, b in zip(argv, argv[1:]) if a == "-x"]
+check(sorted(exported) == ["LD_AUDIT", "LD_PRELOAD", "PYIMPORT_LOG"],
+      "-x for each variable, once: %r" % argv)
+r = pyimport("run", "mpiexec.hydra", "-n", "2", "app", env=path_env)
+check(r.stdout.splitlines() == ["-n", "2", "app"], "Hydra's command line untouched: %r" % r.stdout)
+# The real Open MPI, with a -x of the job's own: served, the variable there.
+ompi = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "FOO": "bar",
+        "PYIMPORT_LOG": "1", "PYIMPORT_PROFILE": "off"}
+r = pyimport("run", "mpirun.openmpi", "--oversubscribe", "-x", "FOO", "-n", "2", PYTHON, "-c",
+             "import os, json; os.write(1, (os.environ['FOO'] + '\\n').encode())", env=ompi)
+check(r.returncode == 0 and r.stdout == "bar\nbar\n", "Open MPI with -x: %r %r" % (r.stdout, r.stderr))
+check(r.stderr.count("built the snapshot") == 1, "Open MPI job served: %r" % r.stderr)
 r = pyimport("run", "--no-audit", PYTHON, "-c", probe, env={"LD_AUDIT": ""})
 check(r.stdout.endswith("|"), "--no-audit leaves LD_AUDIT: %r" % r.stdout)
 r = pyimport("run", "sh", "-c", "exit 7")
 check(r.returncode == 7, "run returns the command's status: %d" % r.returncode)
 one_line_error(pyimport("run"), 2, "no command to run", "run without a command")
 one_line_error(pyimport("run", "--stats-file"), 2, "needs a path", "--stats-file without a path")
+one_line_error(pyimport("run", "--stats-file", "", "true"), 2, "needs a path", "--stats-file ''")
 one_line_error(pyimport("run", "--bogus", "x"), 2, "unknown option --bogus", "run --bogus")
 one_line_error(pyimport("run", "/nonexistent/launcher"), 127, "No such file", "a missing command")
 
@@ -178,6 +211,8 @@ if written:
     check(r.returncode == 0, "report exits 0 (%s)" % r.stderr)
     check("2 ranks on 1 node" in r.stdout, "report: ranks and nodes")
     check(data in r.stdout and "most forwarded paths" in r.stdout, "report: the forwarded path")
+    check(not r.stderr, "report: nothing on stderr (the odd path printed as it is): %r" % r.stderr)
+    check(os.fsdecode(ODD) in r.stdout, "report: the odd path's bytes as they are")
     if document:
         check("%d served, %d forwarded" % (document["calls"]["served"], document["calls"]["forwarded"])
               in r.stdout, "report: the totals")
@@ -222,6 +257,9 @@ one_line_error(pyimport("check", "--python", "/bin/false"), 1, "not a Python int
 one_line_error(pyimport("check", "--python", os.path.join(work, "nopython")), 1, "no interpreter",
                "check: a missing interpreter")
 one_line_error(pyimport("check", "--bogus"), 2, "unknown option", "check --bogus")
+r = pyimport("check", "--python", PYTHON, "-m", "json.tool", cwd=work)
+check(r.returncode == 0 and "script directory: %s " % work in r.stdout,
+      "check: interpreter options are the interpreter's (-m): %s %s" % (r.stdout, r.stderr))
 
 # --- profile ------------------------------------------------------------------
 penv = {"PYIMPORT_PROFILE": profiles}

@@ -307,6 +307,30 @@ Test(startup, a_one_rank_job_walks) {
     cr_expect(run.result.shared && run.result.attached);
 }
 
+// Whether the exit gathers statistics is rank 0's setting, as every rank
+// received it: a rank without PYIMPORT_STATS_FILE (Open MPI without -x) must
+// not leave rank 0 alone in the gather.
+Test(startup, every_rank_gathers_statistics_when_rank_0_asks) {
+    Fixture fx;
+    for (int asked = 0; asked < 2; ++asked) {
+        FakeJob job({0, 0, 1});
+        bool gather[3] = {};
+        run_ranks(job, [&](int r, Transport& t) {
+            Config config = fixture_config(fx);
+            if (r == 0 && asked) config.stats_file = fx.path("s.json");
+            if (r == 2) config.stats = true; // another rank's wish does not count
+            std::string error;
+            RankStart start;
+            cr_assert(t.connect(error));
+            start_rank(t, config, no_inputs, start);
+            gather[r] = start.gather_stats;
+        });
+        for (int r = 0; r < 3; ++r)
+            cr_expect_eq(gather[r], asked == 1, "rank %d, rank 0 %s", r,
+                         asked ? "asks" : "does not");
+    }
+}
+
 Test(startup, exit_sums_every_ranks_counts_on_rank_0_and_ends_every_session) {
     Fixture fx;
     Config config = fixture_config(fx);

@@ -2,6 +2,7 @@
 // and the summary rank 0 prints (summary_lines) from every rank's part.
 #include "serve/stats.hpp"
 
+#include <clocale>
 #include <criterion/criterion.h>
 #include <cstdio>
 #include <cstdlib>
@@ -191,6 +192,9 @@ Test(stats, json_strings_are_escaped_and_non_utf8_bytes_kept_recoverable) {
     cr_expect_eq(json_string("\xed\xa0\x80"), "\"\\udced\\udca0\\udc80\"");
     cr_expect_eq(json_string("\xe6\x97"), "\"\\udce6\\udc97\"");
     cr_expect_eq(json_string("\xf4\x90\x80\x80"), "\"\\udcf4\\udc90\\udc80\\udc80\"");
+    cr_expect_eq(json_string("\xe0\x80\xaf"), "\"\\udce0\\udc80\\udcaf\"", "overlong, 3 bytes");
+    cr_expect_eq(json_string("\xf0\x80\x80\xaf"), "\"\\udcf0\\udc80\\udc80\\udcaf\"",
+                 "overlong, 4 bytes");
 }
 
 Test(stats, the_document_holds_every_section_in_order) {
@@ -279,4 +283,44 @@ Test(stats, the_document_replaces_the_file_whole) {
     cr_expect(error.find("No such file or directory") != std::string::npos, "%s", error.c_str());
     std::remove(path.c_str());
     std::remove(dir);
+}
+
+Test(stats, paths_with_tabs_and_newlines_survive_the_rows) {
+    Stats stats;
+    stats.enable_paths(true);
+    const std::string odd = "/x/tab\there\nnext\\back";
+    for (int i = 0; i < 3; ++i)
+        stats.forwarded(CallKind::stat, odd.c_str());
+    stats.forwarded(CallKind::open, "/plain");
+    JobSummary s;
+    add_exit_values(s, exit_values(&stats, StartFacts{}), {exit_text(&stats), exit_text(&stats)});
+    cr_expect(s.rank_calls[0] == std::make_pair(uint64_t{0}, uint64_t{4}));
+    std::string json = summary_json(s);
+    cr_expect(json.find("{\"path\": \"/x/tab\\there\\nnext\\\\back\", \"count\": 6,") !=
+                  std::string::npos,
+              "%s", json.c_str());
+    // The text summary keeps one line per path.
+    std::vector<std::string> lines = summary_lines(s);
+    cr_expect(lines[3].find("/x/tab\\there\\nnext\\\\back") != std::string::npos, "%s",
+              lines[3].c_str());
+}
+
+Test(stats, the_seconds_are_json_numbers_in_any_locale) {
+    // A locale whose decimal point is a comma, as a program may set
+    // (locale.setlocale): made here, from the package locales' sources.
+    char dir[] = "/tmp/pyimport-locale-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    std::string make = std::string("localedef -i de_DE -f UTF-8 ") + dir + "/de_DE.UTF-8 2>&1";
+    int made = std::system(make.c_str());
+    setenv("LOCPATH", dir, 1);
+    cr_assert(setlocale(LC_NUMERIC, "de_DE.UTF-8"), "localedef gave %d", made);
+    char printed[16];
+    std::snprintf(printed, sizeof printed, "%.2f", 1.25);
+    cr_assert_str_eq(printed, "1,25", "the locale is in force");
+    JobSummary s;
+    s.start.walk_seconds = 1.25;
+    std::string json = summary_json(s);
+    setlocale(LC_NUMERIC, "C");
+    std::system((std::string("rm -rf ") + dir).c_str());
+    cr_expect(json.find("\"walk\": 1.250000,") != std::string::npos, "%s", json.c_str());
 }
