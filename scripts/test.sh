@@ -5,10 +5,14 @@
 #         the emulated clusters: Slurm, Hydra over nodes, Open MPI), on this
 #         machine as install-deps.sh leaves it: Open MPI is the default MPI
 #         alternative (python3-mpi4py makes it so), MPICH installed beside it;
-#   mpich-only  a build from scratch and the MPICH tests again as on a machine
-#         with MPICH alone (scripts/without-openmpi.sh hides Open MPI);
-#   asan  the unit tests again, built with -fsanitize=address,undefined
+#   mpich-only  a Release build from scratch and the MPICH tests again as on a
+#         machine with MPICH alone (scripts/without-openmpi.sh hides Open MPI);
+#   asan  the unit tests again, a Debug build with -fsanitize=address,undefined
 #         (PYIMPORT_SANITIZE=ON): any sanitizer report, a leak included, fails;
+#
+# Every build has PYIMPORT_WERROR=ON: with the main stage's RelWithDebInfo
+# (also what no build type gives) and the test build_types' MinSizeRel, each
+# build type is built without a warning.
 #   fuzz  each libFuzzer target of tests/fuzz (a clang build, PYIMPORT_FUZZ=ON)
 #         for FUZZ_SECONDS on a scratch copy of its seed corpus: a crash, leak,
 #         timeout, out-of-memory or sanitizer report fails.
@@ -63,7 +67,7 @@ if wants mpich-only; then
         if [ -s "$(readlink -f /usr/lib/x86_64-linux-gnu/libmpi.so.40)" ]; then
             echo "test.sh: Open MPI is still visible" >&2; exit 1
         fi
-        cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_WERROR=ON
+        cmake -S . -B "$1" -DCMAKE_BUILD_TYPE=Release -DPYIMPORT_WERROR=ON
         cmake --build "$1" -j2 --target pyimport pyimport-symbols pyimport-options probe \
               unit_activation unit_startup unit_mpi_abi unit_config
         ctest --test-dir "$1" --output-on-failure \
@@ -74,7 +78,7 @@ fi
 
 if wants asan; then
     begin asan
-    cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYIMPORT_SANITIZE=ON -DPYIMPORT_WERROR=ON
+    cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=Debug -DPYIMPORT_SANITIZE=ON -DPYIMPORT_WERROR=ON
     # Every test labelled "unit" is a suite whose executable has its name.
     mapfile -t units < <(ctest --test-dir "$asan" -N -L unit 2>/dev/null |
                          sed -n 's/^ *Test *#[0-9]*: *//p')
