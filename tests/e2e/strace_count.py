@@ -65,13 +65,16 @@ NRANKS = 4
 # The budget runs: PYIMPORT_MAX_BYTES, and the most the other ranks may make
 # of their calls without the shim, in a program's (first job, second job).
 # Measured (Debian 12, numpy+scipy, 4 ranks; docs/limits.md): 20M 22.8% and
-# 2.9%, 2M 50.8% and 33.3%. A first job caches the smallest files of every
-# tree, used or not (a fifth of them are); a later job only the used ones,
+# 2.9%, 2M 50.8% and 33.3%; 20M's first job 31.2% once python3-matplotlib
+# (pyimport report --plot) and its dependencies are in the same
+# dist-packages, whose small files then share the budget. A first job caches
+# the smallest files of every tree, used or not (a fifth of them are); a
+# later job only the used ones,
 # but at 2M those (44 MiB, 13 of them bytecode) mostly do not fit: every
 # used file left out is 8 or 9 calls per rank. Only the second job at 20M
 # is held to the 5% of the issue; the other bounds catch a regression.
 BUDGET = os.environ.get("E2E_STRACE_BUDGET", "20M")
-BUDGET_SHARES = {"20M": (0.30, 0.05), "2M": (0.60, 0.40)}
+BUDGET_SHARES = {"20M": (0.40, 0.05), "2M": (0.60, 0.40)}
 STRACE_TIMEOUT = int(os.environ.get("E2E_STRACE_TIMEOUT", "280"))
 
 IMPORT_SUFFIXES = (".py", ".pyc", ".pth")
