@@ -269,6 +269,13 @@ def load_stats(path):
     return document
 
 
+# The start-up's phases in the document's "seconds", in order, and their names.
+START_PHASES = [("mpi_load", "MPI library"), ("mpi_init", "MPI initialisation"), ("walk", "walk"),
+                ("status", "rank 0's status"), ("broadcast", "image"),
+                ("node_sharing", "node libraries"), ("library_copies", "of which copies"),
+                ("hand_over", "hand-over")]
+
+
 def report_lines(d):
     job, snap, secs, calls, mem = d["job"], d["snapshot"], d["seconds"], d["calls"], d["node_memory"]
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(job.get("started_at", 0)))
@@ -279,8 +286,9 @@ def report_lines(d):
              "snapshot: %d entries, %s, from %d roots (%s)"
              % (snap["entries"], mib(snap["bytes"]), snap["roots"],
                 ", ".join(snap.get("directories", [])) or "no directories"),
-             "start-up: %.3f s (walk %.3f s, broadcast %.3f s, node sharing %.3f s)"
-             % (secs["start_up"], secs["walk"], secs["broadcast"], secs["node_sharing"])]
+             "start-up: %.3f s on rank 0: %s"
+             % (secs["start_up"], ", ".join("%s %.3f s" % (name, secs.get(key, 0.0))
+                                            for key, name in START_PHASES))]
     if snap.get("not_cached_files"):
         lines.append("not cached (over PYIMPORT_MAX_BYTES): %d files, %s"
                      % (snap["not_cached_files"], mib(snap["not_cached_bytes"])))
@@ -337,8 +345,8 @@ def plot(plt, d, png):
     by_rank.xaxis.set_major_locator(MaxNLocator(integer=True))
     by_rank.set_title("calls per rank")
     by_rank.legend()
-    steps = ["walk", "broadcast", "node_sharing", "start_up"]
-    start.barh(steps, [secs[s] for s in steps])
+    steps = [key for key, _ in START_PHASES] + ["start_up"]
+    start.barh(steps, [secs.get(s, 0.0) for s in steps])
     start.set_xlabel("seconds")
     start.set_title("start-up (rank 0)")
     figure.suptitle("pyimport: job %s, %d ranks on %d node%s"

@@ -389,9 +389,14 @@ std::string summary_json(const JobSummary& s) {
     w.close('}');
     w.open("seconds", '{');
     w.seconds("start_up", s.start_seconds);
+    w.seconds("mpi_load", s.start.mpi_load_seconds);
+    w.seconds("mpi_init", s.start.mpi_init_seconds);
     w.seconds("walk", s.start.walk_seconds);
+    w.seconds("status", s.start.status_seconds);
     w.seconds("broadcast", s.start.broadcast_seconds);
     w.seconds("node_sharing", s.start.node_seconds);
+    w.seconds("library_copies", s.start.copy_seconds);
+    w.seconds("hand_over", s.start.hand_over_seconds);
     w.close('}');
     auto [served, forwarded] = totals_of(s.counts);
     w.open("calls", '{');

@@ -75,9 +75,14 @@ class Stats {
 // statistics.
 struct StartFacts {
     double started_at = 0;         // wall clock (Unix seconds) when the rank activated
+    double mpi_load_seconds = 0;   // loading the MPI library (dlopen)
+    double mpi_init_seconds = 0;   // its initialisation (a session, or MPI_Init_thread)
     double walk_seconds = 0;       // rank 0: building the image
+    double status_seconds = 0;     // rank 0's status reaching this rank (the ranks' wait for it)
     double broadcast_seconds = 0;  // sharing the image
     double node_seconds = 0;       // the node's library copies, up to the node barrier
+    double copy_seconds = 0;       // of which the node's first rank writing the copies
+    double hand_over_seconds = 0;  // from the start-up thread's end to serving
     bool node_leader = false;      // the node's first rank
     uint64_t image_bytes_held = 0; // the copy of the image this rank holds for its node (0:
                                    // it maps its leader's)

@@ -148,7 +148,10 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
             image.clear();
         }
     }
-    if (!transport.broadcast(status, error)) {
+    auto waiting = std::chrono::steady_clock::now();
+    bool status_received = transport.broadcast(status, error);
+    out.facts.status_seconds = seconds_since(waiting);
+    if (!status_received) {
         log_error("%s; running uncached", error.c_str());
         return false;
     }
@@ -182,15 +185,16 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
 // Step 4. Every rank of the node takes part, also one whose copy of the
 // image failed its checks (`snapshot` nullptr).
 std::unique_ptr<NodeMirror> share_node_mirror(Transport& transport, const Config& config,
-                                              const Snapshot* snapshot) {
+                                              const Snapshot* snapshot, double& copy_seconds) {
     auto mirror = std::make_unique<NodeMirror>();
     std::string dir, error = "this rank's copy of the snapshot is damaged";
     if (transport.node_rank() == 0) {
         auto written = std::chrono::steady_clock::now();
         if (snapshot && mirror->create(config.node_dir, *snapshot, error)) {
             dir = mirror->job_dir();
+            copy_seconds = seconds_since(written);
             PYIMPORT_LOG(LogLevel::info, "wrote the libraries to %s in %.3f s", dir.c_str(),
-                         seconds_since(written));
+                         copy_seconds);
         } else {
             log_error("cannot keep node-local copies of libraries (PYIMPORT_NODE_DIR): %s; "
                       "libraries are loaded from the filesystem",
@@ -219,7 +223,9 @@ void run_in_thread(StartupRun* run) {
     t_inside_shim = 1; // this thread's libc calls are the shim's own
     std::string error;
     RankStart result;
+    auto connecting = std::chrono::steady_clock::now();
     result.connected = run->transport->connect(error);
+    result.facts.mpi_init_seconds = seconds_since(connecting);
     if (result.connected && run->launcher_ranks > 1 && run->transport->size() == 1) {
         if (run->launcher_rank <= 0)
             log_error("the launcher started %d ranks but the MPI library sees a world of 1 (it "
@@ -244,6 +250,7 @@ void run_in_thread(StartupRun* run) {
     run->result = std::move(result);
     if (run->completed) run->completed(*run, run->result.connected);
     run->done = true;
+    run->done_at = std::chrono::steady_clock::now();
     run->finished.notify_all();
 }
 
@@ -268,8 +275,8 @@ void start_rank(Transport& transport, const Config& config, const FindWalkInputs
     if (out.shared && config.libraries) {
         try {
             auto started = std::chrono::steady_clock::now();
-            out.mirror =
-                share_node_mirror(transport, config, out.attached ? &out.snapshot : nullptr);
+            out.mirror = share_node_mirror(
+                transport, config, out.attached ? &out.snapshot : nullptr, out.facts.copy_seconds);
             out.facts.node_seconds = seconds_since(started);
             if (out.mirror) out.facts.library_bytes = out.mirror->written_bytes();
         } catch (...) {
@@ -318,6 +325,7 @@ JobSummary job_summary(const RankExit& rank) {
 
 std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
     std::vector<std::string> lines;
+    auto started = std::chrono::steady_clock::now();
     if (rank.gather_stats) {
         const Stats* stats = rank.core ? &rank.core->stats() : nullptr;
         std::vector<uint64_t> values = exit_values(stats, rank.facts);
@@ -334,6 +342,8 @@ std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
                           error.c_str());
         }
     }
+    double statistics_seconds = seconds_since(started);
+    auto profiled = std::chrono::steady_clock::now();
     if (rank.core && rank.profile && transport.rank() == 0) {
         Tree& tree = rank.core->tree();
         PathSet used = tree.used_paths();
@@ -345,8 +355,16 @@ std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
         if (!update_profile(*rank.profile, std::move(used), still_there, error))
             PYIMPORT_LOG(LogLevel::info, "%s; the profile is not updated", error.c_str());
     }
+    double profile_seconds = seconds_since(profiled);
+    auto closing = std::chrono::steady_clock::now();
     if (rank.libraries) rank.libraries->close();
+    double node_seconds = seconds_since(closing);
+    auto finishing = std::chrono::steady_clock::now();
     transport.finish();
+    PYIMPORT_LOG(LogLevel::info,
+                 "exit phases: statistics %.3f s, profile %.3f s, node directory %.3f s, MPI's "
+                 "end %.3f s",
+                 statistics_seconds, profile_seconds, node_seconds, seconds_since(finishing));
     return lines;
 }
 

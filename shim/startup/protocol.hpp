@@ -26,6 +26,7 @@
 #include "serve/core.hpp"
 #include "startup/transport.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -98,7 +99,8 @@ struct StartupRun {
     std::mutex mutex;
     std::condition_variable finished;
     bool done = false;
-    bool gave_up = false; // the waiter stopped waiting
+    std::chrono::steady_clock::time_point done_at; // when the thread set `done`
+    bool gave_up = false;                          // the waiter stopped waiting
     RankStart result;
 };
 

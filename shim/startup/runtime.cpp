@@ -51,6 +51,11 @@ const std::string* g_stats_file = nullptr; // PYIMPORT_STATS_FILE, not expanded
 bool g_print_stats = false;                // PYIMPORT_STATS
 const ProgramProfile* g_profile = nullptr; // rank 0's
 
+double seconds_between(std::chrono::steady_clock::time_point from,
+                       std::chrono::steady_clock::time_point to) {
+    return std::chrono::duration<double>(to - from).count();
+}
+
 const char* getenv_raw(const char* name) {
     return getenv(name);
 }
@@ -169,7 +174,10 @@ void activate() {
             if (!full) disconnect_audit_early();
         }
     } early;
+    auto loading = std::chrono::steady_clock::now();
     std::unique_ptr<Transport> transport = open_transport(config, launch, error);
+    double mpi_load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - loading).count();
     startup_loads(kLoadsEnd);
     if (!transport) {
         log_error("%s; running uncached", error.c_str());
@@ -204,6 +212,7 @@ void activate() {
 
     std::unique_lock lock(run->mutex);
     RankStart& result = run->result;
+    g_start_facts.mpi_load_seconds = mpi_load_seconds;
     if (!result.shared || !result.attached) return;
     g_start_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -241,6 +250,15 @@ void activate() {
     PYIMPORT_LOG(LogLevel::info, "serving %u entries, %zu bytes, from %u prefixes",
                  result.snapshot.entry_count(), core->tree().snapshot().size(),
                  result.snapshot.root_count());
+    StartFacts& f = g_start_facts;
+    f.hand_over_seconds = seconds_between(run->done_at, std::chrono::steady_clock::now());
+    PYIMPORT_LOG(LogLevel::info,
+                 "start-up phases: MPI library %.3f s, MPI initialisation %.3f s, walk %.3f s, "
+                 "rank 0's status %.3f s, image %.3f s, node libraries %.3f s (copies %.3f s), "
+                 "hand-over %.3f s; %.3f s in all",
+                 f.mpi_load_seconds, f.mpi_init_seconds, f.walk_seconds, f.status_seconds,
+                 f.broadcast_seconds, f.node_seconds, f.copy_seconds, f.hand_over_seconds,
+                 seconds_between(start, std::chrono::steady_clock::now()));
     g_core.store(core, std::memory_order_release);
 }
 

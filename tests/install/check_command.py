@@ -136,6 +136,8 @@ if document:
     check(document["node_memory"]["per_node_bytes"] >= document["snapshot"]["bytes"], "per node")
     seconds = document["seconds"]
     check(seconds["start_up"] >= seconds["walk"] > 0 and seconds["broadcast"] >= 0, "seconds")
+    check(seconds["mpi_init"] > 0 and seconds["mpi_load"] > 0 and seconds["start_up"] >=
+          seconds["mpi_init"] + seconds["walk"], "the phases: %s" % seconds)
     # The same job's text summary (PYIMPORT_STATS=1) says the same.
     summary = re.search(r"pyimport: all ranks: (\d+) calls served, (\d+) forwarded", r.stderr)
     check(summary is not None, "the text summary is printed too: %r" % r.stderr)

@@ -221,6 +221,10 @@ Test(stats, the_document_holds_every_section_in_order) {
         "\"ranks\": 2,",
         "\"nodes\": 2",
         "\"directories\": [\n      \"/usr/lib/python3.11\"\n    ]",
+        "\"start_up\": 0.000000,\n    \"mpi_load\": 0.000000,\n    \"mpi_init\": 0.000000,\n    "
+        "\"walk\": 0.000000,\n    \"status\": 0.000000,\n    \"broadcast\": 0.000000,\n    "
+        "\"node_sharing\": 0.000000,\n    \"library_copies\": 0.000000,\n    \"hand_over\": "
+        "0.000000\n  }",
         "\"served\": 10,",
         "\"forwarded\": 3,",
         "\"served_by_kind\": {\n      \"stat\": 10,",
