@@ -88,16 +88,20 @@ void report_snapshot(const Config& config, const Interpreter& interpreter) {
     std::printf("interpreter: %s (Python %s, %s)\n", interpreter.invoked.c_str(),
                 interpreter.version.c_str(), interpreter.resolved.c_str());
     SearchPlan plan = search_plan(interpreter);
-    BuildOptions options;
+    WalkInputs inputs;
+    inputs.default_prefixes = plan.prefixes;
+    inputs.probes = plan.probes;
+    inputs.script_directory = plan.script_directory;
+    std::string version = interpreter.version;
+    if (size_t dot = version.find('.'); dot != std::string::npos) version.erase(dot, 1);
+    inputs.cache_tag = "cpython-" + version;
+    BuildOptions options = walk_options(config, inputs); // as rank 0 builds them
     if (config.prefixes.empty()) {
-        options.prefixes = plan.prefixes;
         std::printf("prefixes (the interpreter's search path; PYIMPORT_PREFIX is not set):\n");
         for (size_t i = 0; i < plan.prefixes.size(); ++i)
             std::printf("  %s  (%s)\n", plan.prefixes[i].c_str(),
                         i < plan.reasons.size() ? plan.reasons[i].c_str() : "");
     } else {
-        options.prefixes = config.prefixes;
-        options.prefixes_required = true;
         std::printf("prefixes (PYIMPORT_PREFIX):\n");
         for (const std::string& prefix : config.prefixes)
             std::printf("  %s\n", prefix.c_str());
@@ -108,19 +112,8 @@ void report_snapshot(const Config& config, const Interpreter& interpreter) {
                     plan.script_directory.c_str());
     std::printf("single paths: %zu that the interpreter asks about at start-up\n",
                 plan.probes.size());
-
-    options.content_suffixes = config.content_suffixes;
-    options.stat_suffixes = config.stat_suffixes;
-    options.exclude = config.exclude;
-    options.max_bytes = config.max_bytes;
-    std::string version = interpreter.version;
-    if (size_t dot = version.find('.'); dot != std::string::npos) version.erase(dot, 1);
-    options.cache_tag = "cpython-" + version;
-    options.libraries = config.libraries;
     NotCached not_cached;
     options.not_cached = &not_cached;
-    options.probes = plan.probes;
-    if (!plan.script_directory.empty()) options.live_roots.push_back(plan.script_directory);
 
     // The profile the job would start from (it selects what is read).
     std::string dir = profile_directory(config.profile, getenv_lookup);
@@ -208,18 +201,15 @@ void report_mpi(const Config& config) {
         for (const std::string& library : mpi_library_candidates(config, launch)) {
             void* handle = dlopen(library.c_str(), RTLD_LAZY | RTLD_LOCAL);
             if (!handle) continue;
-            bool init = dlsym(handle, "MPI_Init_thread") != nullptr;
+            void* init = dlsym(handle, "MPI_Init_thread");
             bool sessions = dlsym(handle, "MPI_Session_init") != nullptr;
             Dl_info info{};
-            void* symbol = dlsym(handle, "MPI_Init_thread");
-            std::string where =
-                symbol && dladdr(symbol, &info) && info.dli_fname ? info.dli_fname : library;
-            if (init) {
-                found = library + " (" + where + (sessions ? ", MPI-4 sessions" : "") + ")";
-                dlclose(handle);
-                break;
-            }
+            if (init)
+                found = library + " (" +
+                        (dladdr(init, &info) && info.dli_fname ? info.dli_fname : library) +
+                        (sessions ? ", MPI-4 sessions" : "") + ")";
             dlclose(handle);
+            if (init) break;
         }
         if (found.empty())
             std::printf("MPI library, %s: none loads\n", family);

@@ -124,6 +124,30 @@ def prepended(value, path):
     return ":".join(([] if same else [path]) + entries)
 
 
+def leading_options(command, args, valued, flags, unknown_prefix):
+    """The options before COMMAND's other arguments (up to "--" or the first
+    argument that does not start with `unknown_prefix`): {name: value, or
+    True for a flag}, and the rest. `valued` maps each option that takes a
+    value to what the value is."""
+    given = {}
+    while args:
+        name = args[0]
+        if name == "--":
+            return given, args[1:]
+        if name in valued:
+            if len(args) < 2:
+                raise Failure("pyimport %s: %s needs %s" % (command, name, valued[name]), 2)
+            given[name], args = args[1], args[2:]
+        elif name in flags:
+            given[name], args = True, args[1:]
+        elif name.startswith(unknown_prefix):
+            raise Failure("pyimport %s: unknown option %s (see pyimport help %s)"
+                          % (command, name, command), 2)
+        else:
+            break
+    return given, args
+
+
 def is_open_mpi_launcher(command):
     """Open MPI's mpirun, mpiexec or orterun, also behind Debian's
     alternatives (mpirun -> mpirun.openmpi -> orterun)."""
@@ -135,21 +159,8 @@ def is_open_mpi_launcher(command):
 
 
 def cmd_run(args):
-    stats_file, audit = None, True
-    while args:
-        if args[0] == "--":
-            args = args[1:]
-            break
-        if args[0] == "--stats-file":
-            if len(args) < 2:
-                raise Failure("pyimport run: --stats-file needs a path", 2)
-            stats_file, args = args[1], args[2:]
-        elif args[0] == "--no-audit":
-            audit, args = False, args[1:]
-        elif args[0].startswith("-"):
-            raise Failure("pyimport run: unknown option %s (see pyimport help run)" % args[0], 2)
-        else:
-            break
+    given, args = leading_options("run", args, {"--stats-file": "a path"}, {"--no-audit"}, "-")
+    stats_file, audit = given.get("--stats-file"), "--no-audit" not in given
     if not args:
         raise Failure("pyimport run: no command to run (pyimport run mpiexec -n 4 python3 app.py)", 2)
     if stats_file is not None:
@@ -199,19 +210,9 @@ def clean_environment():
 
 
 def cmd_check(args):
-    python = "python3"
-    while args:
-        if args[0] == "--":
-            args = args[1:]
-            break
-        if args[0] == "--python":
-            if len(args) < 2:
-                raise Failure("pyimport check: --python needs an interpreter", 2)
-            python, args = args[1], args[2:]
-        elif args[0].startswith("--"):
-            raise Failure("pyimport check: unknown option %s (see pyimport help check)" % args[0], 2)
-        else:
-            break
+    # A single dash starts the interpreter's own options (-m, -I ...).
+    given, args = leading_options("check", args, {"--python": "an interpreter"}, set(), "--")
+    python = given.get("--python", "python3")
     found = shutil.which(python) if "/" not in python else python
     if not found or not os.access(found, os.X_OK):
         raise Failure("pyimport check: no interpreter %s" % python)

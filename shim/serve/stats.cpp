@@ -217,7 +217,8 @@ namespace {
 enum ExitValue { kNodeLeader, kServedRank, kImageBytesHeld, kLibraryBytes, kExitValues };
 constexpr size_t kKinds = static_cast<size_t>(CallKind::count);
 
-// "S F\n": a rank's calls served and forwarded, the first line of its text.
+// Calls served and forwarded over the kinds of count_values() (the first
+// line of a rank's exit_text(), "S F").
 std::pair<uint64_t, uint64_t> totals_of(const std::vector<uint64_t>& counts) {
     uint64_t served = 0, forwarded = 0;
     for (size_t k = 0; k < kKinds && counts.size() >= 2 * kKinds; ++k) {

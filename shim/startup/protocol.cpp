@@ -63,15 +63,7 @@ std::unique_ptr<ProgramProfile> load_profile(const WalkInputs& inputs,
 // Rank 0: the image, or false with the reason to tell every rank.
 bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
                  std::vector<char>& image, std::string& error) {
-    BuildOptions options;
-    options.prefixes = config.prefixes.empty() ? inputs.default_prefixes : config.prefixes;
-    options.prefixes_required = !config.prefixes.empty();
-    options.content_suffixes = config.content_suffixes;
-    options.stat_suffixes = config.stat_suffixes;
-    options.exclude = config.exclude;
-    options.max_bytes = config.max_bytes;
-    options.cache_tag = inputs.cache_tag;
-    options.libraries = config.libraries;
+    BuildOptions options = walk_options(config, inputs);
     if (config.libraries && audit_interface()) {
         // What the loader searches outside the prefixes for their libraries:
         // only the audit library's searches use it.
@@ -90,8 +82,6 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     options.not_cached = &out.not_cached;
     out.profile = load_profile(inputs, options.prefixes);
     if (out.profile && !out.profile->paths.empty()) options.profile = &out.profile->paths;
-    options.probes = inputs.probes;
-    if (!inputs.script_directory.empty()) options.live_roots.push_back(inputs.script_directory);
     size_t learned = out.profile ? add_learned_paths(out.profile->paths, options) : 0;
     for (size_t i = 0; i < options.prefixes.size(); ++i)
         PYIMPORT_LOG(LogLevel::debug, "prefix %s (%s)", options.prefixes[i].c_str(),
@@ -366,6 +356,21 @@ std::vector<std::string> exit_rank(Transport& transport, const RankExit& rank) {
                  "end %.3f s",
                  statistics_seconds, profile_seconds, node_seconds, seconds_since(finishing));
     return lines;
+}
+
+BuildOptions walk_options(const Config& config, const WalkInputs& inputs) {
+    BuildOptions options;
+    options.prefixes = config.prefixes.empty() ? inputs.default_prefixes : config.prefixes;
+    options.prefixes_required = !config.prefixes.empty();
+    options.content_suffixes = config.content_suffixes;
+    options.stat_suffixes = config.stat_suffixes;
+    options.exclude = config.exclude;
+    options.max_bytes = config.max_bytes;
+    options.cache_tag = inputs.cache_tag;
+    options.libraries = config.libraries;
+    options.probes = inputs.probes;
+    if (!inputs.script_directory.empty()) options.live_roots.push_back(inputs.script_directory);
+    return options;
 }
 
 size_t add_learned_paths(const PathSet& profile, BuildOptions& options) {

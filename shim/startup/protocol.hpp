@@ -49,6 +49,11 @@ struct WalkInputs {
 };
 using FindWalkInputs = std::function<WalkInputs(const Config&)>;
 
+// What rank 0's walk takes from the settings and the inputs: the prefixes,
+// the suffixes, the budget, the probes and the script's directory (not the
+// profile, nor the loader's directories, which build_image adds).
+BuildOptions walk_options(const Config& config, const WalkInputs& inputs);
+
 // What earlier jobs looked at outside the prefixes (from the profile: a
 // layout the search path did not foresee), added to `options`: import-related
 // names as single paths, listed directories as live roots (at most
