@@ -66,10 +66,10 @@ const char* map_leaders_file(int pid, int fd, uint64_t length) {
 
 } // namespace
 
-bool share_image(Transport& transport, std::vector<char>& image, uint64_t length, SharedImage& out,
-                 std::string& error) {
+bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>& image,
+                 uint64_t length, SharedImage& out, std::string& error) {
     out.release();
-    if (!transport.split_by_node(error)) return false;
+    if (!transport.split_by_node(node_identity, error)) return false;
     bool leader = transport.node_rank() == 0;
 
     // Node leaders: a memory file (or a private copy), filled by the

@@ -13,10 +13,12 @@
 
 namespace pyimport {
 
-// Collective over every rank. `length` is the image's size (known to every
-// rank); on rank 0 `image` holds it (and is emptied). On failure returns false
-// with a reason, holding nothing: no descriptor, mapping or copy is left.
-bool share_image(Transport& transport, std::vector<char>& image, uint64_t length, SharedImage& out,
-                 std::string& error);
+// Collective over every rank. `node_identity` is this rank's node
+// (node_identity() of startup/node_layout.hpp); `length` is the image's size
+// (known to every rank); on rank 0 `image` holds it (and is emptied). On
+// failure returns false with a reason, holding nothing: no descriptor, mapping
+// or copy is left.
+bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>& image,
+                 uint64_t length, SharedImage& out, std::string& error);
 
 } // namespace pyimport

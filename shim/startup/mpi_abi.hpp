@@ -23,7 +23,6 @@ namespace pyimport::mpi_abi {
 
 // The same in both families.
 inline constexpr int kSuccess = 0;
-inline constexpr int kUndefined = -32766;
 inline constexpr int kThreadMultiple = 3;
 
 struct Mpich {
@@ -39,7 +38,6 @@ struct Mpich {
     struct Status {
         int count_lo, count_hi_and_cancelled, source, tag, error;
     };
-    static constexpr int kCommTypeShared = 1;
 
     Comm comm_world = 0x44000000;
     Comm comm_null = 0x04000000;
@@ -52,7 +50,6 @@ struct Mpich {
     Datatype integer = 0x4c000405;
     Datatype uint64 = 0x4c00083e;
     Op sum = 0x58000003;
-    Op min = 0x58000002;
     Status* status_ignore = reinterpret_cast<Status*>(1);
 
     bool resolve(void*, std::string&) { return true; }
@@ -72,7 +69,6 @@ struct OpenMpi {
         int source, tag, error, cancelled;
         size_t ucount;
     };
-    static constexpr int kCommTypeShared = 0;
 
     Comm comm_world = nullptr;
     Comm comm_null = nullptr;
@@ -85,7 +81,6 @@ struct OpenMpi {
     Datatype integer = nullptr;
     Datatype uint64 = nullptr;
     Op sum = nullptr;
-    Op min = nullptr;
     Status* status_ignore = nullptr;
 
     // Each handle and the object it is the address of, in the order of the
@@ -106,7 +101,6 @@ struct OpenMpi {
             {&OpenMpi::integer, "ompi_mpi_int"},
             {&OpenMpi::uint64, "ompi_mpi_uint64_t"},
             {&OpenMpi::sum, "ompi_mpi_op_sum"},
-            {&OpenMpi::min, "ompi_mpi_op_min"},
         };
         return symbols;
     }

@@ -9,6 +9,7 @@
 #include "loader/search.hpp"
 #include "serve/stats.hpp"
 #include "startup/image_sharing.hpp"
+#include "startup/node_layout.hpp"
 #include "startup/runtime.hpp"
 
 #include <chrono>
@@ -158,7 +159,7 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
     std::memcpy(&length, status.data() + 1, sizeof length);
     out.gather_stats = status[kStatusSize - 1] != 0;
     auto sent = std::chrono::steady_clock::now();
-    if (!share_image(transport, image, length, out.image, error)) {
+    if (!share_image(transport, node_identity(config.node_dir), image, length, out.image, error)) {
         log_error("%s; running uncached", error.c_str());
         return false;
     }

@@ -27,9 +27,11 @@ class Transport {
     // they must leave the cores to it and to the filesystem client.
     virtual bool broadcast(std::vector<char>& bytes, std::string& error) = 0;
 
-    // Groups the ranks by node; from then on node_rank() and the calls
-    // below work. Ranks with node_rank() 0 are the node leaders.
-    virtual bool split_by_node(std::string& error) = 0;
+    // Groups the ranks by node: the ranks with equal `node_identity`
+    // (startup/node_layout.hpp) share one; from then on node_rank() and the
+    // calls below work. Ranks with node_rank() 0 are the node leaders; rank
+    // 0 is one. Waiting ranks sleep in these calls too.
+    virtual bool split_by_node(uint64_t node_identity, std::string& error) = 0;
     virtual int node_rank() const = 0;
     // `length` bytes at `data` from rank 0 to every node leader; only node
     // leaders call it.

@@ -15,6 +15,7 @@
 // Open MPI always takes the world model: its sessions (5.0) are untested here.
 #include "base/real.hpp"
 #include "startup/mpi_abi.hpp"
+#include "startup/node_layout.hpp"
 #include "startup/transport.hpp"
 #include "startup/world_model.hpp"
 
@@ -40,7 +41,6 @@ template <class Abi> struct MpiFunctions {
     int (*Session_init)(Info, Errhandler, Session*) = nullptr;
     int (*Group_from_session_pset)(Session, const char*, Group*) = nullptr;
     int (*Comm_create_from_group)(Group, const char*, Info, Errhandler, Comm*) = nullptr;
-    int (*Group_free)(Group*) = nullptr;
     int (*Session_finalize)(Session*) = nullptr;
     // The world model.
     int (*Initialized)(int*) = nullptr;
@@ -59,13 +59,28 @@ template <class Abi> struct MpiFunctions {
     int (*Gather)(const void*, int, Datatype, void*, int, Datatype, int, Comm) = nullptr;
     int (*Gatherv)(const void*, int, Datatype, void*, const int*, const int*, Datatype, int,
                    Comm) = nullptr;
+    int (*Iallgather)(const void*, int, Datatype, void*, int, Datatype, Comm, Request*) = nullptr;
+    int (*Isend)(const void*, int, Datatype, int, int, Comm, Request*) = nullptr;
+    int (*Irecv)(void*, int, Datatype, int, int, Comm, Request*) = nullptr;
+    int (*Comm_group)(Comm, Group*) = nullptr;
+    int (*Group_incl)(Group, int, const int*, Group*) = nullptr;
+    int (*Group_free)(Group*) = nullptr;
+    int (*Comm_create_group)(Comm, Group, int, Comm*) = nullptr;
     int (*Comm_free)(Comm*) = nullptr;
-    int (*Comm_split_type)(Comm, int, int, Info, Comm*) = nullptr;
-    int (*Comm_split)(Comm, int, int, Comm*) = nullptr;
-    int (*Allreduce)(const void*, void*, int, Datatype, Op, Comm) = nullptr;
 };
 
 constexpr uint64_t kChunk = uint64_t{1} << 30; // MPI counts are int: at most 1 GiB at a time
+
+// How long a waiting rank sleeps between polls: from 50 us, doubling, up to
+// 10 ms while rank 0 walks (seconds on a slow filesystem), up to 1 ms in the
+// node's steps (milliseconds of the leader's work; the node's messages move
+// only when their ranks poll).
+constexpr long kFirstPauseNs = 50000;
+constexpr long kStatusPauseNs = 10000000;
+constexpr long kNodePauseNs = 1000000;
+// The tag of the node's messages (leader to members and back) and of the
+// leaders' communicator, on the shim's own communicator.
+constexpr int kNodeTag = 0x7079;
 
 template <class T> bool resolve(void* library, const char* name, T& slot) {
     slot = reinterpret_cast<T>(REAL(dlsym)(library, name));
@@ -84,7 +99,7 @@ template <class Abi> class MpiTransport final : public Transport {
         }
         // Open MPI's null handles are known only now.
         session_ = abi_.session_null;
-        comm_ = node_ = leaders_ = abi_.comm_null;
+        comm_ = leaders_ = abi_.comm_null;
         auto& f = mpi_;
         const char* missing = nullptr;
         auto need = [&](const char* symbol, auto& slot) {
@@ -98,15 +113,18 @@ template <class Abi> class MpiTransport final : public Transport {
         need("MPI_Reduce", f.Reduce);
         need("MPI_Gather", f.Gather);
         need("MPI_Gatherv", f.Gatherv);
+        need("MPI_Iallgather", f.Iallgather);
+        need("MPI_Isend", f.Isend);
+        need("MPI_Irecv", f.Irecv);
+        need("MPI_Comm_group", f.Comm_group);
+        need("MPI_Group_incl", f.Group_incl);
+        need("MPI_Group_free", f.Group_free);
+        need("MPI_Comm_create_group", f.Comm_create_group);
         need("MPI_Comm_free", f.Comm_free);
-        need("MPI_Comm_split_type", f.Comm_split_type);
-        need("MPI_Comm_split", f.Comm_split);
-        need("MPI_Allreduce", f.Allreduce);
         sessions_ = use_sessions && resolve(library, "MPI_Session_init", f.Session_init);
         if (sessions_) {
             need("MPI_Group_from_session_pset", f.Group_from_session_pset);
             need("MPI_Comm_create_from_group", f.Comm_create_from_group);
-            need("MPI_Group_free", f.Group_free);
             need("MPI_Session_finalize", f.Session_finalize);
         } else {
             need("MPI_Initialized", f.Initialized);
@@ -137,41 +155,73 @@ template <class Abi> class MpiTransport final : public Transport {
         return broadcast_chunked(bytes.data(), length, comm_, error);
     }
 
-    bool split_by_node(std::string& error) override {
-        if (mpi_.Comm_split_type(comm_, Abi::kCommTypeShared, rank_, abi_.info_null, &node_) !=
-            mpi_abi::kSuccess)
-            return error = "MPI_Comm_split_type failed", false;
-        if (mpi_.Comm_rank(node_, &node_rank_) != mpi_abi::kSuccess)
-            return error = "MPI_Comm_rank failed", false;
-        if (mpi_.Comm_split(comm_, node_rank_ == 0 ? 0 : mpi_abi::kUndefined, rank_, &leaders_) !=
-            mpi_abi::kSuccess)
-            return error = "MPI_Comm_split failed", false;
+    // One all-gather of the ranks' node identities, waited for idly; the
+    // node's steps are then messages between its leader and its other ranks,
+    // and the leaders get a communicator of their own only if there are
+    // several nodes (MPI_Comm_create_group: only they take part).
+    bool split_by_node(uint64_t node_identity, std::string& error) override {
+        std::vector<uint64_t> identities(size_, node_identity);
+        if (size_ > 1) {
+            typename Abi::Request request;
+            if (mpi_.Iallgather(&node_identity, 1, abi_.uint64, identities.data(), 1, abi_.uint64,
+                                comm_, &request) != mpi_abi::kSuccess ||
+                !wait_idly(&request, 1, kNodePauseNs))
+                return error = "MPI_Iallgather failed", false;
+        }
+        layout_ = node_layout(identities, rank_);
+        if (layout_.leader() && layout_.leaders.size() > 1) {
+            typename Abi::Group all = abi_.group_null, leaders = abi_.group_null;
+            int made = mpi_.Comm_group(comm_, &all);
+            if (made == mpi_abi::kSuccess)
+                made = mpi_.Group_incl(all, static_cast<int>(layout_.leaders.size()),
+                                       layout_.leaders.data(), &leaders);
+            if (made == mpi_abi::kSuccess)
+                made = mpi_.Comm_create_group(comm_, leaders, kNodeTag, &leaders_);
+            for (typename Abi::Group* group : {&leaders, &all})
+                if (*group != abi_.group_null) mpi_.Group_free(group);
+            if (made != mpi_abi::kSuccess)
+                return error = "cannot create the node leaders' communicator", false;
+        }
         return true;
     }
 
-    int node_rank() const override { return node_rank_; }
+    int node_rank() const override { return layout_.node_rank; }
 
     bool leaders_broadcast(char* data, uint64_t length, std::string& error) override {
-        if (leaders_ == abi_.comm_null) return error = "not a node leader", false;
+        if (!layout_.leader()) return error = "not a node leader", false;
+        if (layout_.leaders.size() == 1) return true; // rank 0 alone: it has the bytes
         return broadcast_chunked(data, length, leaders_, error);
     }
 
+    // The node's other ranks wait while their leader fills and seals the
+    // image or copies libraries: in MPI's blocking calls they would spin and,
+    // on a node with more ranks than cores, take the leader's CPU.
     bool node_broadcast(void* data, uint64_t length, std::string& error) override {
-        if (node_ == abi_.comm_null) return error = "no node communicator", false;
-        return broadcast_chunked(static_cast<char*>(data), length, node_, error);
+        char* bytes = static_cast<char*>(data);
+        for (uint64_t done = 0; done < length; done += kChunk) {
+            int count = static_cast<int>(std::min(kChunk, length - done));
+            if (!node_messages(bytes + done, count, nullptr))
+                return error = "a node message failed (MPI_Isend or MPI_Irecv)", false;
+        }
+        return true;
     }
 
     bool node_all(bool mine, bool& all, std::string& error) override {
-        int in = mine ? 1 : 0, out = 0;
-        if (node_ == abi_.comm_null ||
-            mpi_.Allreduce(&in, &out, 1, abi_.integer, abi_.min, node_) != mpi_abi::kSuccess)
-            return error = "MPI_Allreduce failed", false;
-        all = out != 0;
+        const std::vector<int>& ranks = layout_.node_ranks;
+        int flag = mine ? 1 : 0;
+        std::vector<int> flags(layout_.leader() ? ranks.size() : 1, flag);
+        // The members' flags to the leader, then the leader's verdict back.
+        if (!node_messages(nullptr, 0, flags.data()))
+            return error = "a node message failed (MPI_Isend or MPI_Irecv)", false;
+        int verdict = *std::min_element(flags.begin(), flags.end());
+        if (!node_messages(reinterpret_cast<char*>(&verdict), sizeof verdict, nullptr))
+            return error = "a node message failed (MPI_Isend or MPI_Irecv)", false;
+        all = verdict != 0;
         return true;
     }
 
     bool node_barrier(std::string& error) override {
-        bool ignored = false; // an all-reduce is a barrier (MPI_Barrier is not loaded)
+        bool ignored = false;
         return node_all(true, ignored, error);
     }
 
@@ -211,7 +261,7 @@ template <class Abi> class MpiTransport final : public Transport {
             world_model_ended(mpi_abi::kSuccess);
             return mpi_abi::kSuccess;
         }
-        for (Comm* comm : {&leaders_, &node_, &comm_})
+        for (Comm* comm : {&leaders_, &comm_})
             if (*comm != abi_.comm_null) mpi_.Comm_free(comm);
         if (sessions_) return mpi_.Session_finalize(&session_);
         int result = mpi_.Finalize();
@@ -276,15 +326,55 @@ template <class Abi> class MpiTransport final : public Transport {
         typename Abi::Request request;
         if (mpi_.Ibcast(&length, 1, abi_.uint64, 0, comm_, &request) != mpi_abi::kSuccess)
             return false;
-        long pause_ns = 100000; // 0.1 ms, doubling up to 10 ms
+        return wait_idly(&request, 1, kStatusPauseNs);
+    }
+
+    // Completes `count` requests, sleeping between polls (MPI's blocking
+    // calls spin).
+    bool wait_idly(typename Abi::Request* requests, size_t count, long longest_pause_ns) {
+        long pause_ns = kFirstPauseNs;
         for (;;) {
-            int done = 0;
-            if (mpi_.Test(&request, &done, abi_.status_ignore) != mpi_abi::kSuccess) return false;
-            if (done) return true;
+            bool all_done = true;
+            for (size_t i = 0; i < count; ++i) {
+                int done = 0; // a completed request is null, and tests done again
+                if (mpi_.Test(&requests[i], &done, abi_.status_ignore) != mpi_abi::kSuccess)
+                    return false;
+                all_done = all_done && done;
+            }
+            if (all_done) return true;
             struct timespec pause = {0, pause_ns};
             nanosleep(&pause, nullptr);
-            pause_ns = std::min(pause_ns * 2, 10000000L);
+            pause_ns = std::min(pause_ns * 2, longest_pause_ns);
         }
+    }
+
+    // One exchange between the node's leader and its other ranks, waited for
+    // idly: `down` (`down_count` bytes) from the leader to each of them, or
+    // (`up` not null) one int from each of them into the leader's
+    // up[node rank] (a member sends its up[0]). Alone on its node a rank has
+    // nothing to do (and MPICH 4.0.2 with UCX would crash testing).
+    bool node_messages(char* down, int down_count, int* up) {
+        const std::vector<int>& ranks = layout_.node_ranks;
+        if (ranks.size() == 1) return true;
+        const bool leader = layout_.leader();
+        std::vector<typename Abi::Request> requests(leader ? ranks.size() - 1 : 1);
+        size_t posted = 0;
+        for (; posted < requests.size(); ++posted) {
+            size_t member = leader ? posted + 1 : 0;
+            int peer = leader ? ranks[member] : ranks[0];
+            typename Abi::Request* request = &requests[posted];
+            int result =
+                up ? (leader
+                          ? mpi_.Irecv(&up[member], 1, abi_.integer, peer, kNodeTag, comm_, request)
+                          : mpi_.Isend(&up[0], 1, abi_.integer, peer, kNodeTag, comm_, request))
+                   : (leader
+                          ? mpi_.Isend(down, down_count, abi_.byte, peer, kNodeTag, comm_, request)
+                          : mpi_.Irecv(down, down_count, abi_.byte, peer, kNodeTag, comm_,
+                                       request));
+            if (result != mpi_abi::kSuccess) break;
+        }
+        // What was posted completes either way: its buffers are on our stack.
+        return wait_idly(requests.data(), posted, kNodePauseNs) && posted == requests.size();
     }
 
     bool broadcast_chunked(char* data, uint64_t length, Comm comm, std::string& error) {
@@ -302,9 +392,8 @@ template <class Abi> class MpiTransport final : public Transport {
     bool sessions_ = false;
     typename Abi::Session session_{};
     Comm comm_{};
-    Comm node_{};    // the ranks of this node
-    Comm leaders_{}; // node leaders (comm_null on the others)
-    int node_rank_ = 0;
+    NodeLayout layout_;
+    Comm leaders_{}; // node leaders, if several (comm_null otherwise)
     int rank_ = 0;
     int size_ = 1;
     bool open_ = false;

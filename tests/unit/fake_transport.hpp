@@ -130,7 +130,7 @@ class FakeTransport final : public Transport {
         return result("broadcast", error);
     }
 
-    bool split_by_node(std::string& error) override {
+    bool split_by_node(uint64_t, std::string& error) override { // the test places the nodes
         job_.exchange(
             job_.world_, [] {}, [] {});
         split_ = true;

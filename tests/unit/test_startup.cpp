@@ -7,6 +7,7 @@
 #include "fake_transport.hpp"
 #include "fixture.hpp"
 #include "startup/image_sharing.hpp"
+#include "startup/node_layout.hpp"
 #include "startup/protocol.hpp"
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <sys/wait.h>
 #include <thread>
 
 using namespace pyimport;
@@ -408,4 +410,49 @@ Test(startup, exit_writes_what_rank_0_used_to_its_profile) {
     cr_assert(read_profile(file, paths, error), "%s", error.c_str());
     cr_expect(paths.count(fx.path("pkg/mod.py")));
     cr_expect_not(paths.count(fx.path("gone.py")), "paths shown gone are dropped");
+}
+
+// The shim's own idea of a node (startup/node_layout.hpp).
+Test(node_layout, ranks_with_one_identity_share_a_node_led_by_the_first) {
+    // Ranks 0, 2, 5 on node A; 1, 4 on B; 3 alone on C.
+    const std::vector<uint64_t> ids = {0xa, 0xb, 0xa, 0xc, 0xb, 0xa};
+    const std::vector<int> leaders = {0, 1, 3};
+    const int node_rank[] = {0, 0, 1, 0, 1, 2};
+    const std::vector<std::vector<int>> members = {{0, 2, 5}, {1, 4}, {0, 2, 5},
+                                                   {3},       {1, 4}, {0, 2, 5}};
+    for (int rank = 0; rank < 6; ++rank) {
+        NodeLayout layout = node_layout(ids, rank);
+        cr_expect(layout.leaders == leaders, "rank %d", rank);
+        cr_expect_eq(layout.node_rank, node_rank[rank], "rank %d", rank);
+        cr_expect(layout.node_ranks == members[rank], "rank %d", rank);
+        cr_expect_eq(layout.leader(), node_rank[rank] == 0);
+    }
+    NodeLayout alone = node_layout({42}, 0);
+    cr_expect(alone.leader() && alone.leaders == std::vector<int>{0} &&
+              alone.node_ranks == std::vector<int>{0});
+}
+
+Test(node_layout, the_identity_is_the_kernel_the_pid_namespace_and_the_node_directory) {
+    Fixture fx;
+    const std::string a = fx.path("pkg"), b = fx.path("pkg/sub");
+    cr_expect_eq(node_identity(a), node_identity(a));
+    // Another directory on the same filesystem is another inode: ranks that
+    // name different node directories do not share one.
+    cr_expect_neq(node_identity(a), node_identity(b));
+    // A private /dev/shm (an emulated node) is another device.
+    cr_expect_neq(node_identity("/dev/shm"), node_identity(a));
+    // Seen from a child process (same kernel and namespaces), the same.
+    int pipe_fds[2];
+    cr_assert_eq(pipe(pipe_fds), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        uint64_t id = node_identity(a);
+        _exit(write(pipe_fds[1], &id, sizeof id) == sizeof id ? 0 : 1);
+    }
+    uint64_t from_child = 0;
+    cr_assert_eq(read(pipe_fds[0], &from_child, sizeof from_child), (ssize_t)sizeof from_child);
+    waitpid(child, nullptr, 0);
+    cr_expect_eq(from_child, node_identity(a));
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
 }
