@@ -157,6 +157,19 @@ void activate() {
         set_log_level(config.log);
         break;
     }
+    if (!enough_ranks(launch, config)) {
+        startup_loads(kLoadsNone);
+        // Asked for statistics, the job is told why there are none.
+        if (config.stats || !config.stats_file.empty())
+            log_error(
+                "%d rank%s, fewer than PYIMPORT_MIN_RANKS=%d: running uncached, no statistics",
+                launch.ranks, launch.ranks == 1 ? "" : "s", config.min_ranks);
+        else
+            PYIMPORT_LOG(LogLevel::info,
+                         "%d rank%s, fewer than PYIMPORT_MIN_RANKS=%d: running uncached",
+                         launch.ranks, launch.ranks == 1 ? "" : "s", config.min_ranks);
+        return;
+    }
     // Mark before anything can start a child: descendants stay inert.
     char pid[32];
     std::snprintf(pid, sizeof pid, "%d", static_cast<int>(getpid()));

@@ -16,7 +16,6 @@ const char* const openmpi_header_handles[] = {
 const int openmpi_header_handle_count =
     sizeof openmpi_header_handles / sizeof openmpi_header_handles[0];
 const long openmpi_header_values[] = {
-    (long)(size_t)MPI_STATUS_IGNORE,
-    (long)MPI_THREAD_MULTIPLE,       (long)MPI_SUCCESS,          (long)sizeof(MPI_Status),
-    (long)sizeof(MPI_Comm),
+    (long)(size_t)MPI_STATUS_IGNORE, (long)MPI_THREAD_MULTIPLE, (long)MPI_SUCCESS,
+    (long)sizeof(MPI_Status),        (long)sizeof(MPI_Comm),
 };

@@ -206,3 +206,20 @@ Test(activation, only_srun_lets_a_job_go_on_without_a_rank) {
     launch.launcher = Launcher::slurm;
     cr_expect(launcher_keeps_going(launch));
 }
+
+Test(activation, jobs_of_fewer_than_min_ranks_stay_uncached) {
+    Config config; // PYIMPORT_MIN_RANKS=2
+    Launch launch;
+    launch.ranks = 1;
+    cr_expect(!enough_ranks(launch, config));
+    launch.ranks = 2;
+    cr_expect(enough_ranks(launch, config));
+    launch.ranks = -1; // the launcher does not say (PMIX_RANK alone)
+    cr_expect(enough_ranks(launch, config));
+    config.min_ranks = 1;
+    launch.ranks = 1;
+    cr_expect(enough_ranks(launch, config));
+    config.min_ranks = 64;
+    launch.ranks = 63;
+    cr_expect(!enough_ranks(launch, config));
+}
