@@ -59,30 +59,28 @@ bool parse_level(const char* text, int& out) {
     return false;
 }
 
-bool parse_seconds(const char* text, int& out) {
+namespace {
+// A whole number from 1 to `most`, digits only.
+bool parse_whole(const char* text, long most, int& out) {
     if (!std::isdigit(static_cast<unsigned char>(*text))) return false;
     long value = 0;
     for (const char* p = text; *p; ++p) {
         if (!std::isdigit(static_cast<unsigned char>(*p))) return false;
         value = value * 10 + (*p - '0');
-        if (value > 86400) return false;
+        if (value > most) return false;
     }
     if (value < 1) return false;
     out = static_cast<int>(value);
     return true;
 }
+} // namespace
+
+bool parse_seconds(const char* text, int& out) {
+    return parse_whole(text, 86400, out);
+}
 
 bool parse_count(const char* text, int& out) {
-    if (!std::isdigit(static_cast<unsigned char>(*text))) return false;
-    long value = 0;
-    for (const char* p = text; *p; ++p) {
-        if (!std::isdigit(static_cast<unsigned char>(*p))) return false;
-        value = value * 10 + (*p - '0');
-        if (value > 1000000) return false;
-    }
-    if (value < 1) return false;
-    out = static_cast<int>(value);
-    return true;
+    return parse_whole(text, 1000000, out);
 }
 
 bool parse_path_list(const char* text, std::vector<std::string>& out) {
