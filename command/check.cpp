@@ -12,6 +12,7 @@
 #include "image/profile.hpp"
 #include "image/walk.hpp"
 #include "startup/activation.hpp"
+#include "startup/local_filesystems.hpp"
 #include "startup/protocol.hpp"
 #include "startup/search_path.hpp"
 
@@ -36,6 +37,7 @@ using namespace pyimport;
 namespace {
 
 int g_problems = 0;
+bool g_passes_through = false; // the trees are node-local and PYIMPORT_SERVE_LOCAL=0
 
 void problem(const std::string& text) {
     std::printf("problem: %s\n", text.c_str());
@@ -110,6 +112,20 @@ void report_snapshot(const Config& config, const Interpreter& interpreter) {
         std::printf("script directory: %s (sys.path[0]: its modules served, its other files "
                     "read from the filesystem)\n",
                     plan.script_directory.c_str());
+    std::vector<std::string> trees = config.prefixes.empty() ? plan.prefixes : config.prefixes;
+    if (!plan.script_directory.empty()) trees.push_back(plan.script_directory);
+    std::string kinds;
+    if (!on_local_filesystems(trees, kinds))
+        std::printf("filesystems: not all node-local: a job is served\n");
+    else if (config.serve_local)
+        std::printf("filesystems: node-local (%s): a job is served anyway "
+                    "(PYIMPORT_SERVE_LOCAL=1)\n",
+                    kinds.c_str());
+    else
+        std::printf("filesystems: node-local (%s): a job passes through, there is nothing to "
+                    "save (PYIMPORT_SERVE_LOCAL=1 serves it)\n",
+                    kinds.c_str()),
+            g_passes_through = true;
     std::printf("single paths: %zu that the interpreter asks about at start-up\n",
                 plan.probes.size());
     NotCached not_cached;
@@ -251,6 +267,9 @@ int main(int argc, char** argv) {
     report_mpi(config);
     std::printf("%s\n", g_problems ? "a job would not be served as it could: see the problems "
                                      "above"
-                                   : "a job started with this interpreter would be served");
+                        : g_passes_through ? "a job started with this interpreter would pass "
+                                             "through (its trees are node-local); served, as "
+                                             "above"
+                                           : "a job started with this interpreter would be served");
     return g_problems ? 1 : 0;
 }

@@ -59,28 +59,17 @@ bool parse_level(const char* text, int& out) {
     return false;
 }
 
-namespace {
-// A whole number from 1 to `most`, digits only.
-bool parse_whole(const char* text, long most, int& out) {
+bool parse_seconds(const char* text, int& out) {
     if (!std::isdigit(static_cast<unsigned char>(*text))) return false;
     long value = 0;
     for (const char* p = text; *p; ++p) {
         if (!std::isdigit(static_cast<unsigned char>(*p))) return false;
         value = value * 10 + (*p - '0');
-        if (value > most) return false;
+        if (value > 86400) return false;
     }
     if (value < 1) return false;
     out = static_cast<int>(value);
     return true;
-}
-} // namespace
-
-bool parse_seconds(const char* text, int& out) {
-    return parse_whole(text, 86400, out);
-}
-
-bool parse_count(const char* text, int& out) {
-    return parse_whole(text, 1000000, out);
 }
 
 bool parse_path_list(const char* text, std::vector<std::string>& out) {
@@ -123,18 +112,7 @@ bool parse_file_pattern(const char* text, std::string& out) {
 }
 
 namespace {
-enum class Kind {
-    Bool,
-    Path,
-    PathList,
-    Size,
-    SuffixList,
-    Level,
-    Seconds,
-    Count,
-    Text,
-    FilePattern
-};
+enum class Kind { Bool, Path, PathList, Size, SuffixList, Level, Seconds, Text, FilePattern };
 
 const char* accepted(Kind kind) {
     switch (kind) {
@@ -152,8 +130,6 @@ const char* accepted(Kind kind) {
         return "one of 0, 1, 2, 3";
     case Kind::Seconds:
         return "whole seconds from 1 to 86400";
-    case Kind::Count:
-        return "a whole number from 1 to 1000000";
     case Kind::Text:
         return "any text";
     case Kind::FilePattern:
@@ -179,8 +155,6 @@ bool parse_one(Kind kind, const char* text, void* field) {
         return parse_level(text, *static_cast<int*>(field));
     case Kind::Seconds:
         return parse_seconds(text, *static_cast<int*>(field));
-    case Kind::Count:
-        return parse_count(text, *static_cast<int*>(field));
     case Kind::Text:
         *static_cast<std::string*>(field) = text;
         return text[0] != '\0';

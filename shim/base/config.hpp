@@ -47,10 +47,11 @@ namespace pyimport {
       "(docs/statistics.md; "                                                                      \
       "read with pyimport report): %j expands to the job id, %h to rank 0's host name, %p to its " \
       "process id, %% to %; an existing file is replaced")                                         \
-    X(min_ranks, "PYIMPORT_MIN_RANKS", Count, "2",                                                 \
-      "jobs of fewer ranks (as the launcher says) run uncached, without loading MPI: one rank "    \
-      "has nobody to share a snapshot with, and its walk would cost what it saves; 1 serves "      \
-      "one-rank jobs too (and learns the program's profile from them)")                            \
+    X(serve_local, "PYIMPORT_SERVE_LOCAL", Bool, "0",                                              \
+      "0: a job whose trees (the prefixes, the script's directory) are all on node-local "         \
+      "filesystems (ext4, XFS, Btrfs, ZFS, tmpfs, overlay, squashfs...) passes through without "   \
+      "loading MPI: the node's page cache already answers every rank, and the start-up step "      \
+      "would only cost; 1 serves it from the snapshot too")                                        \
     X(timeout, "PYIMPORT_TIMEOUT", Seconds, "300",                                                 \
       "seconds a rank waits for the start-up broadcast; then it runs uncached (ranks of one "      \
       "job that do not all activate never complete it)")                                           \
@@ -89,7 +90,7 @@ struct Config {
     int log;
     bool stats;
     std::string stats_file;
-    int min_ranks;
+    bool serve_local;
     int timeout;
     bool recheck;
     bool any_program;
@@ -111,8 +112,6 @@ bool parse_bool(const char* text, bool& out);
 bool parse_size(const char* text, uint64_t& out);
 bool parse_level(const char* text, int& out);
 bool parse_seconds(const char* text, int& out);
-// A whole number from 1 to 1000000.
-bool parse_count(const char* text, int& out);
 bool parse_path_list(const char* text, std::vector<std::string>& out);
 bool parse_suffix_list(const char* text, std::vector<std::string>& out);
 // A file name in which '%' is followed only by j, h, p or %.

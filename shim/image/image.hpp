@@ -117,8 +117,10 @@ struct Header {
 // Read-only view over a snapshot image. The image must outlive the view.
 class Snapshot {
   public:
-    // Checks magic, version, bounds and checksum. Returns false with a reason.
-    bool attach(const void* image, size_t size, std::string& error);
+    // Checks magic, version, bounds and (unless `checksum_checked`: the
+    // bytes were checked where they cannot have changed since) the checksum.
+    // Returns false with a reason.
+    bool attach(const void* image, size_t size, std::string& error, bool checksum_checked = false);
 
     uint32_t entry_count() const { return header_->entry_count; }
     uint32_t root_count() const { return header_->root_count; }

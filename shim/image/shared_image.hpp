@@ -21,6 +21,7 @@ class SharedImage {
             data = std::exchange(other.data, nullptr);
             size = std::exchange(other.size, 0);
             node_shared = std::exchange(other.node_shared, false);
+            checked = std::exchange(other.checked, false);
             mapped = std::exchange(other.mapped, false);
             storage = std::move(other.storage);
         }
@@ -48,13 +49,16 @@ class SharedImage {
         if (mapped && data) munmap(const_cast<char*>(data), size);
         data = nullptr;
         size = 0;
-        mapped = node_shared = false;
+        mapped = node_shared = checked = false;
         std::vector<char>().swap(storage);
     }
 
     const char* data = nullptr;
     size_t size = 0;
     bool node_shared = false;
+    // The bytes passed the image's own check (its checksum) on the node's
+    // leader, which then sealed them: the node's ranks need not check again.
+    bool checked = false;
 
   private:
     bool mapped = false;

@@ -100,10 +100,6 @@ bool launcher_keeps_going(const Launch& launch) {
     return launch.launcher == Launcher::slurm;
 }
 
-bool enough_ranks(const Launch& launch, const Config& config) {
-    return launch.ranks < 0 || launch.ranks >= config.min_ranks;
-}
-
 Activation decide_activation(EnvLookup lookup, bool (*is_python)(), Config& config,
                              std::string& error) {
     std::string bad;

@@ -53,10 +53,6 @@ std::vector<std::string> mpi_library_candidates(const Config& config, const Laun
 // Hydra and mpirun end such a job themselves, and end it too when a rank
 // leaves without ending MPI: there the exit waits as MPI_Finalize does.
 bool launcher_keeps_going(const Launch& launch);
-
-// Whether the job has PYIMPORT_MIN_RANKS ranks, as far as the launcher says
-// (a launcher that does not say counts as enough).
-bool enough_ranks(const Launch& launch, const Config& config);
 enum class Activation {
     Inert,         // stays a pass-through, silently
     Active,        // takes part in the start-up step

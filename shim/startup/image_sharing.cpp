@@ -67,7 +67,7 @@ const char* map_leaders_file(int pid, int fd, uint64_t length) {
 } // namespace
 
 bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>& image,
-                 uint64_t length, SharedImage& out, std::string& error) {
+                 uint64_t length, ImageCheck check, SharedImage& out, std::string& error) {
     out.release();
     if (!transport.split_by_node(node_identity, error)) return false;
     bool leader = transport.node_rank() == 0;
@@ -84,7 +84,8 @@ bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>
             if (length) std::memcpy(writable, image.data(), length);
             std::vector<char>().swap(image);
         }
-        bool received = transport.leaders_broadcast(writable, length, error);
+        bool received = transport.leaders_broadcast(writable, length, error) &&
+                        (transport.rank() == 0 || check(writable, length, error));
         if (!received) {
             leader_failed = true;
             if (in_file) munmap(writable, length);
@@ -109,7 +110,8 @@ bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>
     std::string node_error;
     if (!transport.node_broadcast(where, sizeof where, node_error) || where[1] == kFailed) {
         if (error.empty())
-            error = node_error.empty() ? "the node leader received no image" : node_error;
+            error =
+                node_error.empty() ? "the node leader has no sound copy of the image" : node_error;
         out.release();
         return false;
     }
@@ -135,6 +137,8 @@ bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>
     } else {
         out.node_shared = true;
     }
+    // Checked by the leader, and sealed (or the leader's own copy).
+    out.checked = out.node_shared || leader;
     return true; // memfd closes: the mappings hold the memory
 }
 

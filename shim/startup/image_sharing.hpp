@@ -18,7 +18,11 @@ namespace pyimport {
 // (known to every rank); on rank 0 `image` holds it (and is emptied). On
 // failure returns false with a reason, holding nothing: no descriptor, mapping
 // or copy is left.
+// Node leaders other than rank 0 (which made the image) pass what they
+// received to `check` before sharing it; a node whose leader's copy fails
+// runs without the image, all its ranks told so.
+using ImageCheck = bool (*)(const char* data, uint64_t length, std::string& error);
 bool share_image(Transport& transport, uint64_t node_identity, std::vector<char>& image,
-                 uint64_t length, SharedImage& out, std::string& error);
+                 uint64_t length, ImageCheck check, SharedImage& out, std::string& error);
 
 } // namespace pyimport

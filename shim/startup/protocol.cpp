@@ -111,24 +111,32 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
     return ok;
 }
 
+// A node leader's copy of rank 0's image: whole, as rank 0 made it.
+bool check_image(const char* data, uint64_t length, std::string& error) {
+    Snapshot snapshot;
+    return snapshot.attach(data, length, error);
+}
+
 // Steps 2 and 3: rank 0's status, then the image. The status is a 1, the
 // image's size and whether the exit gathers statistics (rank 0's settings
 // decide, so that every rank takes the same collectives at exit), or a 0 and
 // rank 0's reason.
 bool share_snapshot(Transport& transport, const Config& config, const FindWalkInputs& inputs,
-                    RankStart& out) {
+                    RankStart& out, PreparedImage* prepared) {
     std::string error;
     std::vector<char> image;
     constexpr size_t kStatusSize = 1 + sizeof(uint64_t) + 1;
     std::vector<char> status(kStatusSize, 1);
     if (transport.rank() == 0) {
-        bool built = false;
-        try {
-            built = build_image(config, inputs(config), out, image, error);
-        } catch (...) {
-            // Still a status: the other ranks wait for one.
-            error = "unexpected failure while preparing the snapshot; running uncached";
-        }
+        PreparedImage now;
+        if (!prepared) prepare_image(config, inputs, now);
+        PreparedImage& made = prepared ? *prepared : now;
+        bool built = made.built;
+        image.swap(made.image);
+        error = made.error;
+        out.profile = std::move(made.walked.profile);
+        out.not_cached = made.walked.not_cached;
+        out.facts.walk_seconds = made.walked.facts.walk_seconds;
         if (built) {
             uint64_t length = image.size();
             std::memcpy(status.data() + 1, &length, sizeof length);
@@ -159,7 +167,8 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
     std::memcpy(&length, status.data() + 1, sizeof length);
     out.gather_stats = status[kStatusSize - 1] != 0;
     auto sent = std::chrono::steady_clock::now();
-    if (!share_image(transport, node_identity(config.node_dir), image, length, out.image, error)) {
+    if (!share_image(transport, node_identity(config.node_dir), image, length, check_image,
+                     out.image, error)) {
         log_error("%s; running uncached", error.c_str());
         return false;
     }
@@ -214,9 +223,27 @@ void run_in_thread(StartupRun* run) {
     t_inside_shim = 1; // this thread's libc calls are the shim's own
     std::string error;
     RankStart result;
+    // The launcher's rank 0 walks while MPI initialises (the walk needs no
+    // MPI); should MPI number it otherwise, the walk is dropped.
+    PreparedImage prepared;
+    std::thread walker;
+    if (run->launcher_rank == 0) {
+        set_log_rank(0);
+        try {
+            walker = std::thread([run, &prepared] {
+                t_inside_shim = 1;
+                prepare_image(run->config, run->inputs, prepared);
+            });
+        } catch (...) {
+            // No thread: rank 0 walks after MPI's start, as it would.
+        }
+    }
     auto connecting = std::chrono::steady_clock::now();
     result.connected = run->transport->connect(error);
     result.facts.mpi_init_seconds = seconds_since(connecting);
+    bool walker_started = walker.joinable();
+    if (walker_started) walker.join();
+    bool walked_ahead = walker_started && result.connected && run->transport->rank() == 0;
     if (result.connected && run->launcher_ranks > 1 && run->transport->size() == 1) {
         if (run->launcher_rank <= 0)
             log_error("the launcher started %d ranks but the MPI library sees a world of 1 (it "
@@ -227,7 +254,8 @@ void run_in_thread(StartupRun* run) {
     } else if (result.connected) {
         set_log_rank(run->transport->rank());
         try {
-            start_rank(*run->transport, run->config, run->inputs, result);
+            start_rank(*run->transport, run->config, run->inputs, result,
+                       walked_ahead ? &prepared : nullptr);
         } catch (...) {
             log_error("unexpected failure in the start-up step; running uncached");
             result.shared = result.attached = false;
@@ -254,13 +282,25 @@ bool node_broadcast_text(Transport& transport, std::string& text, std::string& e
     return transport.node_broadcast(text.data(), length, error);
 }
 
+void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedImage& prepared) {
+    try {
+        prepared.built =
+            build_image(config, inputs(config), prepared.walked, prepared.image, prepared.error);
+    } catch (...) {
+        // Still a status: the other ranks wait for one.
+        prepared.built = false;
+        prepared.error = "unexpected failure while preparing the snapshot; running uncached";
+    }
+}
+
 void start_rank(Transport& transport, const Config& config, const FindWalkInputs& inputs,
-                RankStart& out) {
-    out.shared = share_snapshot(transport, config, inputs, out);
+                RankStart& out, PreparedImage* prepared) {
+    out.shared = share_snapshot(transport, config, inputs, out, prepared);
     out.attached = false;
     if (out.shared) {
         std::string error;
-        out.attached = out.snapshot.attach(out.image.data, out.image.size, error);
+        out.attached =
+            out.snapshot.attach(out.image.data, out.image.size, error, out.image.checked);
         if (!out.attached) log_error("%s; running uncached", error.c_str());
     }
     if (out.shared && config.libraries) {

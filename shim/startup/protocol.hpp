@@ -77,11 +77,25 @@ struct RankStart {
     bool gather_stats = false; // rank 0's PYIMPORT_STATS or PYIMPORT_STATS_FILE is set
 };
 
+// Rank 0's image, made ahead: the rank the launcher numbers 0 walks in a
+// thread of its own while MPI initialises (which takes as long as the walk
+// or longer), instead of after it while every other rank waits.
+struct PreparedImage {
+    bool built = false;
+    std::vector<char> image;
+    std::string error; // why not built
+    RankStart walked;  // the profile, what did not fit, the walk's time
+};
+
+// Makes rank 0's image (build_image, below) into `prepared`.
+void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedImage& prepared);
+
 // The start-up step of one rank, after connect(). Reports faults with one
 // line each (log_error); whatever fails, every rank makes the same
-// collective calls, so none waits for another without end.
+// collective calls, so none waits for another without end. Rank 0 uses
+// `prepared` if given, else walks now.
 void start_rank(Transport& transport, const Config& config, const FindWalkInputs& inputs,
-                RankStart& out);
+                RankStart& out, PreparedImage* prepared = nullptr);
 
 // The start-up step in a thread of its own, so that a job in which some
 // ranks never join (they did not activate) cannot hang a rank: past the

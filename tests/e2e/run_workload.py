@@ -278,32 +278,36 @@ def test_inert(chk, args, wd):
         chk.ok(bo == so, "%s: stdout identical" % label, L.diff(bo, so))
         chk.ok(shim.err == "", "%s: nothing on stderr with the shim" % label, shim.err)
 
-    # One rank, PYIMPORT_MIN_RANKS at its default (2): nobody to share with;
-    # the library passes through without loading MPI. The program says
+    # PYIMPORT_SERVE_LOCAL at its default (0): the trees (/usr, the working
+    # directory) are on this machine's local disk, where the library passes
+    # through without loading MPI, at any number of ranks. The program says
     # whether an MPI library is mapped into it.
-    label = "mpiexec -n 1 python (PYIMPORT_MIN_RANKS default)"
-    argv = [args.mpiexec, "-n", "1", args.python, "-c",
-            "import numpy, scipy.linalg; print('mpi mapped:', any('libmpi' in l for l in "
-            "open('/proc/self/maps')))"]
-    default = {k: v for k, v in env.items() if k != "PYIMPORT_MIN_RANKS"}
-    d = wd.sub("one-rank")
-    base = L.run(label + " [noshim]", argv, default, cwd=d)
-    quiet = L.run(label + " [shim]", argv, L.with_shim(default, args.shim), cwd=d)
-    asked = L.run(label + " [shim, PYIMPORT_STATS=1]", argv,
-                  L.with_shim(default, args.shim, PYIMPORT_STATS=1), cwd=d)
-    served = L.run(label + " [shim, PYIMPORT_MIN_RANKS=1]", argv,
-                   L.with_shim(env, args.shim, PYIMPORT_STATS=1), cwd=d)
-    chk.ok(base.rc == 0 and base.out == "mpi mapped: False\n", "baseline: %s" % label,
-           base.describe())
-    for res in (quiet, asked):
-        chk.ok(res.rc == 0 and res.out == base.out,
-               "%s: same output, no MPI library loaded" % res.label, res.describe())
-    chk.ok(quiet.err == "", "%s: nothing on stderr" % quiet.label, quiet.err)
-    lines = asked.err.splitlines()
-    chk.ok(len(lines) == 1 and "PYIMPORT_MIN_RANKS=2" in lines[0] and "no statistics" in lines[0],
-           "%s: one line says why there is no summary" % asked.label, asked.err)
-    chk.ok(served.rc == 0 and served.out == "mpi mapped: True\n" and "served" in served.err,
-           "PYIMPORT_MIN_RANKS=1 serves a one-rank job (MPI loaded, a summary)", served.describe())
+    default = {k: v for k, v in env.items() if k != "PYIMPORT_SERVE_LOCAL"}
+    for n in (1, 2):
+        label = "mpiexec -n %d python, trees on local disk (PYIMPORT_SERVE_LOCAL default)" % n
+        argv = [args.mpiexec, "-n", str(n), args.python, "-c",
+                "import numpy, scipy.linalg; print('mpi mapped:', any('libmpi' in l for l in "
+                "open('/proc/self/maps')))"]
+        d = wd.sub("local-disk")
+        base = L.run(label + " [noshim]", argv, default, cwd=d)
+        quiet = L.run(label + " [shim]", argv, L.with_shim(default, args.shim), cwd=d)
+        asked = L.run(label + " [shim, PYIMPORT_STATS=1]", argv,
+                      L.with_shim(default, args.shim, PYIMPORT_STATS=1), cwd=d)
+        served = L.run(label + " [shim, PYIMPORT_SERVE_LOCAL=1]", argv,
+                       L.with_shim(env, args.shim, PYIMPORT_STATS=1), cwd=d)
+        chk.ok(base.rc == 0 and base.out == "mpi mapped: False\n" * n, "baseline: %s" % label,
+               base.describe())
+        for res in (quiet, asked):
+            chk.ok(res.rc == 0 and res.out == base.out,
+                   "%s: same output, no MPI library loaded" % res.label, res.describe())
+        chk.ok(quiet.err == "", "%s: nothing on stderr" % quiet.label, quiet.err)
+        lines = asked.err.splitlines()
+        chk.ok(len(lines) == 1 and "node-local filesystems (" in lines[0] and
+               "no statistics" in lines[0],
+               "%s: one line says why there is no summary" % asked.label, asked.err)
+        chk.ok(served.rc == 0 and served.out == "mpi mapped: True\n" * n and "served" in served.err,
+               "%d ranks, PYIMPORT_SERVE_LOCAL=1: served (MPI loaded, a summary)" % n,
+               served.describe())
 
 
 def test_badenv(chk, args, wd):

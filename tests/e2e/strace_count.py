@@ -225,6 +225,7 @@ def strace_run(args, wd, label, shim, prefixes_env, max_bytes=None, profile=None
         # own (pyimport_e2e_prepkg/data.txt); data files are forwarded by
         # default, and the claim checked is "no call of any kind".
         inner += ["LD_PRELOAD=" + args.shim, "PYIMPORT_STATS=1", "PYIMPORT_RECHECK=0",
+                  "PYIMPORT_SERVE_LOCAL=1",
                   "PYIMPORT_PROFILE=" + (profile or "off"),
                   "PYIMPORT_CONTENT=.py,.pyc,.pth,.txt"]
         if max_bytes:

@@ -33,6 +33,7 @@ def check(condition, what):
 def pyimport(*args, env=None, cwd=None):
     merged = dict(os.environ)
     merged.pop("PYTHONUNBUFFERED", None)
+    merged["PYIMPORT_SERVE_LOCAL"] = "1"  # the jobs' trees are on local disk
     merged.update(env or {})
     return subprocess.run([PYTHON, COMMAND] + list(args), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, encoding="utf-8", errors="surrogateescape",
@@ -172,7 +173,7 @@ r = pyimport("run", "mpirun.openmpi", "-x", "PYIMPORT_LOG", "-n", "2", "app", en
 argv = r.stdout.splitlines()
 check(r.returncode == 0 and argv[-3:] == ["-n", "2", "app"], "mpirun's own arguments kept: %r" % argv)
 exported = [b for a, b in zip(argv, argv[1:]) if a == "-x"]
-check(sorted(exported) == ["LD_AUDIT", "LD_PRELOAD", "PYIMPORT_LOG"],
+check(sorted(exported) == ["LD_AUDIT", "LD_PRELOAD", "PYIMPORT_LOG", "PYIMPORT_SERVE_LOCAL"],
       "-x for each variable, once: %r" % argv)
 r = pyimport("run", "mpiexec.hydra", "-n", "2", "app", env=path_env)
 check(r.stdout.splitlines() == ["-n", "2", "app"], "Hydra's command line untouched: %r" % r.stdout)
@@ -247,6 +248,11 @@ check("script directory: %s " % work in r.stdout, "check: the script's directory
 check("node directory: /dev/shm: usable" in r.stdout, "check: the node directory")
 check(re.search(r"MPI library, MPICH ABI .*: lib", r.stdout) is not None, "check: an MPICH library")
 check("would be served" in r.stdout, "check: the verdict")
+check("filesystems: node-local (" in r.stdout and "served anyway (PYIMPORT_SERVE_LOCAL=1)" in r.stdout,
+      "check: the trees are on local disk, served as asked: %s" % r.stdout)
+r = pyimport("check", "--python", PYTHON, app, cwd=work, env={"PYIMPORT_SERVE_LOCAL": "0"})
+check(r.returncode == 0 and "would pass through (its trees are node-local)" in r.stdout,
+      "check: with PYIMPORT_SERVE_LOCAL=0 a job here passes through: %s" % r.stdout)
 for env, words in (({"PYIMPORT_MAX_BYTES": "banana"}, "problem: bad value for PYIMPORT_MAX_BYTES"),
                    ({"PYIMPORT_NODE_DIR": os.path.join(work, "gone")}, "problem: node directory"),
                    ({"PYIMPORT_MPI_LIBRARY": "libnothing.so.1"}, "problem: no MPI library loads"),

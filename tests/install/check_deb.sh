@@ -106,7 +106,7 @@ dpkg --dry-run -i "$deb" > "$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail
 run() {
     local name=$1
     shift
-    "$mpiexec" -n 2 env "$@" PYIMPORT_LOG=1 PYIMPORT_PROFILE=off \
+    "$mpiexec" -n 2 env "$@" PYIMPORT_SERVE_LOCAL=1 PYIMPORT_LOG=1 PYIMPORT_PROFILE=off \
         "$python" -c "import json, email, os; os.write(1, b'ok\n')" > "$work/$name.out" 2> "$work/$name.err" ||
         { cat "$work/$name.err"; fail "$name: the job failed"; }
     [ "$(cat "$work/$name.out")" = "$(printf 'ok\nok')" ] || fail "$name: the job printed $(cat "$work/$name.out")"

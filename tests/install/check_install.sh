@@ -78,7 +78,10 @@ prefix=$work/moved
 "$prefix/bin/pyimport" check --python /usr/bin/python3 > "$work/check.log" 2>&1 ||
     { cat "$work/check.log"; fail "the installed pyimport check failed"; }
 grep -qxF "library: $prefix/$lib/libpyimport.so" "$work/check.log" || fail "pyimport check's library"
-"$prefix/bin/pyimport" options | grep -q '^PYIMPORT_STATS_FILE  (' || fail "pyimport options"
+# (Whole output first: grep -q stops reading at its match, and under pipefail
+# the writer's SIGPIPE would fail the line.)
+"$prefix/bin/pyimport" options > "$work/options.txt" &&
+    grep -q '^PYIMPORT_STATS_FILE  (' "$work/options.txt" || fail "pyimport options"
 grep -q '^\.TH PYIMPORT 7' "$prefix/$mandir/man7/pyimport.7" &&
     grep -q '^\.B PYIMPORT_NODE_DIR' "$prefix/$mandir/man7/pyimport.7" || fail "pyimport(7)"
 grep -q '^\.TH PYIMPORT 1' "$prefix/$mandir/man1/pyimport.1" &&

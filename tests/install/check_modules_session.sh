@@ -122,7 +122,7 @@ grep -q "Description: fast Python start-up under MPI" "$work/$name.whatis" || { 
 # b. The unchanged job is served: rank 0 built one snapshot and broadcast it
 # once (one copy per node, shared by both ranks), and prints what it printed
 # without the module.
-PYIMPORT_LOG=1 job > "$work/$name.job-served" 2> "$work/$name.job-served.err" ||
+PYIMPORT_SERVE_LOCAL=1 PYIMPORT_LOG=1 job > "$work/$name.job-served" 2> "$work/$name.job-served.err" ||
     { cat "$work/$name.job-served.err"; fail "the job failed with the module loaded"; }
 built=$(grep -c '^pyimport\[[0-9]* r0 [^]]*\]: built the snapshot' "$work/$name.job-served.err" || true)
 sent=$(grep -cE '^pyimport\[[0-9]* r0 [^]]*\]: broadcast [0-9]+ bytes in [0-9.]+ s \(one copy per node\)' \

@@ -143,6 +143,7 @@ run_shim() {
     -genv PYIMPORT_PREFIX "$fixture" \
     -genv PYIMPORT_ANY_PROGRAM 1 \
     -genv PYIMPORT_STATS 1 \
+    -genv PYIMPORT_SERVE_LOCAL 1 \
     "${genv[@]}" \
     "$probe_path" "$fixture" "$outdir/$name.%r.txt" \
     > "$outdir/$name.stdout" 2> "$outdir/$name.stderr" || rc=$?

@@ -56,13 +56,9 @@ if p.returncode == 0:
     req = {k: r["metadata_requests"] for k, r in rows.items()}
     check(req[("plain", 2)] == 2 * req[("plain", 1)], "plain: requests grow with the ranks",
           str(req))
-    # One rank is below PYIMPORT_MIN_RANKS: the library passes through.
-    for m in ("pyimport", "pyimport-1st"):
-        check(abs(req[(m, 1)] - req[("plain", 1)]) <= req[("plain", 1)] // 100,
-              "1 rank: %s sends what plain does" % m, str(req))
-    check(req[("pyimport", 2)] < req[("pyimport-1st", 2)] < req[("plain", 2)],
-          "2 ranks: profiled < first job < plain requests", str(req))
     for n in (1, 2):
+        check(req[("pyimport", n)] < req[("pyimport-1st", n)] < req[("plain", n)],
+              "%d ranks: profiled < first job < plain requests" % n, str(req))
         check(req[("staging", n)] <= 10, "%d ranks: staging sends a handful of requests" % n,
               str(req))
     check(req[("pyimport", 2)] < req[("plain", 1)] * 1.05,

@@ -1,6 +1,7 @@
 // Which MPI-launched processes activate (startup/activation.hpp).
 #include "fake_env.hpp"
 #include "startup/activation.hpp"
+#include "startup/local_filesystems.hpp"
 
 #include <criterion/criterion.h>
 #include <map>
@@ -207,19 +208,21 @@ Test(activation, only_srun_lets_a_job_go_on_without_a_rank) {
     cr_expect(launcher_keeps_going(launch));
 }
 
-Test(activation, jobs_of_fewer_than_min_ranks_stay_uncached) {
-    Config config; // PYIMPORT_MIN_RANKS=2
-    Launch launch;
-    launch.ranks = 1;
-    cr_expect(!enough_ranks(launch, config));
-    launch.ranks = 2;
-    cr_expect(enough_ranks(launch, config));
-    launch.ranks = -1; // the launcher does not say (PMIX_RANK alone)
-    cr_expect(enough_ranks(launch, config));
-    config.min_ranks = 1;
-    launch.ranks = 1;
-    cr_expect(enough_ranks(launch, config));
-    config.min_ranks = 64;
-    launch.ranks = 63;
-    cr_expect(!enough_ranks(launch, config));
+// Node-local filesystems, where a job passes through (PYIMPORT_SERVE_LOCAL=0).
+Test(activation, node_local_filesystems_are_known_by_type_and_others_count_as_shared) {
+    cr_expect_str_eq(local_filesystem_name(0xEF53), "ext4");
+    cr_expect_str_eq(local_filesystem_name(0x01021994), "tmpfs");
+    cr_expect_str_eq(local_filesystem_name(0x794C7630), "overlay");
+    for (long shared : {0x6969L /* NFS */, 0x0BD00BD0L /* Lustre */, 0x47504653L /* GPFS */,
+                        0x19830326L /* BeeGFS */, 0x00C36400L /* CephFS */, 0x65735546L /* FUSE */})
+        cr_expect_null(local_filesystem_name(shared), "0x%lx counted as local", shared);
+    std::string names;
+    // This machine's /tmp and /dev/shm are local (a disk, tmpfs).
+    cr_expect(on_local_filesystems({"/tmp", "/dev/shm", "/no/such/path"}, names));
+    cr_expect(names.find("tmpfs") != std::string::npos, "%s", names.c_str());
+    // One tree elsewhere (procfs is not a local disk type): served.
+    cr_expect(!on_local_filesystems({"/tmp", "/proc"}, names));
+    // Nothing that exists: nothing to say it is local.
+    cr_expect(!on_local_filesystems({"/no/such/path"}, names));
+    cr_expect(!on_local_filesystems({}, names));
 }

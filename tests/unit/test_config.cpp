@@ -37,11 +37,6 @@ Test(config, booleans_and_levels) {
     cr_expect(parse_seconds("300", seconds) && seconds == 300);
     for (const char* bad : {"0", "", "-5", "1.5", "86401", "5s", "99999999999999999999"})
         cr_expect(!parse_seconds(bad, seconds), "accepted bad seconds '%s'", bad);
-    int count = 0;
-    cr_expect(parse_count("1", count) && count == 1);
-    cr_expect(parse_count("1000000", count) && count == 1000000);
-    for (const char* bad : {"0", "", "-2", "2.0", "1000001", "two", "99999999999999999999"})
-        cr_expect(!parse_count(bad, count), "accepted bad count '%s'", bad);
     int level = -1;
     cr_expect(parse_level("0", level) && level == 0);
     cr_expect(parse_level("3", level) && level == 3);
@@ -129,7 +124,7 @@ Test(config, public_header_names_every_variable) {
         PYIMPORT_ENV_CONTENT,     PYIMPORT_ENV_STAT,         PYIMPORT_ENV_EXCLUDE,
         PYIMPORT_ENV_PROFILE,     PYIMPORT_ENV_LIBRARIES,    PYIMPORT_ENV_NODE_DIR,
         PYIMPORT_ENV_LOG,         PYIMPORT_ENV_STATS,        PYIMPORT_ENV_STATS_FILE,
-        PYIMPORT_ENV_MIN_RANKS,   PYIMPORT_ENV_TIMEOUT,      PYIMPORT_ENV_RECHECK,
+        PYIMPORT_ENV_SERVE_LOCAL, PYIMPORT_ENV_TIMEOUT,      PYIMPORT_ENV_RECHECK,
         PYIMPORT_ENV_ANY_PROGRAM, PYIMPORT_ENV_EXIT_TIMEOUT, PYIMPORT_ENV_MPI_SESSIONS,
         PYIMPORT_ENV_MPI_LIBRARY};
     cr_expect(table == header, "include/pyimport/pyimport.h and PYIMPORT_OPTIONS disagree");

@@ -174,8 +174,13 @@ Test(startup, a_damaged_copy_is_rejected_by_its_node_only) {
     job.damage_leaders_broadcast(2); // node 1's leader
     std::vector<RankStart> results = start_all(job, config);
     cr_expect(results[0].attached && results[1].attached);
-    cr_expect(results[2].shared && !results[2].attached);
-    cr_expect(results[3].shared && !results[3].attached);
+    // Node 1's leader finds its copy damaged before sharing it: neither of
+    // node 1's ranks serves from it.
+    cr_expect(!results[2].shared && !results[2].attached);
+    cr_expect(!results[3].shared && !results[3].attached);
+    // Node 0's member trusts its leader's sealed copy; the leader's own
+    // copy is rank 0's.
+    cr_expect(results[0].image.checked && results[1].image.checked);
 }
 
 Test(startup, the_node_mirror_is_shared_by_a_nodes_ranks_and_removed_by_the_last) {
@@ -275,6 +280,7 @@ Test(startup, run_start_up_returns_the_ranks_result_when_all_join) {
 
 // MPICH under srun --mpi=pmix: the launcher started 4, MPI sees a world of
 // 1. Each rank stays uncached (no walk of its own), connected for the exit.
+// (The launcher's rank 0 walks ahead while MPI starts, once for the job.)
 Test(startup, ranks_that_cannot_find_each_other_do_not_walk_alone) {
     Fixture fx;
     FakeJob job({0});
@@ -287,7 +293,7 @@ Test(startup, ranks_that_cannot_find_each_other_do_not_walk_alone) {
     };
     run.transport = job.transport(0);
     run.launcher_ranks = 4;
-    run.launcher_rank = 0;
+    run.launcher_rank = 2;
     cr_assert(run_start_up(run, 60));
     std::lock_guard lock(run.mutex);
     cr_expect(run.result.connected);
@@ -455,4 +461,33 @@ Test(node_layout, the_identity_is_the_kernel_the_pid_namespace_and_the_node_dire
     cr_expect_eq(from_child, node_identity(a));
     close(pipe_fds[0]);
     close(pipe_fds[1]);
+}
+
+// The launcher's rank 0 walks while MPI starts, and MPI's rank 0 uses that
+// walk; a process the launcher numbers 0 that MPI numbers otherwise drops it.
+Test(startup, the_launchers_rank_0_walks_while_mpi_starts) {
+    Fixture fx;
+    static int walks = 0;
+    auto counted = [](const Config&) {
+        ++walks;
+        return WalkInputs{};
+    };
+    FakeJob job({0, 0});
+    static StartupRun runs[2];
+    for (int r = 0; r < 2; ++r) {
+        runs[r].config = fixture_config(fx);
+        runs[r].inputs = counted;
+        runs[r].transport = job.transport(r);
+        runs[r].launcher_ranks = 2;
+        runs[r].launcher_rank = r;
+    }
+    std::thread other([] { cr_assert(run_start_up(runs[1], 60)); });
+    cr_assert(run_start_up(runs[0], 60));
+    other.join();
+    for (int r = 0; r < 2; ++r) {
+        std::lock_guard lock(runs[r].mutex);
+        cr_expect(runs[r].result.attached, "rank %d", r);
+    }
+    cr_expect_eq(walks, 1, "one walk, ahead");
+    cr_expect_gt(runs[0].result.facts.walk_seconds, 0.0);
 }
