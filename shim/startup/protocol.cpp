@@ -9,6 +9,7 @@
 #include "loader/search.hpp"
 #include "serve/stats.hpp"
 #include "startup/image_sharing.hpp"
+#include "startup/local_filesystems.hpp"
 #include "startup/node_layout.hpp"
 #include "startup/runtime.hpp"
 
@@ -119,14 +120,17 @@ bool check_image(const char* data, uint64_t length, std::string& error) {
 
 // Steps 2 and 3: rank 0's status, then the image. The status is a 1, the
 // image's size and whether the exit gathers statistics (rank 0's settings
-// decide, so that every rank takes the same collectives at exit), or a 0 and
-// rank 0's reason.
+// decide, so that every rank takes the same collectives at exit), a 0 and
+// rank 0's reason, or a 2: the trees are node-local, every rank passes
+// through (rank 0 alone looks: on a shared filesystem the others make no
+// request for it).
+constexpr char kStatusServe = 1, kStatusFailed = 0, kStatusLocal = 2;
 bool share_snapshot(Transport& transport, const Config& config, const FindWalkInputs& inputs,
                     RankStart& out, PreparedImage* prepared) {
     std::string error;
     std::vector<char> image;
     constexpr size_t kStatusSize = 1 + sizeof(uint64_t) + 1;
-    std::vector<char> status(kStatusSize, 1);
+    std::vector<char> status(kStatusSize, kStatusServe);
     if (transport.rank() == 0) {
         PreparedImage now;
         if (!prepared) prepare_image(config, inputs, now);
@@ -137,13 +141,24 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
         out.profile = std::move(made.walked.profile);
         out.not_cached = made.walked.not_cached;
         out.facts.walk_seconds = made.walked.facts.walk_seconds;
-        if (built) {
+        if (made.local) {
+            status.assign(1, kStatusLocal);
+            // Asked for statistics, the job is told why there are none.
+            if (config.stats || !config.stats_file.empty())
+                log_error("the trees are on node-local filesystems (%s): running uncached, no "
+                          "statistics (PYIMPORT_SERVE_LOCAL=1 serves them)",
+                          made.local_kinds.c_str());
+            else
+                PYIMPORT_LOG(LogLevel::info,
+                             "the trees are on node-local filesystems (%s): running uncached",
+                             made.local_kinds.c_str());
+        } else if (built) {
             uint64_t length = image.size();
             std::memcpy(status.data() + 1, &length, sizeof length);
             status[kStatusSize - 1] = config.stats || !config.stats_file.empty();
         } else {
             status.assign(error.begin(), error.end());
-            status.insert(status.begin(), 0);
+            status.insert(status.begin(), kStatusFailed);
             image.clear();
         }
     }
@@ -154,12 +169,17 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
         log_error("%s; running uncached", error.c_str());
         return false;
     }
-    if (status.empty() || status[0] == 0) {
+    if (status.size() == 1 && status[0] == kStatusLocal) {
+        if (transport.rank() != 0)
+            PYIMPORT_LOG(LogLevel::info, "rank 0 found the trees node-local: running uncached");
+        return false;
+    }
+    if (status.empty() || status[0] == kStatusFailed) {
         if (transport.rank() == 0 && !status.empty())
             log_error("%.*s", static_cast<int>(status.size() - 1), &status[1]);
         return false;
     }
-    if (status.size() != kStatusSize) {
+    if (status.size() != kStatusSize || status[0] != kStatusServe) {
         log_error("the start-up status from rank 0 is malformed; running uncached");
         return false;
     }
@@ -284,8 +304,19 @@ bool node_broadcast_text(Transport& transport, std::string& text, std::string& e
 
 void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedImage& prepared) {
     try {
+        WalkInputs walk_inputs = inputs(config);
+        if (!config.serve_local) {
+            std::vector<std::string> trees =
+                config.prefixes.empty() ? walk_inputs.default_prefixes : config.prefixes;
+            if (!walk_inputs.script_directory.empty())
+                trees.push_back(walk_inputs.script_directory);
+            if (on_local_filesystems(trees, prepared.local_kinds)) {
+                prepared.local = true;
+                return;
+            }
+        }
         prepared.built =
-            build_image(config, inputs(config), prepared.walked, prepared.image, prepared.error);
+            build_image(config, walk_inputs, prepared.walked, prepared.image, prepared.error);
     } catch (...) {
         // Still a status: the other ranks wait for one.
         prepared.built = false;

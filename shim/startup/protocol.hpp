@@ -81,6 +81,10 @@ struct RankStart {
 // thread of its own while MPI initialises (which takes as long as the walk
 // or longer), instead of after it while every other rank waits.
 struct PreparedImage {
+    // The trees are all node-local (and PYIMPORT_SERVE_LOCAL=0): no walk,
+    // the job passes through; `local_kinds` names their filesystems.
+    bool local = false;
+    std::string local_kinds;
     bool built = false;
     std::vector<char> image;
     std::string error; // why not built

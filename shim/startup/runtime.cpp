@@ -11,7 +11,6 @@
 #include "loader/search.hpp"
 #include "serve/stats.hpp"
 #include "startup/activation.hpp"
-#include "startup/local_filesystems.hpp"
 #include "startup/protocol.hpp"
 #include "startup/transport.hpp"
 
@@ -157,26 +156,6 @@ void activate() {
     case Activation::Active:
         set_log_level(config.log);
         break;
-    }
-    if (!config.serve_local) {
-        WalkInputs inputs = interpreter_inputs(config);
-        std::vector<std::string> trees =
-            config.prefixes.empty() ? inputs.default_prefixes : config.prefixes;
-        if (!inputs.script_directory.empty()) trees.push_back(inputs.script_directory);
-        std::string kinds;
-        if (on_local_filesystems(trees, kinds)) {
-            startup_loads(kLoadsNone);
-            // Asked for statistics, the job is told why there are none (once).
-            if ((config.stats || !config.stats_file.empty()) && launch.rank <= 0)
-                log_error("the trees are on node-local filesystems (%s): running uncached, no "
-                          "statistics (PYIMPORT_SERVE_LOCAL=1 serves them)",
-                          kinds.c_str());
-            else
-                PYIMPORT_LOG(LogLevel::info,
-                             "the trees are on node-local filesystems (%s): running uncached",
-                             kinds.c_str());
-            return;
-        }
     }
     // Mark before anything can start a child: descendants stay inert.
     char pid[32];

@@ -28,6 +28,7 @@ Config fixture_config(const Fixture& fx) {
     Config config;
     config.prefixes = {fx.root};
     config.libraries = false;
+    config.serve_local = true; // the fixture is on this machine's local disk
     return config;
 }
 
@@ -490,4 +491,23 @@ Test(startup, the_launchers_rank_0_walks_while_mpi_starts) {
     }
     cr_expect_eq(walks, 1, "one walk, ahead");
     cr_expect_gt(runs[0].result.facts.walk_seconds, 0.0);
+}
+
+// PYIMPORT_SERVE_LOCAL=0 and the fixture on this machine's local disk: rank
+// 0 looks, walks nothing, and every rank passes through.
+Test(startup, node_local_trees_pass_through_on_every_rank) {
+    Fixture fx;
+    Config config = fixture_config(fx);
+    config.serve_local = false;
+    FakeJob job({0, 0, 1});
+    std::vector<RankStart> results = start_all(job, config);
+    for (size_t r = 0; r < results.size(); ++r) {
+        cr_expect(results[r].connected && !results[r].shared && !results[r].attached, "rank %zu",
+                  r);
+        cr_expect(!results[r].gather_stats);
+    }
+    cr_expect_eq(results[0].facts.walk_seconds, 0.0, "no walk");
+    config.serve_local = true;
+    results = start_all(job, config);
+    cr_expect(results[0].attached && results[2].attached, "served when asked");
 }
