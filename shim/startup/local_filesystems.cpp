@@ -1,5 +1,6 @@
 #include "startup/local_filesystems.hpp"
 
+#include <cstring>
 #include <sys/vfs.h>
 
 namespace pyimport {
@@ -34,6 +35,60 @@ bool on_local_filesystems(const std::vector<std::string>& paths, std::string& na
             names += (names.empty() ? "" : ", ") + std::string(name);
     }
     return any;
+}
+
+namespace {
+
+std::string parent(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    return slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
+}
+
+void add_list(std::vector<std::string>& out, const char* value) {
+    if (!value) return;
+    const char* start = value;
+    for (const char* p = value;; ++p) {
+        if (*p == ':' || *p == '\0') {
+            if (p > start && *start == '/') out.emplace_back(start, static_cast<size_t>(p - start));
+            if (*p == '\0') break;
+            start = p + 1;
+        }
+    }
+}
+
+} // namespace
+
+std::vector<std::string> likely_trees(const char* (*lookup)(const char*),
+                                      const std::vector<std::string>& command_line,
+                                      const std::string& executable, const std::string& cwd) {
+    std::vector<std::string> trees;
+    auto absolute = [&](const std::string& path) {
+        return path.empty() || path[0] == '/' ? path : cwd + "/" + path;
+    };
+    if (!executable.empty()) trees.push_back(parent(parent(executable)));
+    if (!command_line.empty() && command_line[0].find('/') != std::string::npos)
+        trees.push_back(parent(parent(absolute(command_line[0]))));
+    for (const char* name : {"PYTHONHOME", "VIRTUAL_ENV"})
+        if (const char* value = lookup(name); value && *value == '/') trees.emplace_back(value);
+    add_list(trees, lookup("PYTHONPATH"));
+    add_list(trees, lookup("PYIMPORT_PREFIX"));
+    if (const char* home = lookup("HOME"); home && *home == '/') trees.emplace_back(home);
+    // The script: the first argument that is not an option (-c and -m run
+    // from the working directory; options with a value skip it).
+    bool script_found = false;
+    for (size_t i = 1; i < command_line.size(); ++i) {
+        const std::string& arg = command_line[i];
+        if (arg == "-c" || arg == "-m" || arg == "-") break;
+        if (arg.size() > 1 && arg[0] == '-') {
+            if (arg == "-W" || arg == "-X" || arg == "--check-hash-based-pycs") ++i;
+            continue;
+        }
+        trees.push_back(parent(absolute(arg)));
+        script_found = true;
+        break;
+    }
+    if (!script_found && !cwd.empty()) trees.push_back(cwd);
+    return trees;
 }
 
 } // namespace pyimport

@@ -143,15 +143,7 @@ bool share_snapshot(Transport& transport, const Config& config, const FindWalkIn
         out.facts.walk_seconds = made.walked.facts.walk_seconds;
         if (made.local) {
             status.assign(1, kStatusLocal);
-            // Asked for statistics, the job is told why there are none.
-            if (config.stats || !config.stats_file.empty())
-                log_error("the trees are on node-local filesystems (%s): running uncached, no "
-                          "statistics (PYIMPORT_SERVE_LOCAL=1 serves them)",
-                          made.local_kinds.c_str());
-            else
-                PYIMPORT_LOG(LogLevel::info,
-                             "the trees are on node-local filesystems (%s): running uncached",
-                             made.local_kinds.c_str());
+            report_local_trees(config, true, made.local_kinds);
         } else if (built) {
             uint64_t length = image.size();
             std::memcpy(status.data() + 1, &length, sizeof length);
@@ -300,6 +292,18 @@ bool node_broadcast_text(Transport& transport, std::string& text, std::string& e
     if (!transport.node_broadcast(&length, sizeof length, error)) return false;
     text.resize(length);
     return transport.node_broadcast(text.data(), length, error);
+}
+
+void report_local_trees(const Config& config, bool speaks, const std::string& kinds) {
+    // Asked for statistics, the job is told why there are none (once).
+    if ((config.stats || !config.stats_file.empty()) && speaks)
+        log_error("the trees are on node-local filesystems (%s): running uncached, no "
+                  "statistics (PYIMPORT_SERVE_LOCAL=1 serves them)",
+                  kinds.c_str());
+    else
+        PYIMPORT_LOG(LogLevel::info,
+                     "the trees are on node-local filesystems (%s): running uncached",
+                     kinds.c_str());
 }
 
 void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedImage& prepared) {

@@ -91,7 +91,13 @@ struct PreparedImage {
     RankStart walked;  // the profile, what did not fit, the walk's time
 };
 
-// Makes rank 0's image (build_image, below) into `prepared`.
+// One line on why a job whose trees are node-local passes through: on
+// stderr from the rank that `speaks` if statistics were asked for, else at
+// PYIMPORT_LOG=1.
+void report_local_trees(const Config& config, bool speaks, const std::string& kinds);
+
+// Makes rank 0's image (build_image, below) into `prepared`, or finds its
+// trees node-local (PYIMPORT_SERVE_LOCAL=0) and makes none.
 void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedImage& prepared);
 
 // The start-up step of one rank, after connect(). Reports faults with one

@@ -11,6 +11,7 @@
 #include "loader/search.hpp"
 #include "serve/stats.hpp"
 #include "startup/activation.hpp"
+#include "startup/local_filesystems.hpp"
 #include "startup/protocol.hpp"
 #include "startup/transport.hpp"
 
@@ -156,6 +157,19 @@ void activate() {
     case Activation::Active:
         set_log_level(config.log);
         break;
+    }
+    if (!config.serve_local) {
+        // Node-local trees, as this rank can tell without asking a shared
+        // filesystem: pass through before MPI (rank 0 looks closer otherwise).
+        char cwd[PATH_MAX];
+        std::string here = getcwd(cwd, sizeof cwd) ? cwd : "";
+        std::string kinds;
+        if (on_local_filesystems(
+                likely_trees(getenv_raw, own_command_line(), executable_path(), here), kinds)) {
+            startup_loads(kLoadsNone);
+            report_local_trees(config, launch.rank <= 0, kinds);
+            return;
+        }
     }
     // Mark before anything can start a child: descendants stay inert.
     char pid[32];

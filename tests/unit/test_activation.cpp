@@ -226,3 +226,22 @@ Test(activation, node_local_filesystems_are_known_by_type_and_others_count_as_sh
     cr_expect(!on_local_filesystems({"/no/such/path"}, names));
     cr_expect(!on_local_filesystems({}, names));
 }
+
+// What every rank checks before MPI: the trees it can name without a request.
+Test(activation, likely_trees_are_named_from_the_process_alone) {
+    testing::g_env = {{"PYTHONPATH", "/proj/src:relative::/more"},
+                      {"VIRTUAL_ENV", "/nfs/venv"},
+                      {"HOME", "/home/u"},
+                      {"PYIMPORT_PREFIX", "/opt/py"}};
+    using List = std::vector<std::string>;
+    List trees =
+        likely_trees(testing::fake_env, {"venv/bin/python", "-X", "dev", "-u", "app/run.py", "x"},
+                     "/usr/bin/python3.11", "/work");
+    cr_expect(trees == (List{"/usr", "/work/venv", "/nfs/venv", "/proj/src", "/more", "/opt/py",
+                             "/home/u", "/work/app"}),
+              "%zu trees", trees.size());
+    trees =
+        likely_trees(testing::fake_env, {"python3", "-c", "print(1)"}, "/usr/bin/python3.11", "/w");
+    cr_expect(trees.back() == "/w" && trees.front() == "/usr",
+              "-c runs from the working directory");
+}
