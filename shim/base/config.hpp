@@ -48,10 +48,10 @@ namespace pyimport {
       "read with pyimport report): %j expands to the job id, %h to rank 0's host name, %p to its " \
       "process id, %% to %; an existing file is replaced")                                         \
     X(serve_local, "PYIMPORT_SERVE_LOCAL", Bool, "0",                                              \
-      "0: when rank 0 finds every tree (the prefixes, the script's directory) on node-local "      \
-      "filesystems (ext4, XFS, Btrfs, ZFS, tmpfs, overlay, squashfs...), the job passes "          \
-      "through: the node's page cache already answers every rank, and serving could only cost; "   \
-      "1 serves it from the snapshot too")                                                         \
+      "0: a job whose trees (the prefixes, the script's directory) are all on node-local "         \
+      "filesystems (ext4, XFS, Btrfs, ZFS, tmpfs, overlay, squashfs...) passes through: the "      \
+      "node's page cache already answers every rank, and serving could only cost; 1 serves it "    \
+      "from the snapshot too")                                                                     \
     X(timeout, "PYIMPORT_TIMEOUT", Seconds, "300",                                                 \
       "seconds a rank waits for the start-up broadcast; then it runs uncached (ranks of one "      \
       "job that do not all activate never complete it)")                                           \

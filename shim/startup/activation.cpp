@@ -43,10 +43,13 @@ bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch,
         launch.launcher = Launcher::open_mpi;
         launch.rank = number(rank);
         launch.ranks = number(lookup("OMPI_COMM_WORLD_SIZE"));
+        launch.one_node =
+            launch.ranks > 0 && number(lookup("OMPI_COMM_WORLD_LOCAL_SIZE")) == launch.ranks;
     } else if (lookup("PMI_RANK") && lookup("MPI_LOCALRANKID")) {
         launch.launcher = Launcher::hydra;
         launch.rank = number(lookup("PMI_RANK"));
         launch.ranks = number(lookup("PMI_SIZE"));
+        launch.one_node = launch.ranks > 0 && number(lookup("MPI_LOCALNRANKS")) == launch.ranks;
     } else if (lookup("SLURM_PROCID")) {
         // A batch script has SLURM_PROCID=0 too, but no step of its own.
         if (!lookup("SLURM_STEP_ID") && !lookup("SLURM_STEPID")) {
@@ -57,6 +60,8 @@ bool launched_as_rank(EnvLookup lookup, bool (*fd_open)(int), Launch& launch,
         launch.rank = number(lookup("SLURM_PROCID"));
         const char* tasks = lookup("SLURM_STEP_NUM_TASKS");
         launch.ranks = number(tasks ? tasks : lookup("SLURM_NTASKS"));
+        const char* nodes = lookup("SLURM_STEP_NUM_NODES");
+        launch.one_node = number(nodes ? nodes : lookup("SLURM_NNODES")) == 1;
         if (const char* type = lookup("SLURM_MPI_TYPE"))
             launch.pmix = launch.pmix || std::strncmp(type, "pmix", 4) == 0;
     } else if (const char* rank = lookup("PMI_RANK")) {
@@ -98,6 +103,10 @@ std::vector<std::string> mpi_library_candidates(const Config& config, const Laun
 
 bool launcher_keeps_going(const Launch& launch) {
     return launch.launcher == Launcher::slurm;
+}
+
+bool may_decide_alone(const Launch& launch) {
+    return launch.one_node;
 }
 
 Activation decide_activation(EnvLookup lookup, bool (*is_python)(), Config& config,

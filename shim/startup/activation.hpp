@@ -21,9 +21,10 @@ enum class Launcher {
 };
 struct Launch {
     Launcher launcher = Launcher::other;
-    int rank = -1;     // this rank's number, as the launcher counts (-1: not said)
-    int ranks = -1;    // how many ranks it started (-1: not said)
-    bool pmix = false; // the ranks' process manager interface is PMIx
+    int rank = -1;         // this rank's number, as the launcher counts (-1: not said)
+    int ranks = -1;        // how many ranks it started (-1: not said)
+    bool one_node = false; // the launcher says every rank is on this node
+    bool pmix = false;     // the ranks' process manager interface is PMIx
     // The environment of an MPICH-ABI library (Intel MPI's, Cray MPICH's,
     // MVAPICH's, an MPICH module's variables): under PMIx that one first.
     bool mpich_environment = false;
@@ -53,6 +54,11 @@ std::vector<std::string> mpi_library_candidates(const Config& config, const Laun
 // Hydra and mpirun end such a job themselves, and end it too when a rank
 // leaves without ending MPI: there the exit waits as MPI_Finalize does.
 bool launcher_keeps_going(const Launch& launch);
+
+// Whether a rank may decide alone, before MPI, that the job's trees are
+// node-local: only when every rank is on its node (the launcher says so),
+// where every rank sees the same mounts. Elsewhere rank 0 decides for all.
+bool may_decide_alone(const Launch& launch);
 enum class Activation {
     Inert,         // stays a pass-through, silently
     Active,        // takes part in the start-up step

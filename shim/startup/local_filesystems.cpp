@@ -1,5 +1,6 @@
 #include "startup/local_filesystems.hpp"
 
+#include <cerrno>
 #include <cstring>
 #include <sys/vfs.h>
 
@@ -27,7 +28,10 @@ bool on_local_filesystems(const std::vector<std::string>& paths, std::string& na
     bool any = false;
     for (const std::string& path : paths) {
         struct statfs fs {};
-        if (statfs(path.c_str(), &fs) != 0) continue; // absent: nothing of it to serve
+        if (statfs(path.c_str(), &fs) != 0) {
+            if (errno == ENOENT || errno == ENOTDIR) continue; // absent: nothing to serve
+            return false; // unknown (EIO, EACCES, ESTALE...): not known to be local
+        }
         const char* name = local_filesystem_name(static_cast<long>(fs.f_type));
         if (!name) return false;
         any = true;

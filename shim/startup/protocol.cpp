@@ -78,8 +78,9 @@ bool build_image(const Config& config, const WalkInputs& inputs, RankStart& out,
             FileId id{st.dev_major, st.dev_minor, st.ino};
             return std::find(loaded->begin(), loaded->end(), id) != loaded->end();
         };
-        if (const char* value = getenv("LD_LIBRARY_PATH"))
-            options.library_path = library_path_dirs(value, inputs.executable, PYIMPORT_LOADER_LIB);
+        if (inputs.library_path)
+            options.library_path = library_path_dirs(inputs.library_path->c_str(),
+                                                     inputs.executable, PYIMPORT_LOADER_LIB);
     }
     options.not_cached = &out.not_cached;
     out.profile = load_profile(inputs, options.prefixes);
@@ -242,16 +243,25 @@ void run_in_thread(StartupRun* run) {
     if (run->launcher_rank == 0) {
         set_log_rank(0);
         try {
-            walker = std::thread([run, &prepared] {
+            // The inputs (the environment, the command line) are read here:
+            // MPI's start in this thread may set variables meanwhile.
+            auto inputs = std::make_shared<WalkInputs>(run->inputs(run->config));
+            walker = std::thread([run, &prepared, inputs] {
                 t_inside_shim = 1;
-                prepare_image(run->config, run->inputs, prepared);
+                prepare_image(
+                    run->config, [inputs](const Config&) { return *inputs; }, prepared);
             });
         } catch (...) {
             // No thread: rank 0 walks after MPI's start, as it would.
         }
     }
     auto connecting = std::chrono::steady_clock::now();
-    result.connected = run->transport->connect(error);
+    try {
+        result.connected = run->transport->connect(error);
+    } catch (...) {
+        result.connected = false;
+        error = "unexpected failure while starting MPI";
+    }
     result.facts.mpi_init_seconds = seconds_since(connecting);
     bool walker_started = walker.joinable();
     if (walker_started) walker.join();
@@ -324,7 +334,11 @@ void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedI
     } catch (...) {
         // Still a status: the other ranks wait for one.
         prepared.built = false;
-        prepared.error = "unexpected failure while preparing the snapshot; running uncached";
+        try {
+            prepared.error = "unexpected failure while preparing the snapshot; running uncached";
+        } catch (...) {
+            prepared.error.clear(); // (no memory for the reason)
+        }
     }
 }
 

@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,7 @@ struct WalkInputs {
     std::string cache_tag;                     // "cpython-311"
     std::string profile_dir;                   // "" for no profile
     std::string executable, program;           // which program's profile
+    std::optional<std::string> library_path;   // LD_LIBRARY_PATH, if set
 };
 using FindWalkInputs = std::function<WalkInputs(const Config&)>;
 

@@ -83,6 +83,7 @@ WalkInputs interpreter_inputs(const Config& config) {
     inputs.probes = std::move(plan.probes);
     inputs.script_directory = std::move(plan.script_directory);
     inputs.cache_tag = python_cache_tag();
+    if (const char* value = getenv_raw("LD_LIBRARY_PATH")) inputs.library_path = value;
     inputs.profile_dir = profile_directory(config.profile, getenv_raw);
     if (!inputs.profile_dir.empty()) {
         inputs.executable = executable_path();
@@ -158,9 +159,14 @@ void activate() {
         set_log_level(config.log);
         break;
     }
-    if (!config.serve_local) {
+    // Mark before anything can start a child: descendants stay inert.
+    char pid[32];
+    std::snprintf(pid, sizeof pid, "%d", static_cast<int>(getpid()));
+    setenv(kActiveMarker, pid, 1);
+    if (!config.serve_local && may_decide_alone(launch)) {
         // Node-local trees, as this rank can tell without asking a shared
-        // filesystem: pass through before MPI (rank 0 looks closer otherwise).
+        // filesystem, and every rank on this node (they see what it sees):
+        // pass through before MPI. Otherwise rank 0 looks, for everyone.
         char cwd[PATH_MAX];
         std::string here = getcwd(cwd, sizeof cwd) ? cwd : "";
         std::string kinds;
@@ -171,10 +177,6 @@ void activate() {
             return;
         }
     }
-    // Mark before anything can start a child: descendants stay inert.
-    char pid[32];
-    std::snprintf(pid, sizeof pid, "%d", static_cast<int>(getpid()));
-    setenv(kActiveMarker, pid, 1);
 
     auto start = std::chrono::steady_clock::now();
     // The MPI library and what it needs: the node's first process records

@@ -59,7 +59,7 @@ template <class Abi> struct MpiFunctions {
     int (*Gather)(const void*, int, Datatype, void*, int, Datatype, int, Comm) = nullptr;
     int (*Gatherv)(const void*, int, Datatype, void*, const int*, const int*, Datatype, int,
                    Comm) = nullptr;
-    int (*Iallgather)(const void*, int, Datatype, void*, int, Datatype, Comm, Request*) = nullptr;
+    int (*Allgather)(const void*, int, Datatype, void*, int, Datatype, Comm) = nullptr;
     int (*Isend)(const void*, int, Datatype, int, int, Comm, Request*) = nullptr;
     int (*Irecv)(void*, int, Datatype, int, int, Comm, Request*) = nullptr;
     int (*Comm_group)(Comm, Group*) = nullptr;
@@ -113,7 +113,7 @@ template <class Abi> class MpiTransport final : public Transport {
         need("MPI_Reduce", f.Reduce);
         need("MPI_Gather", f.Gather);
         need("MPI_Gatherv", f.Gatherv);
-        need("MPI_Iallgather", f.Iallgather);
+        need("MPI_Allgather", f.Allgather);
         need("MPI_Isend", f.Isend);
         need("MPI_Irecv", f.Irecv);
         need("MPI_Comm_group", f.Comm_group);
@@ -155,19 +155,18 @@ template <class Abi> class MpiTransport final : public Transport {
         return broadcast_chunked(bytes.data(), length, comm_, error);
     }
 
-    // One all-gather of the ranks' node identities, waited for idly; the
-    // node's steps are then messages between its leader and its other ranks,
-    // and the leaders get a communicator of their own only if there are
-    // several nodes (MPI_Comm_create_group: only they take part).
+    // One all-gather of the ranks' node identities; the node's steps are then
+    // messages between its leader and its other ranks, and the leaders get a
+    // communicator of their own only if there are several nodes
+    // (MPI_Comm_create_group: only they take part). The all-gather is MPI's
+    // blocking one: every rank arrives at once, just after rank 0's status,
+    // and its algorithms scale (nonblocking ones are linear in Open MPI, and
+    // in MPICH a ring that moves only when each rank polls).
     bool split_by_node(uint64_t node_identity, std::string& error) override {
         std::vector<uint64_t> identities(size_, node_identity);
-        if (size_ > 1) {
-            typename Abi::Request request;
-            if (mpi_.Iallgather(&node_identity, 1, abi_.uint64, identities.data(), 1, abi_.uint64,
-                                comm_, &request) != mpi_abi::kSuccess ||
-                !wait_idly(&request, 1, kNodePauseNs))
-                return error = "MPI_Iallgather failed", false;
-        }
+        if (size_ > 1 && mpi_.Allgather(&node_identity, 1, abi_.uint64, identities.data(), 1,
+                                        abi_.uint64, comm_) != mpi_abi::kSuccess)
+            return error = "MPI_Allgather failed", false;
         layout_ = node_layout(identities, rank_);
         if (layout_.leader() && layout_.leaders.size() > 1) {
             typename Abi::Group all = abi_.group_null, leaders = abi_.group_null;

@@ -245,3 +245,42 @@ Test(activation, likely_trees_are_named_from_the_process_alone) {
     cr_expect(trees.back() == "/w" && trees.front() == "/usr",
               "-c runs from the working directory");
 }
+
+// A rank decides alone that the trees are node-local only when the launcher
+// says every rank is on its node.
+Test(activation, one_node_jobs_are_known_from_the_launcher) {
+    auto one_node = [](std::map<std::string, std::string> env) {
+        g_env = std::move(env);
+        Launch launch;
+        std::string why;
+        cr_assert(launched_as_rank(
+                      fake_env, [](int) { return true; }, launch, why),
+                  "%s", why.c_str());
+        return may_decide_alone(launch);
+    };
+    cr_expect(one_node({{"PMI_RANK", "0"},
+                        {"PMI_SIZE", "4"},
+                        {"MPI_LOCALRANKID", "0"},
+                        {"MPI_LOCALNRANKS", "4"}}));
+    cr_expect(!one_node({{"PMI_RANK", "0"},
+                         {"PMI_SIZE", "4"},
+                         {"MPI_LOCALRANKID", "0"},
+                         {"MPI_LOCALNRANKS", "2"}}));
+    cr_expect(!one_node({{"PMI_RANK", "0"}, {"PMI_SIZE", "4"}, {"MPI_LOCALRANKID", "0"}}));
+    cr_expect(one_node({{"OMPI_COMM_WORLD_RANK", "1"},
+                        {"OMPI_COMM_WORLD_SIZE", "2"},
+                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}));
+    cr_expect(!one_node({{"OMPI_COMM_WORLD_RANK", "1"},
+                         {"OMPI_COMM_WORLD_SIZE", "8"},
+                         {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}}));
+    cr_expect(one_node({{"SLURM_PROCID", "0"},
+                        {"SLURM_STEP_ID", "0"},
+                        {"SLURM_NTASKS", "3"},
+                        {"SLURM_STEP_NUM_NODES", "1"}}));
+    cr_expect(!one_node({{"SLURM_PROCID", "0"},
+                         {"SLURM_STEP_ID", "0"},
+                         {"SLURM_NTASKS", "3"},
+                         {"SLURM_STEP_NUM_NODES", "3"},
+                         {"SLURM_NNODES", "1"}}));
+    cr_expect(!one_node({{"PMIX_RANK", "0"}}), "a launcher that does not say");
+}
