@@ -112,10 +112,8 @@ void report_snapshot(const Config& config, const Interpreter& interpreter) {
         std::printf("script directory: %s (sys.path[0]: its modules served, its other files "
                     "read from the filesystem)\n",
                     plan.script_directory.c_str());
-    std::vector<std::string> trees = config.prefixes.empty() ? plan.prefixes : config.prefixes;
-    if (!plan.script_directory.empty()) trees.push_back(plan.script_directory);
     std::string kinds;
-    if (!on_local_filesystems(trees, kinds))
+    if (!on_local_filesystems(walked_trees(options), kinds))
         std::printf("filesystems: not all node-local: a job is served\n");
     else if (config.serve_local)
         std::printf("filesystems: node-local (%s): a job is served anyway "

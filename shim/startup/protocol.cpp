@@ -320,10 +320,7 @@ void prepare_image(const Config& config, const FindWalkInputs& inputs, PreparedI
     try {
         WalkInputs walk_inputs = inputs(config);
         if (!config.serve_local) {
-            std::vector<std::string> trees =
-                config.prefixes.empty() ? walk_inputs.default_prefixes : config.prefixes;
-            if (!walk_inputs.script_directory.empty())
-                trees.push_back(walk_inputs.script_directory);
+            std::vector<std::string> trees = walked_trees(walk_options(config, walk_inputs));
             if (on_local_filesystems(trees, prepared.local_kinds)) {
                 prepared.local = true;
                 return;
@@ -461,6 +458,12 @@ BuildOptions walk_options(const Config& config, const WalkInputs& inputs) {
     options.probes = inputs.probes;
     if (!inputs.script_directory.empty()) options.live_roots.push_back(inputs.script_directory);
     return options;
+}
+
+std::vector<std::string> walked_trees(const BuildOptions& options) {
+    std::vector<std::string> trees = options.prefixes;
+    trees.insert(trees.end(), options.live_roots.begin(), options.live_roots.end());
+    return trees;
 }
 
 size_t add_learned_paths(const PathSet& profile, BuildOptions& options) {

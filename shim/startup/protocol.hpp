@@ -56,6 +56,10 @@ using FindWalkInputs = std::function<WalkInputs(const Config&)>;
 // profile, nor the loader's directories, which build_image adds).
 BuildOptions walk_options(const Config& config, const WalkInputs& inputs);
 
+// The trees such a walk reads (its prefixes and live roots): where
+// PYIMPORT_SERVE_LOCAL=0 looks for node-local filesystems.
+std::vector<std::string> walked_trees(const BuildOptions& options);
+
 // What earlier jobs looked at outside the prefixes (from the profile: a
 // layout the search path did not foresee), added to `options`: import-related
 // names as single paths, listed directories as live roots (at most
